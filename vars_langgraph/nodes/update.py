@@ -1,0 +1,46 @@
+"""update: REINFORCE on the user vector from the previous turn's reward; session reset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+
+from vars_langgraph import policy
+from vars_langgraph.engine import VARSEngine
+from vars_langgraph.state import VARSState, resolve_user_id, thread_id
+
+
+def make_update(engine: VARSEngine):
+    pcfg = engine.config.policy
+
+    def update(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        user_id = resolve_user_id(runtime, config)
+        tid = thread_id(config)
+        result = dict(state.get("reward") or {})
+        with engine.user_lock(user_id):
+            user = engine.load_vector(user_id)
+            new_session = policy.start_session(user, tid)
+            pending = engine.memory.get_pending(user_id, tid) if result else None
+            applied = False
+            if pending and "value" in result:
+                cards = engine.index.get(user_id).cards
+                cands = [c for c in pending.get("candidates", []) if c["id"] in cards]
+                if cands:
+                    items = engine.item_vectors(
+                        np.asarray([cards[c["id"]].embedding for c in cands], np.float32))
+                    pi = np.asarray([c["pi"] for c in cands], np.float64)
+                    pi = pi / pi.sum() if pi.sum() > 0 else np.full(len(cands), 1 / len(cands))
+                    chosen = [i for i, c in enumerate(cands) if c["chosen"]]
+                    applied = policy.reinforce_update(
+                        user, items, pi, chosen, result["value"], result["gate"], pcfg)
+            if applied or new_session or pending:
+                engine.memory.commit_update(user_id, tid, user.to_dict(),
+                                            drop_pending=pending is not None)
+        if result:
+            result["applied"] = applied
+        return {"reward": result or None, "user_vector": user.norms()}
+
+    return update

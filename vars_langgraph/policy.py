@@ -1,0 +1,173 @@
+"""The VARS policy math, pure numpy and no I/O: item vectors, scores, softmax, REINFORCE.
+
+Equation numbers refer to `vars-method.md` step 3 (scoring) and step 7 (update).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vars_langgraph.config import PolicyConfig
+
+
+@dataclass
+class UserVector:
+    """Per-user state: z_long, z_short (R^item_dim), reward baseline b, bookkeeping."""
+
+    z_long: np.ndarray
+    z_short: np.ndarray
+    baseline: float = 0.0
+    updates: int = 0
+    session_id: str | None = None
+    history: list[float] = field(default_factory=list)  # recent rewards, newest last
+
+    @classmethod
+    def zeros(cls, dim: int) -> UserVector:
+        return cls(np.zeros(dim, np.float32), np.zeros(dim, np.float32))
+
+    def to_dict(self) -> dict:
+        return {
+            "z_long": self.z_long.astype(float).tolist(),
+            "z_short": self.z_short.astype(float).tolist(),
+            "baseline": float(self.baseline),
+            "updates": int(self.updates),
+            "session_id": self.session_id,
+            "history": [float(r) for r in self.history[-50:]],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict | None, dim: int) -> UserVector:
+        """Load a stored vector; missing, wrong-sized or non-finite parts reset to zero."""
+        if not d:
+            return cls.zeros(dim)
+
+        def vec(key: str) -> np.ndarray:
+            v = np.asarray(d.get(key) or [], dtype=np.float32)
+            if v.shape != (dim,) or not np.all(np.isfinite(v)):
+                return np.zeros(dim, np.float32)
+            return v
+
+        b = d.get("baseline", 0.0)
+        b = float(b) if isinstance(b, int | float) and np.isfinite(b) else 0.0
+        return cls(
+            z_long=vec("z_long"),
+            z_short=vec("z_short"),
+            baseline=b,
+            updates=int(d.get("updates", 0) or 0),
+            session_id=d.get("session_id"),
+            history=[float(r) for r in d.get("history", []) if np.isfinite(r)],
+        )
+
+    def norms(self) -> dict[str, float]:
+        return {
+            "z_long_norm": float(np.linalg.norm(self.z_long)),
+            "z_short_norm": float(np.linalg.norm(self.z_short)),
+            "baseline": float(self.baseline),
+            "updates": int(self.updates),
+        }
+
+
+def item_vectors(
+    embeddings: np.ndarray, dim: int, projection: np.ndarray | None = None,
+    mean: np.ndarray | None = None,
+) -> np.ndarray:
+    """v_i = P (e_i - mean) (step 3); without a PCA matrix, the first `dim` dims of e_i.
+
+    Embeddings narrower than `dim` are zero-padded, so z has a fixed width per config.
+    """
+    e = np.asarray(embeddings, dtype=np.float32)
+    if e.ndim == 1:
+        e = e[None, :]
+    if projection is not None:
+        centred = e - (mean if mean is not None else 0.0)
+        return (centred @ projection.T).astype(np.float32)
+    if e.shape[1] >= dim:
+        return e[:, :dim].copy()
+    return np.pad(e, ((0, 0), (0, dim - e.shape[1])))
+
+
+def effective_z(user: UserVector, cfg: PolicyConfig) -> np.ndarray:
+    """z_eff = beta_L z_long + beta_S z_short (step 3), honouring the ablation switches."""
+    z = np.zeros_like(user.z_long)
+    if cfg.use_long:
+        z = z + cfg.beta_long * user.z_long
+    if cfg.use_short:
+        z = z + cfg.beta_short * user.z_short
+    return z
+
+
+def scores(base: np.ndarray, items: np.ndarray, z_eff: np.ndarray) -> np.ndarray:
+    """s_i = s0_i + v_i . z_eff (step 3)."""
+    return np.asarray(base, np.float64) + items.astype(np.float64) @ z_eff.astype(np.float64)
+
+
+def softmax(s: np.ndarray, tau: float) -> np.ndarray:
+    """pi = softmax(s / tau), numerically stable."""
+    x = np.asarray(s, np.float64) / tau
+    x = x - x.max()
+    p = np.exp(x)
+    return p / p.sum()
+
+
+def select(
+    s: np.ndarray, k: int, tau: float, sample: bool = False, rng: np.random.Generator | None = None
+) -> list[int]:
+    """Top-k by score (eval), or k draws without replacement from pi (training)."""
+    n = len(s)
+    k = min(k, n)
+    if k <= 0:
+        return []
+    if sample:
+        rng = rng or np.random.default_rng()
+        return [int(i) for i in rng.choice(n, size=k, replace=False, p=softmax(s, tau))]
+    return [int(i) for i in np.argsort(-np.asarray(s), kind="stable")[:k]]
+
+
+def policy_gradient(
+    items: np.ndarray, pi: np.ndarray, chosen: list[int], advantage: float, tau: float
+) -> np.ndarray:
+    """grad = (A / tau) (v_chosen - mu), mu = sum_i pi_i v_i (step 7)."""
+    v_chosen = items[chosen].mean(axis=0)
+    mu = pi @ items
+    return (advantage / tau) * (v_chosen - mu)
+
+
+def reinforce_update(
+    user: UserVector,
+    items: np.ndarray,
+    pi: np.ndarray,
+    chosen: list[int],
+    reward: float,
+    gate: float,
+    cfg: PolicyConfig,
+) -> bool:
+    """Apply one REINFORCE step in place; returns False when skipped (|A| < 1e-6 or none chosen).
+
+    A = g (r - b); z_long += eta_L grad; z_short = (1 - lambda) z_short + eta_S grad;
+    b = (1 - alpha) b + alpha r (step 7).
+    """
+    advantage = gate * (reward - user.baseline)
+    if not chosen or abs(advantage) < 1e-6 or len(items) == 0:
+        return False
+    grad = policy_gradient(items, pi, chosen, advantage, cfg.tau).astype(np.float32)
+    if not np.all(np.isfinite(grad)):
+        return False
+    if cfg.use_long:
+        user.z_long = user.z_long + cfg.eta_long * grad
+    if cfg.use_short:
+        user.z_short = (1.0 - cfg.decay_short) * user.z_short + cfg.eta_short * grad
+    user.baseline = (1.0 - cfg.alpha_baseline) * user.baseline + cfg.alpha_baseline * reward
+    user.updates += 1
+    user.history.append(float(reward))
+    return True
+
+
+def start_session(user: UserVector, session_id: str) -> bool:
+    """Session end resets z_short (z_long kept). Returns True when a new session began."""
+    if user.session_id == session_id:
+        return False
+    user.z_short = np.zeros_like(user.z_short)
+    user.session_id = session_id
+    return True

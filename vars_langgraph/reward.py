@@ -1,0 +1,121 @@
+"""Weak reward from the user's next message: keyword cues with word matching, the gate, and an
+optional LLM judge. Pure functions except `LLMJudge`, which calls an OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+NEGATIVE_CUES = (
+    "you didn't", "you did not", "that's not", "that is not", "thats not", "incorrect",
+    "redo", "again", "wrong", "not what i asked", "not what i wanted", "doesn't help",
+    "does not help", "no", "nope", "i said", "i told you", "i asked", "didn't ask",
+    "please don't", "stop", "still not", "forgot", "you forgot", "ignored", "not helpful",
+    "try again", "too long", "too short", "i already said", "as i said", "remember",
+)
+POSITIVE_CUES = (
+    "thanks", "thank you", "great", "perfect", "awesome", "nice", "good", "helpful",
+    "give an example", "continue", "what if", "exactly", "that works", "makes sense",
+    "got it", "cool", "excellent", "love it", "next", "go on", "tell me more",
+)
+JUDGE_LABELS = {
+    "neg_constraint_restate": -1.0,
+    "neg_correction": -0.8,
+    "neg_confusion": -0.6,
+    "pos_praise": 0.8,
+    "pos_progress": 0.1,
+    "neutral": 0.0,
+    "topic_shift": 0.0,
+}
+
+
+def _cue_pattern(cues: tuple[str, ...]) -> re.Pattern[str]:
+    alts = sorted((re.escape(c).replace(r"\ ", r"\s+") for c in cues), key=len, reverse=True)
+    return re.compile(r"(?<![\w'])(?:" + "|".join(alts) + r")(?![\w'])", re.IGNORECASE)
+
+
+_NEG = _cue_pattern(NEGATIVE_CUES)
+_POS = _cue_pattern(POSITIVE_CUES)
+
+
+def _normalise(text: str) -> str:
+    return text.replace("\u2019", "'").replace("\u2018", "'")
+
+
+def has_negative_cue(text: str) -> bool:
+    return bool(_NEG.search(_normalise(text)))
+
+
+def has_positive_cue(text: str) -> bool:
+    return bool(_POS.search(_normalise(text)))
+
+
+def keyword_reward(next_message: str, sim_queries: float | None) -> float:
+    """r from q_{t+1} (step 6): -1 on a negative cue; +0.5 positive cue, +0.5 more if the
+    queries are on topic (cos > 0.3); halved if off topic (cos < 0.2); clipped to [-1, 1]."""
+    text = _normalise(next_message or "")
+    if has_negative_cue(text):
+        r = -1.0
+    else:
+        r = 0.0
+        if has_positive_cue(text):
+            r += 0.5
+        if sim_queries is not None and sim_queries > 0.3:
+            r += 0.5
+    if sim_queries is not None and sim_queries < 0.2:
+        r *= 0.5
+    return float(max(-1.0, min(1.0, r)))
+
+
+def gate(reward: float, sim_notes_query: float, sim_notes_next: float | None = None) -> float:
+    """g from s = max cosine between injected notes and the query (step 6).
+
+    Strong negative with notes unrelated to the query (0.9): the memory missed, learn a lot.
+    Strong negative with notes on topic (0.2): the notes were probably not to blame.
+    Positive: 0.6 when the notes were on topic, else 0.3. Otherwise 0.5.
+    The code's extra condition on q_{t+1} is applied when `sim_notes_next` is given.
+    """
+    if reward < -0.5 and sim_notes_query < 0.2 and (sim_notes_next is None or sim_notes_next < 0.2):
+        return 0.9
+    if reward < -0.5 and sim_notes_query > 0.5:
+        return 0.2
+    if reward > 0.5:
+        return 0.6 if sim_notes_query > 0.4 else 0.3
+    return 0.5
+
+
+@dataclass
+class JudgeVerdict:
+    label: str
+    confidence: float
+    rationale: str = ""
+
+    @property
+    def reward(self) -> float:
+        return JUDGE_LABELS.get(self.label, 0.0)
+
+
+JUDGE_PROMPT = (
+    "You judge a user's reaction to an assistant's answer. Given the user's query, the "
+    "assistant's answer and the user's next message, classify the next message with one label: "
+    + ", ".join(JUDGE_LABELS)
+    + '. Reply with JSON only: {"label": ..., "confidence": 0..1, "rationale": "..."}.'
+)
+
+
+def parse_verdict(text: str) -> JudgeVerdict | None:
+    """Parse the judge's JSON; None when unusable (the turn is then skipped)."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        d = json.loads(text[start : end + 1])
+        label = str(d.get("label", "")).strip()
+        conf = float(d.get("confidence", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if label not in JUDGE_LABELS or not 0.0 <= conf <= 1.0:
+        return None
+    return JudgeVerdict(label, conf, str(d.get("rationale", ""))[:500])
