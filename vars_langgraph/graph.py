@@ -21,7 +21,12 @@ from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import InvalidUserId
 from vars_langgraph.nodes import (
-    make_augment, make_extract, make_generate, make_rerank, make_retrieve, make_reward,
+    make_augment,
+    make_extract,
+    make_generate,
+    make_rerank,
+    make_retrieve,
+    make_reward,
     make_update,
 )
 from vars_langgraph.state import VARSContext, VARSState

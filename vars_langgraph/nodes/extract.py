@@ -9,7 +9,11 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.state import (
-    VARSState, last_user_text, message_text, resolve_user_id, thread_id,
+    VARSState,
+    last_user_text,
+    message_text,
+    resolve_user_id,
+    thread_id,
 )
 from vars_langgraph.types import CardSource
 
@@ -20,7 +24,7 @@ def dialogue_window(messages: list[Any], turns: int) -> list[tuple[str, str]]:
     """The last `turns` user/assistant messages as (role, text), ending with the user's."""
     out: list[tuple[str, str]] = []
     for m in messages:
-        role = {"human": "user", "ai": "assistant"}.get(getattr(m, "type", ""), None)
+        role = {"human": "user", "ai": "assistant"}.get(getattr(m, "type", ""))
         text = message_text(m).strip()
         if role and text:
             out.append((role, text[-MAX_TURN_CHARS:]))

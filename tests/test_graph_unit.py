@@ -1,0 +1,123 @@
+"""Graph logic on real SQLite, FAISS and MiniLM, with a rule-based extractor and a scripted chat
+model: these tests are about wiring, state, the learning loop and isolation, not the LLMs
+(tests/test_integration.py runs the same loop on the real llama.cpp server)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from vars_langgraph import VARSConfig, VARSEngine, build_graph
+from vars_langgraph.memory.store import InvalidUserId
+from vars_langgraph.storage import open_checkpointer, open_store
+from vars_langgraph.types import Preference
+
+RULES = {
+    "bullet": ("when answering questions", "use bullet points"),
+    "python": ("when writing code", "use Python with type hints"),
+    "short": ("when explaining", "keep answers short"),
+    "emoji": ("when chatting", "do not use emojis"),
+}
+
+
+class RuleExtractor:
+    """Deterministic extractor for wiring tests: keyword -> preference."""
+
+    def extract(self, turns):
+        text = turns[-1][1].lower() if turns else ""
+        return [Preference(condition=c, action=a, confidence=0.9)
+                for k, (c, a) in RULES.items() if k in text]
+
+
+def make_graph(tmp_path, **cfg):
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path), **cfg})
+    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
+                        extractor=RuleExtractor(), chat_model=FakeListChatModel(responses=["ok."]))
+    return build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+
+
+def run(graph, text, thread, user):
+    return graph.invoke({"messages": [("user", text)]},
+                        {"configurable": {"thread_id": thread, "user_id": user}})
+
+
+def test_graph_has_the_seven_nodes_in_order(tmp_path):
+    g = make_graph(tmp_path)
+    nodes = [n for n in g.get_graph().nodes if not n.startswith("__")]
+    assert nodes == ["reward", "update", "extract", "retrieve", "rerank", "augment", "generate"]
+    assert "reward --> update" in g.get_graph().draw_mermaid()
+
+
+def test_preference_reaches_a_later_session_and_not_another_user(tmp_path):
+    g = make_graph(tmp_path, retrieval={"select_k": 1})
+    out = run(g, "Please always use bullet points and write Python code", "s1", "alice")
+    assert {c["action"] for c in out["extracted"]} == {"use bullet points", "use Python with type hints"}
+    out = run(g, "write a function that sorts a list", "s2", "alice")
+    assert "use Python with type hints" in out["system_prompt"]
+    assert [c["id"] for c in out["selected"]] == [out["candidates"][0]["id"]]
+    assert all("pi" in c and "score" in c for c in out["candidates"])
+    other = run(g, "write a function that sorts a list", "s3", "bob")
+    assert other["candidates"] == [] and "User Preferences" not in other["system_prompt"]
+
+
+def test_negative_feedback_moves_z_long_and_positive_differs(tmp_path):
+    g = make_graph(tmp_path, retrieval={"select_k": 1})
+    run(g, "I like bullet points. Also write python. And keep it short", "s1", "alice")
+    before = g.engine.load_vector("alice")
+    out = run(g, "explain how a hash map works", "s1", "alice")
+    assert out["reward"] is not None and out["selected"]
+    out = run(g, "No, that's not what I asked, you forgot what I said", "s1", "alice")
+    assert out["reward"]["value"] < 0 and out["reward"]["applied"]
+    after = g.engine.load_vector("alice")
+    assert np.linalg.norm(after.z_long - before.z_long) > 0
+    assert after.updates == before.updates + 1 and after.baseline < 0
+    # a new session resets z_short and keeps z_long
+    out = run(g, "explain quicksort", "s2", "alice")
+    assert out["user_vector"]["z_short_norm"] == 0.0
+    assert out["user_vector"]["z_long_norm"] == pytest.approx(float(np.linalg.norm(after.z_long)), rel=1e-5)
+
+
+def test_state_survives_a_new_process(tmp_path):
+    g = make_graph(tmp_path)
+    run(g, "use bullet points please", "s1", "alice")
+    run(g, "no, wrong", "s1", "alice")
+    z = g.engine.load_vector("alice").z_long.copy()
+    g2 = make_graph(tmp_path)  # new engine, new connections on the same files
+    assert np.allclose(g2.engine.load_vector("alice").z_long, z)
+    out = run(g2, "give me a summary of the news", "s1", "alice")
+    assert len(out["messages"]) == 6  # thread restored from the checkpointer
+    assert "use bullet points" in out["system_prompt"]
+
+
+def test_context_schema_and_configurable_user_ids_agree(tmp_path):
+    g = make_graph(tmp_path)
+    g.invoke({"messages": [("user", "I want bullet points")]}, {"configurable": {"thread_id": "a"}},
+             context={"user_id": "alice"})
+    out = g.invoke({"messages": [("user", "summarise this")]},
+                   {"configurable": {"thread_id": "b", "user_id": "alice"}})
+    assert "use bullet points" in out["system_prompt"]
+
+
+def test_missing_user_id_or_empty_message_fails_before_any_write(tmp_path):
+    g = make_graph(tmp_path)
+    with pytest.raises(InvalidUserId):
+        g.invoke({"messages": [("user", "use bullet points")]}, {"configurable": {"thread_id": "x"}})
+    with pytest.raises(ValueError, match="non-empty"):
+        run(g, "   ", "x", "alice")
+    assert g.engine.memory.users() == []
+
+
+def test_async_invoke_and_stream(tmp_path):
+    g = make_graph(tmp_path)
+
+    async def go():
+        cfg = {"configurable": {"thread_id": "t", "user_id": "alice"}}
+        out = await g.ainvoke({"messages": [("user", "use bullet points")]}, cfg)
+        seen = [list(ev)[0] async for ev in g.astream({"messages": [("user", "hi")]}, cfg,
+                                                      stream_mode="updates")]
+        return out, seen
+
+    out, seen = asyncio.run(go())
+    assert out["messages"][-1].content == "ok."
+    assert seen == ["reward", "update", "extract", "retrieve", "rerank", "augment", "generate"]

@@ -1,0 +1,114 @@
+"""The policy math of vars-method.md steps 3 and 7, on known numbers."""
+
+import numpy as np
+import pytest
+
+from vars_langgraph import policy
+from vars_langgraph.config import PolicyConfig
+
+
+def test_scores_add_affinity_with_effective_z():
+    cfg = PolicyConfig(item_dim=2, beta_long=2.0, beta_short=5.0)
+    user = policy.UserVector(np.array([1.0, 0.0], np.float32), np.array([0.0, 0.5], np.float32))
+    z = policy.effective_z(user, cfg)
+    assert z.tolist() == [2.0, 2.5]
+    s = policy.scores(np.array([0.1, 0.2]), np.array([[1.0, 0.0], [0.0, 1.0]]), z)
+    assert s == pytest.approx([2.1, 2.7])
+    assert policy.effective_z(user, cfg.model_copy(update={"use_short": False})).tolist() == [2.0, 0.0]
+    assert policy.effective_z(user, cfg.model_copy(update={"use_long": False})).tolist() == [0.0, 2.5]
+
+
+def test_softmax_is_stable_and_tempered():
+    p = policy.softmax(np.array([1000.0, 1000.0, 0.0]), tau=1.0)
+    assert p == pytest.approx([0.5, 0.5, 0.0])
+    flat = policy.softmax(np.array([1.0, 2.0]), tau=1e6)
+    assert flat == pytest.approx([0.5, 0.5], abs=1e-5)
+    assert policy.softmax(np.array([0.0, np.log(3.0)]), 1.0) == pytest.approx([0.25, 0.75])
+
+
+def test_select_top_k_and_sampling():
+    s = np.array([0.1, 3.0, 2.0, -1.0])
+    assert policy.select(s, 2, 1.0) == [1, 2]
+    assert policy.select(s, 10, 1.0) == [1, 2, 0, 3]
+    picks = policy.select(s, 2, 1.0, sample=True, rng=np.random.default_rng(0))
+    assert len(set(picks)) == 2 and all(0 <= i < 4 for i in picks)
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+def test_gradient_matches_finite_differences(tau):
+    """grad = (A/tau)(v_chosen - mu) is the gradient of (A/k) sum_c log pi_c w.r.t. z."""
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(6, 4))
+    s0 = rng.normal(size=6)
+    z = rng.normal(size=4) * 0.3
+    chosen, adv = [1, 4], 0.7
+
+    def objective(zz):
+        logits = (s0 + items @ zz) / tau
+        logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+        return adv * logp[chosen].mean()
+
+    pi = policy.softmax(s0 + items @ z, tau)
+    analytic = policy.policy_gradient(items, pi, chosen, adv, tau)
+    eps = 1e-6
+    numeric = np.array([(objective(z + eps * e) - objective(z - eps * e)) / (2 * eps)
+                        for e in np.eye(4)])
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_reinforce_update_on_known_numbers():
+    cfg = PolicyConfig(item_dim=2)  # paper constants
+    user = policy.UserVector(np.zeros(2, np.float32), np.array([1.0, 1.0], np.float32), baseline=0.2)
+    items = np.array([[1.0, 0.0], [0.0, 1.0]])
+    pi = np.array([0.25, 0.75])
+    assert policy.reinforce_update(user, items, pi, [0], reward=-1.0, gate=0.9, cfg=cfg)
+    a = 0.9 * (-1.0 - 0.2)  # A = g (r - b) = -1.08
+    grad = a * (np.array([1.0, 0.0]) - np.array([0.25, 0.75]))  # tau = 1
+    assert user.z_long == pytest.approx(0.01 * grad)
+    assert user.z_short == pytest.approx(0.9 * np.array([1.0, 1.0]) + 0.05 * grad)
+    assert user.baseline == pytest.approx(0.95 * 0.2 + 0.05 * -1.0)
+    assert user.updates == 1
+
+
+def test_update_skips_when_advantage_vanishes_or_nothing_chosen():
+    cfg = PolicyConfig(item_dim=2)
+    user = policy.UserVector.zeros(2)
+    items, pi = np.eye(2), np.array([0.5, 0.5])
+    assert not policy.reinforce_update(user, items, pi, [0], reward=0.0, gate=0.5, cfg=cfg)
+    assert not policy.reinforce_update(user, items, pi, [], reward=1.0, gate=0.5, cfg=cfg)
+    assert user.updates == 0 and not user.z_long.any()
+
+
+def test_ablation_switches_freeze_parts():
+    items, pi = np.eye(2), np.array([0.5, 0.5])
+    only_long = policy.UserVector.zeros(2)
+    policy.reinforce_update(only_long, items, pi, [0], 1.0, 0.5, PolicyConfig(item_dim=2, use_short=False))
+    assert only_long.z_long.any() and not only_long.z_short.any()
+    only_short = policy.UserVector.zeros(2)
+    policy.reinforce_update(only_short, items, pi, [0], 1.0, 0.5, PolicyConfig(item_dim=2, use_long=False))
+    assert only_short.z_short.any() and not only_short.z_long.any()
+
+
+def test_session_reset_clears_short_keeps_long():
+    user = policy.UserVector(np.ones(3, np.float32), np.ones(3, np.float32), session_id="s1")
+    assert not policy.start_session(user, "s1")
+    assert user.z_short.any()
+    assert policy.start_session(user, "s2")
+    assert not user.z_short.any() and user.z_long.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_item_vectors_truncate_pad_and_project():
+    e = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert policy.item_vectors(e, 2).tolist() == [[0, 1], [3, 4]]
+    assert policy.item_vectors(e, 4).tolist() == [[0, 1, 2, 0], [3, 4, 5, 0]]
+    proj = np.array([[1.0, 0.0, 0.0]])
+    assert policy.item_vectors(e, 1, proj, mean=np.array([1.0, 1.0, 1.0])).tolist() == [[-1.0], [2.0]]
+
+
+def test_stored_vector_with_nan_or_wrong_size_resets_safely():
+    bad = {"z_long": [float("nan"), 1.0], "z_short": [1.0], "baseline": float("inf"), "updates": 3}
+    user = policy.UserVector.from_dict(bad, 2)
+    assert user.z_long.tolist() == [0.0, 0.0] and user.z_short.tolist() == [0.0, 0.0]
+    assert user.baseline == 0.0 and user.updates == 3
+    good = policy.UserVector(np.array([0.5, -0.5], np.float32), np.zeros(2, np.float32), 0.1, 2, "t")
+    assert policy.UserVector.from_dict(good.to_dict(), 2).z_long.tolist() == [0.5, -0.5]
