@@ -6,11 +6,12 @@
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.graph import build_graph
+from vars_langgraph.integrations.memory import VARSMemory
 from vars_langgraph.state import VARSContext, VARSState
 from vars_langgraph.types import Preference, PreferenceCard
 
 __all__ = [
     "VARSConfig", "VARSEngine", "VARSContext", "VARSState", "Preference", "PreferenceCard",
-    "build_graph",
+    "build_graph", "VARSMemory",
 ]
 __version__ = "0.1.0"

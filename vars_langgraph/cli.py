@@ -110,28 +110,34 @@ def cmd_memories(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
+    from vars_langgraph.memory.store import check_user_id
+
     cfg = _config(args)
+    check_user_id(args.user)
     engine = _engine(cfg)
-    n = engine.forget_user(args.user)
     threads = 0
-    if args.threads:
+    if args.threads:  # first: the user's thread registry is deleted with the user
         from vars_langgraph.storage import open_checkpointer
 
-        threads = forget_threads(open_checkpointer(cfg), args.user)
+        threads = forget_threads(open_checkpointer(cfg), args.user, engine.memory.threads(args.user))
+    n = engine.forget_user(args.user)
     print(f"forgot user {args.user!r}: {n} stored items, {threads} threads deleted")
     return 0
 
 
-def forget_threads(checkpointer, user: str) -> int:
-    """Delete the checkpointed threads whose runs carried this user id."""
-    ids = {
+def forget_threads(checkpointer, user: str, known: Any = ()) -> int:
+    """Delete the checkpointed threads of this user: those in `known` (the store's registry,
+    `UserMemory.threads`) and those whose checkpoints carry the user id in their metadata."""
+    from vars_langgraph.storage import purge_deleted
+
+    ids = set(known) | {
         t.config["configurable"]["thread_id"]
         for t in checkpointer.list(None)
         if (t.metadata or {}).get("user_id") == user
-        or str(t.config["configurable"].get("thread_id", "")).startswith(f"{user}-")
     }
     for tid in ids:
         checkpointer.delete_thread(tid)
+    purge_deleted(checkpointer)
     return len(ids)
 
 
@@ -150,7 +156,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     with (sys.stdin if args.file == "-" else open(args.file)) as f:
         data = json.load(f)
     engine = _engine(_config(args))
-    n = engine.memory.import_user(data, args.user)
+    with engine.card_write_lock(args.user or data.get("user_id")):  # vs. other processes' caches
+        n = engine.memory.import_user(data, args.user)
     engine.index.invalidate(args.user or data.get("user_id"))
     print(f"imported {n} items for {args.user or data.get('user_id')!r}")
     return 0

@@ -111,6 +111,24 @@ class PromptConfig(_Strict):
     base_system: str = "You are a helpful assistant."
 
 
+class PostgresConfig(_Strict):
+    """`storage: postgres://...`: pool size per store/checkpointer and how cards are retrieved
+    ("faiss": the per-process cache, version-checked; "pgvector": the store's vector index)."""
+
+    pool_min: int = 1
+    pool_max: int = 10
+    retrieval: Literal["faiss", "pgvector"] = "faiss"  # faster: see docs/scaling.md
+
+
+class BackgroundConfig(_Strict):
+    """Reward, update and extraction off the hot path (vars_langgraph/background.py)."""
+
+    enabled: bool = False
+    workers: int = 2  # worker threads; one user's jobs always run in order on one of them
+    max_pending: int = 256  # queued jobs per process; beyond it a turn learns inline
+    recover_after_s: float = 300.0  # jobs older than this left in the store are redone
+
+
 class VARSConfig(_Strict):
     """Everything VARS needs. `VARSConfig.from_yaml(path)`; env `VARS_<SECTION>__<KEY>` wins."""
 
@@ -126,6 +144,9 @@ class VARSConfig(_Strict):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     fail_open: bool = False  # memory errors: answer without personalization instead of raising
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    max_concurrency: int = 8  # VARS node runs at once per process (sync and async callers)
 
     @property
     def data_path(self) -> Path:
@@ -159,7 +180,8 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
     """VARS_DATA_DIR=/x, VARS_LLM__BASE_URL=http://... -> nested dict (values parsed as YAML)."""
     out: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == "VARS_CONFIG":
+        if not key.startswith(ENV_PREFIX) or key == "VARS_CONFIG" \
+                or key.startswith(("VARS_TEST_", "VARS_SHARED_")):  # test-harness settings
             continue
         parts = key[len(ENV_PREFIX):].lower().split("__")
         node = out

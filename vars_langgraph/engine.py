@@ -6,10 +6,13 @@ same engine, so models load once per process. Models load lazily on first use.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ class VARSEngine:
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._threads_seen: set[tuple[str, str]] = set()
         self._projection = self._load_projection()
 
     # models (lazy) ------------------------------------------------------------------------------
@@ -80,10 +84,35 @@ class VARSEngine:
 
     @cached_property
     def index(self) -> CardIndex:
+        make = getattr(self.store, "make_card_index", None)  # a store may pick (e.g. pgvector)
+        if make is not None:
+            return make(self.memory, self.embedder.dim, self._index_dir,
+                        self.config.retrieval.flat_index_max)
         return CardIndex(self.memory, self.embedder.dim, self._index_dir,
                          flat_max=self.config.retrieval.flat_index_max)
 
     # helpers ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def card_write_lock(self, user_id: str) -> Iterator[None]:
+        """Serialises card writes with other processes on the same data dir (a file lock in
+        index_dir; a store may provide `card_write_lock(user_id)` instead), so the in-memory
+        index's incremental update never misses a card another process wrote meanwhile."""
+        custom = getattr(self.store, "card_write_lock", None)
+        if custom is not None:
+            with custom(user_id):
+                yield
+            return
+        if not self._index_dir:
+            yield
+            return
+        Path(self._index_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self._index_dir) / ".cards.lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def user_lock(self, user_id: str) -> threading.RLock:
         """Serialises read-modify-write of one user's vector and cards within this process."""
         with self._guard:
@@ -124,7 +153,7 @@ class VARSEngine:
         notes = [p.note for p in prefs]
         embs = self.embedder.embed_documents(notes)
         thr = self.config.retrieval.dedup_threshold
-        with self.user_lock(user_id):
+        with self.user_lock(user_id), self.card_write_lock(user_id):
             old_version = self.memory.version(user_id)
             ui = self.index.get(user_id)
             out: dict[str, PreferenceCard] = {}
@@ -161,19 +190,40 @@ class VARSEngine:
         return best
 
     def forget_card(self, user_id: str, card_id: str) -> bool:
-        with self.user_lock(user_id):
-            if self.memory.get_card(user_id, card_id) is None:
+        with self.user_lock(user_id), self.card_write_lock(user_id):
+            if not self.memory.has_card(user_id, card_id):  # unreadable cards can go too
                 return False
             self.memory.delete_cards(user_id, [card_id])
             self.index.invalidate(user_id)
         return True
 
     def forget_user(self, user_id: str) -> int:
-        """Delete every trace of the user: store items and index files."""
-        with self.user_lock(user_id):
+        """Delete every trace of the user: store items and index files (checkpointed threads:
+        `cli.forget_threads`). On SQLite the deleted rows are zeroed and the WAL truncated."""
+        from vars_langgraph.memory.index import remove_user_files
+        from vars_langgraph.storage import purge_deleted
+
+        with self.user_lock(user_id), self.card_write_lock(user_id):
             n = self.memory.forget_user(user_id)
-            self.index.invalidate(user_id, remove_files=True)
+            if "index" in self.__dict__:
+                self.index.invalidate(user_id, remove_files=True)
+            elif self._index_dir:  # no need to load the embedding model just to delete files
+                remove_user_files(self._index_dir, user_id)
+            with self._guard:
+                self._threads_seen = {k for k in self._threads_seen if k[0] != user_id}
+                self._qcache.clear()
+        purge_deleted(self.store)
         return n
+
+    def note_thread(self, user_id: str, thread_id: str) -> None:
+        """Record that the user ran this thread (once per process), for `forget --threads`."""
+        key = (check_user_id(user_id), thread_id)
+        with self._guard:
+            if key in self._threads_seen:
+                return
+        self.memory.note_thread(user_id, thread_id)
+        with self._guard:
+            self._threads_seen.add(key)
 
     def _load_projection(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         path = self.config.policy.projection_path

@@ -8,15 +8,19 @@ so they run first; extract runs before retrieve so a preference stated now is us
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+from types import SimpleNamespace
 from typing import Any
 
+from langchain_core.messages import convert_to_messages
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
+from vars_langgraph.background import bounded, node_slots
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import InvalidUserId
@@ -29,7 +33,13 @@ from vars_langgraph.nodes import (
     make_reward,
     make_update,
 )
-from vars_langgraph.state import VARSContext, VARSState
+from vars_langgraph.state import (
+    VARSContext,
+    VARSState,
+    last_user_text,
+    message_text,
+    resolve_user_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +52,20 @@ FACTORIES = {
 }
 
 
+def _fallback(name: str, state: Any) -> dict[str, Any]:
+    """What a failed memory node writes: this turn's empty result, so nothing of the previous
+    turn (its query, candidates, reward) is mistaken for this one's."""
+    query = last_user_text(state.get("messages", []))
+    return {
+        "reward": {"query": query, "reward": None}, "update": {},
+        "extract": {"query": query, "extracted": []},
+        "retrieve": {"candidates": [], "selected": []},
+        "rerank": {"candidates": [], "selected": []},
+    }.get(name, {})
+
+
 def fail_open(name: str, fn: Any) -> Any:
-    """With `fail_open: true`, a memory node that fails logs and leaves the state unchanged,
+    """With `fail_open: true`, a memory node that fails logs and writes an empty result,
     so the agent still answers, without personalization. Bad input (no user id) still raises."""
 
     @functools.wraps(fn)
@@ -54,9 +76,70 @@ def fail_open(name: str, fn: Any) -> Any:
             raise
         except Exception as e:  # noqa: BLE001 - the switch exists to swallow memory faults
             log.warning("VARS node %s failed, continuing without personalization: %r", name, e)
-            return {"selected": []} if name in ("retrieve", "rerank") else {}
+            return _fallback(name, state)
 
     return wrapped
+
+
+class VARSGraph(CompiledStateGraph):
+    """The compiled VARS graph. Before a run starts, so before the checkpointer stores the
+    input, it refuses a missing or empty user id and an empty last user message, and records
+    the thread in the user's registry (what `forget --threads` deletes)."""
+
+    engine: VARSEngine
+
+    def copy(self, update: dict[str, Any] | None = None) -> VARSGraph:
+        # LangGraph (and `langgraph dev`, which copies every graph per run) rebuild the object
+        # from its constructor's fields; keep the engine.
+        new = super().copy(update)
+        new.engine = self.engine
+        return new
+
+    def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+        self._before_run(input, config, kwargs.get("context"))
+        return super().stream(input, config, **kwargs)
+
+    def astream(self, input: Any, config: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+        note = self._before_run(input, config, kwargs.get("context"), defer_note=True)
+        stream = super().astream(input, config, **kwargs)
+        return stream if note is None else _noted_first(note, stream)
+
+    def _before_run(self, input: Any, config: Any, context: Any,  # noqa: A002
+                    defer_note: bool = False) -> Any:
+        conf = (config or {}).get("configurable") or {}
+        if context is None:  # a subgraph call carries the parent's runtime instead
+            context = getattr(conf.get("__pregel_runtime"), "context", None)
+        user_id = resolve_user_id(SimpleNamespace(context=context), config)
+        msgs = input.get("messages") if isinstance(input, dict) else None
+        if msgs:
+            try:
+                last = convert_to_messages(msgs[-1:] if isinstance(msgs, list) else [msgs])[-1]
+            except (ValueError, TypeError, NotImplementedError):
+                last = None  # malformed input: LangGraph reports it
+            if last is not None and last.type == "human" and not message_text(last).strip():
+                raise ValueError("the last message must be a non-empty user message (text); "
+                                 "images or other non-text content alone are not supported")
+        if conf.get("thread_id") is not None:
+            note = functools.partial(self._note_thread, user_id, str(conf["thread_id"]))
+            if defer_note:
+                return note
+            note()
+        return None
+
+    def _note_thread(self, user_id: str, thread_id: str) -> None:
+        try:
+            self.engine.note_thread(user_id, thread_id)
+        except Exception as e:
+            if not self.engine.config.fail_open:
+                raise
+            log.warning("VARS could not record the thread: %r", e)
+
+
+async def _noted_first(note: Any, stream: Any) -> Any:
+    """Record the thread off the event loop (async stores refuse sync calls on it), then run."""
+    await asyncio.to_thread(note)
+    async for chunk in stream:
+        yield chunk
 
 
 def add_vars_nodes(builder: StateGraph, engine: VARSEngine, names: tuple[str, ...] = ORDER,
@@ -67,7 +150,7 @@ def add_vars_nodes(builder: StateGraph, engine: VARSEngine, names: tuple[str, ..
         fn = FACTORIES[name](engine)
         if engine.config.fail_open and name in MEMORY_NODES:
             fn = fail_open(name, fn)
-        builder.add_node(prefix + name, fn)
+        builder.add_node(prefix + name, bounded(fn, node_slots(engine)))  # max_concurrency
         out.append(prefix + name)
     return out
 
@@ -102,7 +185,12 @@ def build_graph(
 
         checkpointer = open_checkpointer(config)
     builder = StateGraph(VARSState, context_schema=VARSContext)
-    names = add_vars_nodes(builder, engine)
+    if config.background.enabled:  # reward/update/extract in a worker (background.py)
+        from vars_langgraph.background import add_background_nodes
+
+        names = add_background_nodes(builder, engine)
+    else:
+        names = add_vars_nodes(builder, engine)
     builder.add_edge(START, names[0])
     for a, b in zip(names, names[1:], strict=False):
         builder.add_edge(a, b)
@@ -110,6 +198,7 @@ def build_graph(
     graph = builder.compile(
         checkpointer=checkpointer or None, store=engine.store, name="vars"
     )
+    graph.__class__ = VARSGraph  # checks the user id before anything is written
     graph.engine = engine  # type: ignore[attr-defined]  # for CLI/tests: the shared parts
     return graph
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 MAX_INPUT_CHARS = 200_000  # longer model output is cut before parsing
 MAX_ITEMS = 64  # an extractor turn never yields more than this many preferences
 _RAW_DECODE_TRIES = 16
+_MAX_DEPTH = 32  # no preference JSON nests deeper; deeper input is hostile (and was quadratic)
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\r?\n?(.*?)(?:```|$)", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _BIDI = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
@@ -128,6 +129,8 @@ def _repair_truncated(text: str) -> str:
             in_str = True
         elif c in "{[":
             stack.append("}" if c == "{" else "]")
+            if len(stack) > _MAX_DEPTH:
+                break
         elif c in "}]":
             if not stack or stack[-1] != c:
                 break  # malformed: keep what was complete before this point

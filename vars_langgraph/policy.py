@@ -40,24 +40,32 @@ class UserVector:
     @classmethod
     def from_dict(cls, d: dict | None, dim: int) -> UserVector:
         """Load a stored vector; missing, wrong-sized or non-finite parts reset to zero."""
-        if not d:
+        if not isinstance(d, dict) or not d:
             return cls.zeros(dim)
 
         def vec(key: str) -> np.ndarray:
-            v = np.asarray(d.get(key) or [], dtype=np.float32)
+            try:
+                v = np.asarray(d.get(key) or [], dtype=np.float32)
+            except (TypeError, ValueError):
+                return np.zeros(dim, np.float32)
             if v.shape != (dim,) or not np.all(np.isfinite(v)):
                 return np.zeros(dim, np.float32)
             return v
 
+        def finite(x: object) -> bool:
+            return isinstance(x, int | float) and not isinstance(x, bool) and bool(np.isfinite(x))
+
         b = d.get("baseline", 0.0)
-        b = float(b) if isinstance(b, int | float) and np.isfinite(b) else 0.0
+        updates = d.get("updates", 0)
+        history = d.get("history")
+        session = d.get("session_id")
         return cls(
             z_long=vec("z_long"),
             z_short=vec("z_short"),
-            baseline=b,
-            updates=int(d.get("updates", 0) or 0),
-            session_id=d.get("session_id"),
-            history=[float(r) for r in d.get("history", []) if np.isfinite(r)],
+            baseline=float(b) if finite(b) else 0.0,
+            updates=max(0, int(updates)) if finite(updates) else 0,
+            session_id=session if isinstance(session, str) else None,
+            history=[float(r) for r in history if finite(r)] if isinstance(history, list) else [],
         )
 
     def norms(self) -> dict[str, float]:

@@ -8,6 +8,8 @@ thin subclasses below also serve `ainvoke`/`astream` by running the sync calls i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -19,6 +21,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import BaseStore, Op, Result
 from langgraph.store.memory import InMemoryStore
 from langgraph.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
 
 STORE_FILE = "vars.sqlite"
 THREADS_FILE = "threads.sqlite"
@@ -57,7 +61,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
     return conn
+
+
+def purge_deleted(store_or_saver: Any) -> None:
+    """After deleting personal data: fold SQLite's WAL into the database file and truncate it,
+    so no deleted text lingers in `-wal` (with `secure_delete` it is zeroed in the database).
+    A no-op for other backends (Postgres: VACUUM reclaims dead rows)."""
+    conn = getattr(store_or_saver, "conn", None)
+    if not isinstance(conn, sqlite3.Connection):
+        return
+    with getattr(store_or_saver, "lock", None) or contextlib.nullcontext():
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        log.warning("SQLite WAL not truncated (another connection is reading); deleted data "
+                    "stays in the -wal file until the next checkpoint")
 
 
 def open_store(config: Any) -> BaseStore:
@@ -71,7 +90,7 @@ def open_store(config: Any) -> BaseStore:
     if config.storage.startswith(("postgres://", "postgresql://")):
         from vars_langgraph.storage_postgres import open_postgres_store
 
-        return open_postgres_store(config.storage)
+        return open_postgres_store(config.storage, config)
     raise ValueError(f"storage: unknown backend {config.storage!r} (sqlite, memory, postgres://)")
 
 
@@ -86,5 +105,5 @@ def open_checkpointer(config: Any) -> BaseCheckpointSaver:
     if config.storage.startswith(("postgres://", "postgresql://")):
         from vars_langgraph.storage_postgres import open_postgres_checkpointer
 
-        return open_postgres_checkpointer(config.storage)
+        return open_postgres_checkpointer(config.storage, config)
     raise ValueError(f"storage: unknown backend {config.storage!r} (sqlite, memory, postgres://)")

@@ -1,27 +1,59 @@
 """Per-user FAISS index: a cache of the store's cards, rebuilt when missing, stale or corrupt.
 
 Each user's index is kept in memory and persisted beside the store as
-`<index_dir>/<user>/cards.faiss` + `meta.json` (card ids and the store version it reflects).
+`<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json` (card ids and the store version it reflects).
 Every search first compares that version with the store's, so a card written by another
 process or a crash between writes never yields stale results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import faiss
 import numpy as np
 
-from vars_langgraph.memory.store import UserMemory, user_label
+from vars_langgraph.memory.store import UserMemory, check_user_id
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
+
+
+def user_dir_name(user_id: str) -> str:
+    """A user's index directory name: one path component, whatever the id holds ('/', '..',
+    a leading '/' would otherwise escape index_dir); over-long names become a sha256."""
+    name = quote(check_user_id(user_id), safe="").replace(".", "%2E")
+    if len(name) > 200:
+        name = "sha256-" + hashlib.sha256(user_id.encode()).hexdigest()
+    return name
+
+
+def remove_user_files(index_dir: str | Path, user_id: str) -> None:
+    """Delete a user's index directory and everything in it (also temp files a crash left)."""
+    d = Path(index_dir) / user_dir_name(user_id)
+    if d.is_dir():
+        shutil.rmtree(d)
+
+
+def _remove_dead_tmp(d: Path) -> None:
+    """Delete temp files left by writers that were killed mid-write (`<name>.<pid>.tmp`)."""
+    for f in d.glob("*.tmp"):
+        try:
+            pid = int(f.name.rsplit(".", 2)[-2])
+            if pid != os.getpid():
+                os.kill(pid, 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except (ValueError, OSError):
+            pass  # not ours to judge, or the writer is alive
 
 
 @dataclass
@@ -99,11 +131,7 @@ class CardIndex:
         with self._lock(user_id):
             self._users.pop(user_id, None)
             if remove_files and self.index_dir:
-                d = self._dir(user_id)
-                for f in ("cards.faiss", "meta.json"):
-                    (d / f).unlink(missing_ok=True)
-                if d.exists() and not any(d.iterdir()):
-                    d.rmdir()
+                remove_user_files(self.index_dir, user_id)
 
     def flush(self) -> None:
         """Persist every in-memory index that is newer than its file."""
@@ -118,7 +146,7 @@ class CardIndex:
 
     def _dir(self, user_id: str) -> Path:
         assert self.index_dir is not None
-        return self.index_dir / user_label(user_id)
+        return self.index_dir / user_dir_name(user_id)
 
     def _new_index(self, n: int) -> faiss.Index:
         if n > self.flat_max:
@@ -129,8 +157,12 @@ class CardIndex:
             return ivf
         return faiss.IndexFlatIP(self.dim)
 
+    def _usable(self, card: PreferenceCard) -> bool:
+        """Cards with a wrong-sized or non-finite embedding stay stored but are not served."""
+        return len(card.embedding) == self.dim and bool(np.all(np.isfinite(card.embedding)))
+
     def _rebuild(self, user_id: str, version: str) -> UserIndex:
-        cards = [c for c in self.memory.iter_cards(user_id) if len(c.embedding) == self.dim]
+        cards = [c for c in self.memory.iter_cards(user_id) if self._usable(c)]
         ui = UserIndex(version=version, ids=[c.id for c in cards], cards={c.id: c for c in cards})
         ui.matrix = (
             np.asarray([c.embedding for c in cards], np.float32)
@@ -162,6 +194,7 @@ class CardIndex:
         tmpm = d / f"meta.json.{os.getpid()}.tmp"
         tmpm.write_text(json.dumps({"version": ui.version, "ids": ui.ids, "dim": self.dim}))
         os.replace(tmpm, meta)  # meta last: a crash in between leaves a stale meta -> rebuild
+        _remove_dead_tmp(d)
 
     def _load(self, user_id: str, version: str) -> UserIndex | None:
         """Load from disk if the file reflects `version` and agrees with itself; else None."""
@@ -181,9 +214,16 @@ class CardIndex:
         except Exception as e:  # corrupt file: rebuild from the store
             log.warning("index for user %r unreadable (%s); rebuilding from the store", user_id, e)
             return None
-        cards = {c.id: c for c in self.memory.iter_cards(user_id)}
-        if set(ids) != set(cards) or any(len(cards[i].embedding) != self.dim for i in ids):
+        cards = {c.id: c for c in self.memory.iter_cards(user_id) if self._usable(c)}
+        if set(ids) != set(cards):
             return None
         ui = UserIndex(version=version, ids=ids, cards=cards, index=index)
         ui.matrix = np.asarray([cards[i].embedding for i in ids], np.float32)
+        if isinstance(index, faiss.IndexFlat) and ids:
+            # the two files are replaced one after the other: check that the vectors really
+            # are those of `ids`, in order (a sample of rows; a mismatch means rebuild)
+            rows = np.unique(np.linspace(0, len(ids) - 1, min(len(ids), 64)).astype(int))
+            got = np.stack([index.reconstruct(int(r)) for r in rows])
+            if not np.allclose(got, ui.matrix[rows], atol=1e-5):
+                return None
         return ui

@@ -2,12 +2,16 @@
 
 Namespaces, all labels strings: ("vars", <user>, "cards") one item per card;
 ("vars", <user>, "state") items "vector" and "meta" (a version token bumped on every card
-change, so indexes know when they are stale); ("vars", <user>, "pending") one item per thread.
+change, so indexes know when they are stale); ("vars", <user>, "pending") one item per thread;
+("vars", <user>, "threads") one item per conversation thread the user ran (so `forget` can
+delete the checkpointed threads even when the user id came from the runtime context).
 The store is the source of truth; nothing here caches.
 """
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -17,6 +21,7 @@ from langgraph.store.base import BaseStore, PutOp
 from vars_langgraph.types import PreferenceCard
 
 ROOT = "vars"
+PARTS = ("cards", "state", "pending", "threads")  # every namespace a user's data lives in
 PAGE = 1000
 MAX_USER_ID = 256
 
@@ -35,6 +40,32 @@ def check_user_id(user_id: Any) -> str:
     if len(user_id) > MAX_USER_ID or any(ord(c) < 32 for c in user_id):
         raise InvalidUserId(f"user id must be <= {MAX_USER_ID} printable characters")
     return user_id
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def clean_pending(value: Any) -> dict[str, Any] | None:
+    """A pending-feedback record with every field reward/update read of the right type, the
+    malformed parts dropped: a corrupt record is consumed, it never fails every later turn."""
+    if not isinstance(value, dict):
+        return None
+    emb, ids, cands = (value.get(k) for k in ("query_embedding", "selected_ids", "candidates"))
+    return {
+        **value,
+        "query": value["query"] if isinstance(value.get("query"), str) else "",
+        "answer": value["answer"] if isinstance(value.get("answer"), str) else "",
+        "query_embedding": emb if isinstance(emb, list) and all(map(_finite, emb)) else [],
+        "selected_ids": [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else [],
+        "sim_notes_query": float(value["sim_notes_query"])
+        if _finite(value.get("sim_notes_query")) else 0.0,
+        "candidates": [
+            {"id": c["id"], "pi": float(c["pi"]) if _finite(c.get("pi")) else 0.0,
+             "chosen": c.get("chosen") is True}
+            for c in cands if isinstance(c, dict) and isinstance(c.get("id"), str)
+        ] if isinstance(cands, list) else [],
+    }
 
 
 def _label(user_id: str) -> str:
@@ -78,8 +109,16 @@ class UserMemory:
         return list(self.iter_cards(user_id))
 
     def get_card(self, user_id: str, card_id: str) -> PreferenceCard | None:
+        """The card, or None when absent or unreadable (see `has_card`)."""
         it = self.store.get(self.ns(user_id, "cards"), card_id)
-        return PreferenceCard.model_validate(it.value) if it else None
+        try:
+            return PreferenceCard.model_validate(it.value) if it else None
+        except ValueError:
+            return None
+
+    def has_card(self, user_id: str, card_id: str) -> bool:
+        """Whether an item exists under this card id, readable or not (so it can be deleted)."""
+        return self.store.get(self.ns(user_id, "cards"), card_id) is not None
 
     def put_cards(self, user_id: str, cards: Iterable[PreferenceCard]) -> str:
         """Write cards and a new version token in one batch; returns the new version."""
@@ -133,11 +172,19 @@ class UserMemory:
     def delete_pending(self, user_id: str, thread_id: str) -> None:
         self.store.delete(self.ns(user_id, "pending"), thread_id or "-")
 
+    # threads the user ran (for `forget --threads`) -----------------------------------------
+    def note_thread(self, user_id: str, thread_id: str) -> None:
+        self.store.put(self.ns(user_id, "threads"), thread_id or "-", {"first_seen": time.time()},
+                       index=False)
+
+    def threads(self, user_id: str) -> list[str]:
+        return [k for k, _ in self._items(user_id, "threads")]
+
     # whole user ---------------------------------------------------------------------------
     def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything stored for a user, as JSON-ready data."""
         out: dict[str, Any] = {"user_id": user_id, "format": "vars-langgraph/1"}
-        for part in ("cards", "state", "pending"):
+        for part in PARTS:
             out[part] = {k: v for k, v in self._items(user_id, part)}
         return out
 
@@ -145,7 +192,7 @@ class UserMemory:
         """Restore an export (optionally under another user id). Returns the number of items."""
         uid = check_user_id(user_id or data.get("user_id"))
         ops: list[PutOp] = []
-        for part in ("cards", "state", "pending"):
+        for part in PARTS:
             for key, value in (data.get(part) or {}).items():
                 if part == "cards":
                     value = PreferenceCard.model_validate({**value, "user_id": uid}).model_dump(
@@ -159,7 +206,7 @@ class UserMemory:
     def forget_user(self, user_id: str) -> int:
         """Delete every item stored for the user. Returns how many were deleted."""
         n = 0
-        for part in ("cards", "state", "pending"):
+        for part in PARTS:
             keys = [k for k, _ in self._items(user_id, part)]
             if keys:
                 self.store.batch([PutOp(self.ns(user_id, part), k, None) for k in keys])

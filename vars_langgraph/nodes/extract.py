@@ -36,6 +36,7 @@ def make_extract(engine: VARSEngine):
 
     def extract(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
+        engine.note_thread(user_id, thread_id(config))  # once per process: for forget --threads
         messages = state.get("messages", [])
         query = last_user_text(messages)
         if not cfg.enabled or not query.strip():

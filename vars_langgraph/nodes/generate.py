@@ -3,10 +3,11 @@ server), then record the turn's choice as pending feedback for the next turn's r
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from langchain_core.messages import AnyMessage, SystemMessage
+from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
@@ -15,16 +16,25 @@ from vars_langgraph.engine import VARSEngine
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
 
+log = logging.getLogger(__name__)
+
 
 def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: int,
                     reserve: int) -> list[AnyMessage]:
     """System prompt + history trimmed oldest-first to fit the context window."""
     budget = max(256, max_tokens - reserve - count_tokens_approximately([system_prompt]))
+    history = [m for m in history if getattr(m, "type", "") != "system"]
     kept = trim_messages(
-        [m for m in history if getattr(m, "type", "") != "system"],
-        max_tokens=budget, token_counter=count_tokens_approximately,
+        history, max_tokens=budget, token_counter=count_tokens_approximately,
         strategy="last", start_on="human", allow_partial=True,
     )
+    last = history[-1] if history else None
+    if last is not None and last.type == "human" and not (kept and kept[-1] is last):
+        # the user's message alone is over budget: cut its text to fit, never drop it
+        text, cap = message_text(last), budget * 3  # ~4 chars per token, with a margin
+        if len(text) > cap:
+            text = f"{text[: cap // 2]}\n[... cut to fit the context window ...]\n{text[-cap // 2:]}"
+        kept = [HumanMessage(text)]
     return [SystemMessage(system_prompt), *kept]
 
 
@@ -56,8 +66,13 @@ def make_generate(engine: VARSEngine):
                                cfg.llm.max_tokens)
         reply = engine.chat_model.invoke(msgs, config)
         if state.get("query", "").strip():
-            engine.memory.put_pending(user_id, thread_id(config),
-                                      pending_record(engine, state, message_text(reply)))
+            try:
+                engine.memory.put_pending(user_id, thread_id(config),
+                                          pending_record(engine, state, message_text(reply)))
+            except Exception as e:  # memory side failed after the answer exists
+                if not cfg.fail_open:
+                    raise
+                log.warning("VARS could not record feedback for the next turn: %r", e)
         return {"messages": [reply]}
 
     return generate

@@ -44,6 +44,8 @@ def make_rerank(engine: VARSEngine):
             return {"candidates": [], "selected": selected, "user_vector": user.norms()}
         cards = engine.index.get(user_id).cards
         candidates = [c for c in candidates if c["id"] in cards]
+        if not candidates:  # all forgotten since retrieve ran (a concurrent forget)
+            return {"candidates": [], "selected": selected, "user_vector": user.norms()}
         s0 = base_scores(engine, state.get("query", ""), candidates)
         items = engine.item_vectors(np.asarray([cards[c["id"]].embedding for c in candidates]))
         s = policy.scores(s0, items, policy.effective_z(user, pcfg))

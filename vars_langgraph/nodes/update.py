@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph import policy
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.memory.store import clean_pending
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
 
 
@@ -23,7 +24,7 @@ def make_update(engine: VARSEngine):
         with engine.user_lock(user_id):
             user = engine.load_vector(user_id)
             new_session = policy.start_session(user, tid)
-            pending = engine.memory.get_pending(user_id, tid) if result else None
+            pending = clean_pending(engine.memory.get_pending(user_id, tid)) if result else None
             applied = False
             if pending and "value" in result:
                 cards = engine.index.get(user_id).cards

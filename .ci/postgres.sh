@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for the storage-parametrised tests: Debian's postgresql (+ pgvector when
+# the archive has it), a fresh cluster in a temp dir, on a loopback port, as a non-root user.
+#
+#   source .ci/postgres.sh        # sets and prints VARS_TEST_POSTGRES_URL (CI does this)
+#   bash .ci/postgres.sh          # prints `export VARS_TEST_POSTGRES_URL=...` (eval it)
+#   bash .ci/postgres.sh stop     # stops the server and removes its data dir
+#
+# Idempotent and fast: packages are installed only when missing, a server already answering on
+# the port is reused; otherwise a fresh cluster is made (~3 s). Settings (env): VARS_PG_PORT
+# (55432), VARS_PG_DIR (/tmp/vars-pg-$PORT), VARS_PG_DB (vars_test), VARS_PG_BINDIR (a
+# PostgreSQL bin dir to use instead of Debian's, e.g. one that ships pgvector).
+# Test-only server: fsync off, trust auth on 127.0.0.1.
+# Safe to `source` under `set -euo pipefail`: everything runs in functions that `return`.
+
+_vars_pg_log() { echo "postgres.sh: $*" >&2; }
+
+_vars_pg_bindir() {
+  if [ -n "${VARS_PG_BINDIR:-}" ]; then echo "$VARS_PG_BINDIR"; return 0; fi
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  echo "$d"
+}
+
+_vars_pg_install() {
+  local bindir
+  bindir=$(_vars_pg_bindir)
+  if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    if [ "$(id -u)" != 0 ]; then
+      _vars_pg_log "PostgreSQL is not installed and this user cannot apt-get install it"
+      return 1
+    fi
+    _vars_pg_log "installing postgresql (Debian)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      postgresql >/dev/null
+    bindir=$(_vars_pg_bindir)
+  fi
+  # pgvector for the store's own vector index, when the archive has it (bookworm: not in main).
+  local major pkg
+  major=$(basename "$(dirname "$bindir")")
+  pkg="postgresql-${major}-pgvector"
+  if [ -z "${VARS_PG_BINDIR:-}" ] && [ "$(id -u)" = 0 ] \
+      && ! ls "/usr/share/postgresql/${major}/extension/vector.control" >/dev/null 2>&1; then
+    if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null 2>&1 || true  # a fresh machine has no package lists
+    fi
+    if apt-cache show "$pkg" >/dev/null 2>&1; then
+      _vars_pg_log "installing $pkg"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" \
+        >/dev/null || _vars_pg_log "$pkg failed to install; continuing without pgvector"
+    else
+      _vars_pg_log "$pkg not in the archive; pgvector tests will skip"
+    fi
+  fi
+  echo "$bindir"
+}
+
+# Run a command as the server's (non-root) owner.
+_vars_pg_as() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u "${VARS_PG_USER:-postgres}" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+_vars_pg_start() {
+  local port="${VARS_PG_PORT:-55432}"
+  local dir="${VARS_PG_DIR:-/tmp/vars-pg-$port}"
+  local db="${VARS_PG_DB:-vars_test}"
+  local bindir
+  bindir=$(_vars_pg_install) || return 1
+  local url="postgresql://postgres@127.0.0.1:${port}/${db}"
+
+  if "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port" 2>/dev/null; then
+    _vars_pg_log "reusing the server on port $port"
+  else
+    if [ "$(id -u)" = 0 ] && ! id "${VARS_PG_USER:-postgres}" >/dev/null 2>&1; then
+      useradd --system --no-create-home "${VARS_PG_USER:-postgres}"
+    fi
+    # not running: a fresh cluster (never a leftover data dir from an earlier run)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown "${VARS_PG_USER:-postgres}" "$dir"
+    chmod 700 "$dir"
+    _vars_pg_as "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 \
+      --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; return 1; }
+    _vars_pg_as "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o \
+      "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off \
+       -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB" >/dev/null \
+      || { tail -n 30 "$dir/server.log" >&2; return 1; }
+  fi
+  if ! "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+    "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE $db" \
+      || return 1
+  fi
+  export VARS_TEST_POSTGRES_URL="$url"
+  echo "export VARS_TEST_POSTGRES_URL=$url"
+}
+
+_vars_pg_stop() {
+  local port="${VARS_PG_PORT:-55432}"
+  local dir="${VARS_PG_DIR:-/tmp/vars-pg-$port}"
+  local bindir
+  bindir=$(_vars_pg_bindir)
+  if [ -s "$dir/data/postmaster.pid" ]; then
+    _vars_pg_as "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+  fi
+  rm -rf "$dir"
+}
+
+if [ "${1:-}" = "stop" ]; then
+  _vars_pg_stop
+else
+  _vars_pg_start
+fi

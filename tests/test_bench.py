@@ -1,0 +1,53 @@
+"""`vars-langgraph bench` on a tiny memory: real SQLite, FAISS and MiniLM; schema and sanity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vars_langgraph.bench import STAGES, bench_main, faiss_growth, synthetic_notes
+
+
+def test_synthetic_notes_are_distinct_and_deterministic():
+    a, b = synthetic_notes(500, seed=4), synthetic_notes(500, seed=4)
+    assert a == b and len(set(a)) == 500
+    assert synthetic_notes(50, seed=5) != a[:50]
+
+
+def test_faiss_growth_reports_flat_and_ivf_recall():
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(400, 16)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    g = faiss_growth(m, m[:5], k=10)
+    assert g["flat_ms"]["p50"] is not None and g["nlist"] == 80
+    assert 0.0 <= g["ivf_recall_at_k"] <= 1.0
+
+
+def test_tiny_bench_writes_json_and_markdown(tmp_path: Path):
+    out = tmp_path / "bench"
+    rc = bench_main(["--sizes", "30,120", "--queries", "6", "--out", str(out), "--no-progress",
+                     "--no-langmem"])
+    assert rc == 0
+    res = json.loads((out / "bench.json").read_text())
+    assert [r["cards"] for r in res["vars"]] == [30, 120]
+    for r in res["vars"]:
+        for s in (*STAGES, "feedback", "pending"):
+            assert r["stages_ms"][s]["p50"] <= r["stages_ms"][s]["p95"]
+        assert r["stages_ms"]["embed"]["p50"] > 0  # a fresh text is embedded every turn
+        o = r["overhead_ms"]
+        assert o["p50"] >= r["stages_ms"]["search"]["p50"]
+        assert r["faiss_bytes"] == r["cards"] * 384 * 4
+        assert r["index_rebuild_s"] >= 0 and r["store_bytes"] > 0
+    assert [g["cards"] for g in res["faiss"]] == [30, 120]
+    for b in res["baselines"]:  # BaseStore.search needs SQLite with extension loading
+        assert b["cards"] in (30, 120)
+        if b.get("available"):
+            assert b["search_ms"]["p50"] > 0
+    md = (out / "bench.md").read_text()
+    assert "| 120 |" in md and "overhead" in md
+    assert not (out / "work").exists()
+    # the cached embeddings are reused by a second run
+    assert any((out / "cache").glob("notes-120-*.npy"))
+

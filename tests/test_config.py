@@ -1,0 +1,42 @@
+"""VARSConfig: YAML, env overrides, and clear errors for unknown keys and missing files."""
+
+from pathlib import Path
+
+import pytest
+
+from vars_langgraph import VARSConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_cpu_yaml_equals_the_defaults():
+    assert VARSConfig.from_yaml(ROOT / "configs" / "cpu.yaml") == VARSConfig()
+
+
+def test_env_overrides_nested_keys(monkeypatch, tmp_path):
+    monkeypatch.setenv("VARS_LLM__BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("VARS_RETRIEVAL__SELECT_K", "5")
+    monkeypatch.setenv("VARS_DATA_DIR", str(tmp_path))
+    cfg = VARSConfig.from_yaml(None)
+    assert cfg.llm.base_url == "http://127.0.0.1:9/v1"
+    assert cfg.retrieval.select_k == 5 and cfg.data_path == tmp_path
+
+
+def test_unknown_key_is_named(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("retrieval:\n  topk: 3\n")
+    with pytest.raises(ValueError, match=r"retrieval\.topk"):
+        VARSConfig.from_yaml(f)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        VARSConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_missing_model_file_is_named(tmp_path):
+    from vars_langgraph.config import EmbeddingConfig
+    from vars_langgraph.models.embedder import SentenceTransformerEmbedder
+
+    with pytest.raises((FileNotFoundError, OSError), match="no-such-model"):
+        SentenceTransformerEmbedder(EmbeddingConfig(model=str(tmp_path / "no-such-model")))

@@ -1,0 +1,232 @@
+"""The multi-session benchmark (`eval collab`): profile parsing for any file of the format, the
+scripted user, the scripted extractor, the LLM user's protocol, and a small end-to-end run on the
+real stack (SQLite, FAISS, MiniLM) that checks results.json and the plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vars_langgraph import reward as rw
+from vars_langgraph.eval import METHODS, collab_main
+from vars_langgraph.eval.collab import load_tasks, parse_preference, parse_profiles, user_voice
+from vars_langgraph.eval.simulator import (
+    CLOSINGS,
+    ENFORCE_OPENERS,
+    FOLLOWUPS,
+    LLMSimulator,
+    ScriptedExtractor,
+    ScriptedSimulator,
+    enforcement,
+    intro_statement,
+)
+
+# Profiles in the benchmark's format but unlike the shipped ones: nothing may depend on content.
+PROFILES = [
+    {"i": 7, "persona": "A beekeeper who writes a weekly newsletter",
+     "categories": ["language", "length", "format"],
+     "preferences": [
+         "You prefer the agent to answer in plain language without jargon. Enforce if the "
+         "response uses technical jargon without explaining it.",
+         "When the agent explains a result, you prefer answers that begin with the final "
+         "number. Enforce if the final number is not in the first sentence.",
+         "You prefer the agent responses to include a small table. Consider this satisfied if "
+         "there is any table. Enforce only if the response contains no table at all."]},
+    {"i": 11, "persona": "A night-shift nurse studying statistics",
+     "categories": ["tone", "format", "proactivity"],
+     "preferences": [
+         "You prefer the agent responses to be warm and encouraging. Enforce if the agent "
+         "response is cold or curt (e.g. 'Wrong.').",
+         "You prefer the agent structured responses that have bold key terms. Enforce if no "
+         "key term is in bold.",
+         "You prefer the agent to end with one practice question. Enforce whenever the agent "
+         "gives an answer without a practice question."]},
+]
+PROBLEMS = {
+    "arith": [{"problem": "Compute 17 times 23. Express your answer as an integer.",
+               "solution": "391"},
+              {"problem": "What is the sum of the first ten odd numbers?", "solution": "100"}],
+    "quiz": [{"problem": "Which gas do plants absorb for photosynthesis?\nChoices:\n0. O2\n1. CO2",
+              "solution": "CO2"},
+             {"problem": "Find the median of 3, 9, 4, 1 and 8.", "solution": "4"}],
+}
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    prof = tmp_path / "profiles.json"
+    prof.write_text(json.dumps(PROFILES))
+    tasks = tmp_path / "tasks"
+    for name, rows in PROBLEMS.items():
+        (tasks / name).mkdir(parents=True)
+        (tasks / name / "testset_size2_seed1.json").write_text(json.dumps(rows))
+    return prof, tasks
+
+
+def test_preferences_parse_into_the_users_own_voice():
+    p = parse_preference(PROFILES[0]["preferences"][1], 1, "length")
+    assert p.condition_fp == "when you explain a result"
+    assert p.want_fp == "answers that begin with the final number"
+    assert p.explicit() == ("When you explain a result, I prefer answers that begin with the "
+                            "final number.")
+    assert p.explicit("Again: I'd like").startswith("Again: when you explain a result, I'd like")
+    assert p.dislike_fp == "the final number is not in the first sentence"
+    q = parse_preference(PROFILES[1]["preferences"][0])
+    assert q.explicit() == "I prefer your responses to be warm and encouraging."
+    assert q.dislike_fp == "your response is cold or curt"  # parenthetical examples dropped
+    r = parse_preference(PROFILES[1]["preferences"][2])
+    assert r.dislike_fp == "you give an answer without a practice question"
+    assert user_voice("the agent adds suggestions to your request") == \
+        "You add suggestions to my request"
+
+
+def test_any_file_of_the_format_loads_and_bad_files_are_named(tmp_path: Path):
+    users = parse_profiles(PROFILES)
+    assert [u.user_id for u in users] == ["u7", "u11"]
+    assert all(len(u.preferences) == 3 for u in users)
+    with pytest.raises(ValueError, match="preferences"):
+        parse_profiles([{"persona": "x", "preferences": []}])
+    rc = collab_main(["--profiles", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
+    assert rc == 2
+
+
+def test_scripted_user_speaks_like_a_person_and_is_deterministic(data):
+    prof, tasks = data
+    users = parse_profiles(json.loads(prof.read_text()))
+    problems = load_tasks(tasks)
+    sim = ScriptedSimulator(seed=3)
+    plan = sim.plan(users[0])
+    assert sorted(plan["order"]) == ["p0", "p1", "p2"]
+    first = [k for k, v in plan["intro"].items() if v and v[0] == 0]
+    assert first, "at least one preference is stated in the first session"
+    a = sim.start_session(users[0], problems[0], 0)
+    b = ScriptedSimulator(seed=3).start_session(users[0], problems[0], 0)
+    ma, mb = a.opening(), b.opening()
+    assert ma.text == mb.text and problems[0].problem in ma.text and ma.problem_words > 0
+    # nothing carried: the user enforces one preference per turn, never one already said
+    seen = set(ma.stated)
+    while True:
+        m = a.react(set())
+        if m.kind != "enforce":
+            break
+        assert len(m.stated) == 1 and m.stated[0] not in seen
+        seen.update(m.stated)
+    assert seen == {"p0", "p1", "p2"}
+    # everything carried by the prompt: no enforcement
+    c = sim.start_session(users[0], problems[1], 5)
+    c.opening()
+    assert c.react({"p0", "p1", "p2"}).kind in ("followup", "close")
+
+
+def test_cues_drive_the_real_reward():
+    for text in ENFORCE_OPENERS:
+        assert rw.has_negative_cue(text), text
+    for text in (*FOLLOWUPS, *CLOSINGS):
+        assert not rw.has_negative_cue(text) and rw.has_positive_cue(text), text
+    p = parse_profiles(PROFILES)[0].preferences[2]
+    import random
+
+    for seed in range(20):
+        assert rw.keyword_reward(enforcement(p, random.Random(seed)), 0.5) == -1.0
+
+
+def test_scripted_extractor_reads_statements_misses_implicit_and_over_extracts():
+    import random
+
+    ex = ScriptedExtractor()
+    p = parse_profiles(PROFILES)[0].preferences[1]
+    cards = ex.extract([("user", intro_statement(p, random.Random(0), implicit=False))])
+    assert len(cards) == 1
+    assert cards[0].condition.startswith("when the assistant explain")
+    assert "final number" in cards[0].action and cards[0].confidence == 0.9
+    assert not cards[0].is_global
+    assert ex.extract([("user", intro_statement(p, random.Random(0), implicit=True))]) == []
+    noisy = ex.extract([("user", "Compute 17 times 23. Express your answer as an integer.")])
+    assert any("Express your answer" in c.action for c in noisy)
+    assert ex.extract([("assistant", "I prefer tea")]) == []
+
+
+def test_llm_user_protocol_maps_json_to_turn_kinds(data):
+    prof, tasks = data
+    user = parse_profiles(json.loads(prof.read_text()))[1]
+    problem = load_tasks(tasks)[0]
+    replies = iter([
+        '{"enforce_preferences": false, "should_terminate": false, "response": "Help me multiply"}',
+        'Sure: {"enforce_preferences": true, "should_terminate": false, '
+        '"response": "No, please be warmer."}',
+        "not json at all {",  # unusable: retried
+        '{"enforce_preferences": false, "should_terminate": true, "response": "Thanks! TERMINATE"}',
+    ])
+    seen: list[list[dict]] = []
+
+    def complete(messages):
+        seen.append(messages)
+        return next(replies)
+
+    s = LLMSimulator(complete).start_session(user, problem, 0)
+    assert s.opening().kind == "open"
+    assert "warm and encouraging" in seen[0][0]["content"]
+    assert seen[0][1] == {"role": "user", "content": "How can I help you?"}
+    m = s.react(set(), "17 x 23 = 391.")
+    assert (m.kind, m.text) == ("enforce", "No, please be warmer.")
+    m = s.react(set(), "Great question! 391.")
+    assert (m.kind, m.text) == ("close", "Thanks!")
+    assert seen[-1][-1] == {"role": "user", "content": "Great question! 391."}
+
+
+def test_two_users_three_sessions_end_to_end(data, tmp_path: Path):
+    prof, tasks = data
+    out = tmp_path / "out"
+    rc = collab_main(["--profiles", str(prof), "--tasks", str(tasks), "--sessions", "3",
+                      "--seed", "1", "--out", str(out), "--no-progress", "--transcripts"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res) == list(METHODS)
+    for m, r in res.items():
+        assert r["config"]["run"]["sessions"] == 3
+        assert r["config"]["run"]["user_ids"] == ["u7", "u11"]
+        assert r["config"]["vars"]["data_dir"].endswith(m)
+        curves = r["curves"]
+        for key in ("enforcements", "user_words", "precision", "recall", "reward"):
+            assert len(curves[key]) == 3
+        per_user = r["per_user"]
+        assert sorted(per_user) == ["u11", "u7"]
+        flat = [e for u in per_user.values() for e in u["enforcements"]]
+        assert r["enforcements_per_session"] == pytest.approx(np.mean(flat))
+        for s in range(3):
+            assert curves["enforcements"][s] == pytest.approx(
+                np.mean([u["enforcements"][s] for u in per_user.values()]))
+        for key in ("precision", "recall", "recall_stated"):
+            assert all(v is None or 0.0 <= v <= 1.0 for v in curves[key])
+        assert all(w > 0 for w in curves["user_words"])
+        assert 0 <= r["enforcements_per_session"] <= 3
+    assert res["none"]["summary"]["recall"] == 0.0 and res["none"]["summary"]["precision"] is None
+    assert res["all"]["config"]["vars"]["retrieval"]["select_k"] > 1000
+    assert res["rag"]["config"]["vars"]["policy"]["use_long"] is False
+    assert res["vars_short"]["config"]["vars"]["policy"] == {
+        **res["vars"]["config"]["vars"]["policy"], "use_long": False}
+    # the same users saw the same problems in every method
+    probs = {m: r["per_user"]["u7"]["problems"] for m, r in res.items()}
+    assert len({tuple(v) for v in probs.values()}) == 1
+    # memory helps: every method with memory needs no more enforcements than no memory
+    assert res["all"]["enforcements_per_session"] <= res["none"]["enforcements_per_session"]
+    assert res["all"]["summary"]["recall"] >= res["rag"]["summary"]["recall"]
+    for png in ("enforcements.png", "user_words.png", "precision.png", "recall.png",
+                "reward.png", "curves.png"):
+        assert (out / png).stat().st_size > 1000
+    assert "| vars |" in (out / "summary.md").read_text()
+    rows = [json.loads(x) for x in (out / "transcripts" / "vars.jsonl").read_text().splitlines()]
+    enforce = [r for r in rows if r["kind"] == "enforce"]
+    assert enforce and all(r["reward"] is not None and r["reward"] < 0 for r in enforce)
+    assert not (out / "work").exists()
+    assert not any(math.isnan(v) for v in res["vars"]["curves"]["enforcements"])
+
+
+def test_bad_method_is_an_error(data, tmp_path: Path, capsys):
+    prof, tasks = data
+    rc = collab_main(["--profiles", str(prof), "--methods", "vars,magic", "--out", str(tmp_path)])
+    assert rc == 2 and "magic" in capsys.readouterr().err

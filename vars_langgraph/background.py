@@ -1,0 +1,330 @@
+"""Learning off the hot path: reward, update and extraction in a bounded background worker.
+
+With `background: {enabled: true}` the graph answers with
+
+    START -> learn -> retrieve -> rerank -> augment -> generate -> END
+
+where `learn` only *records* the turn's learning job in the store (one read, one write) and
+hands it to a per-process worker; the worker then runs the very same reward, update and
+extract node functions as the inline graph. The user's answer never waits for the extractor,
+the judge or the REINFORCE update. What changes: a preference stated in this message is used
+from the next turn on (inline, it is used at once), and the user vector a turn reads may not
+yet include the previous turn's update.
+
+Nothing is lost if the process stops: the job record, which carries the previous turn's
+pending feedback and the dialogue window, is written to the store *before* the answer is
+generated, and deleted only after all three steps succeeded (a `stage` field records that the
+vector update was committed, so a retried job never applies it twice; extraction is
+idempotent: cards have deterministic ids and near-duplicates merge). Jobs left behind by a
+stopped process are redone by the next worker that starts (`recover_after_s` old), or by
+`BackgroundLearner.recover()`.
+
+Bounds: `workers` threads, one user's jobs always on the same thread and so in order;
+at most `max_pending` queued jobs per process, beyond which a turn learns inline (backpressure,
+never dropping work).
+
+Also here: `node_slots`/`bounded`, the per-process bound on concurrently running VARS nodes
+(`max_concurrency`) that `graph.py` applies to every node, for `invoke` from many threads and
+for `ainvoke`/`astream` alike.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import queue
+import threading
+import time
+import uuid
+import weakref
+import zlib
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+from langgraph.store.base import PutOp
+
+from vars_langgraph.engine import VARSEngine
+from vars_langgraph.memory.store import UserMemory
+from vars_langgraph.nodes import make_extract, make_reward, make_update
+from vars_langgraph.nodes.extract import dialogue_window
+from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
+
+log = logging.getLogger(__name__)
+
+JOB_PREFIX = "job:"
+JOB_KIND = "vars-learn-job"
+
+
+# bounded concurrency --------------------------------------------------------------------------
+def node_slots(engine: VARSEngine) -> threading.BoundedSemaphore:
+    """The engine's semaphore of `max_concurrency` node slots (shared by its graphs)."""
+    slots = getattr(engine, "_vars_node_slots", None)
+    if slots is None:
+        with _SLOTS_GUARD:
+            slots = getattr(engine, "_vars_node_slots", None)
+            if slots is None:
+                slots = threading.BoundedSemaphore(max(1, int(engine.config.max_concurrency)))
+                engine._vars_node_slots = slots  # type: ignore[attr-defined]
+    return slots
+
+
+_SLOTS_GUARD = threading.Lock()
+
+
+def bounded(fn: Any, slots: threading.BoundedSemaphore) -> Any:
+    """Run the node function holding one slot. Sync nodes run in LangGraph's worker threads
+    under `ainvoke`/`astream` too, so one threading semaphore bounds both paths."""
+
+    @functools.wraps(fn)  # keeps the signature LangGraph inspects to pass config/runtime
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with slots:
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+# the job record and the view the worker runs the nodes on --------------------------------------
+class _JobMemory:
+    """`UserMemory` as the reward/update nodes see it inside a job: the pending feedback is the
+    one the job carries, and consuming it marks the job (in the same batch as the vector)."""
+
+    def __init__(self, memory: UserMemory, user_id: str, key: str, job: dict[str, Any]):
+        self._memory, self._user, self._key, self._job = memory, user_id, key, job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._memory, name)
+
+    def get_pending(self, user_id: str, thread_id: str) -> dict[str, Any] | None:
+        if self._job.get("stage") == "updated":
+            return None
+        pending = self._job.get("pending")
+        return dict(pending) if pending else None
+
+    def commit_update(self, user_id: str, thread_id: str, vector: dict[str, Any],
+                      drop_pending: bool) -> None:
+        self._job = {**self._job, "stage": "updated"}
+        m = self._memory
+        m.store.batch([
+            PutOp(m.ns(user_id, "state"), "vector", vector, index=False),
+            PutOp(m.ns(user_id, "pending"), self._key, self._job, index=False),
+        ])
+
+
+class _EngineView:
+    """The engine with the job's memory view; everything else is the real engine."""
+
+    def __init__(self, engine: VARSEngine, memory: _JobMemory):
+        self._engine = engine
+        self.memory = memory
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def _messages(job: dict[str, Any]) -> list[Any]:
+    """The job's dialogue window as messages; empty user messages in front keep the turn
+    number the extract node records (it counts user messages; it skips empty ones)."""
+    window = [(r, t) for r, t in job.get("window", [])]
+    msgs: list[Any] = [HumanMessage("") for _ in range(
+        max(0, int(job.get("turn", 0)) - sum(1 for r, _ in window if r == "user")))]
+    for role, text in window:
+        msgs.append(HumanMessage(text) if role == "user" else AIMessage(text))
+    return msgs
+
+
+# the worker -----------------------------------------------------------------------------------
+class BackgroundLearner:
+    """Per-process worker for one engine: `workers` lanes, users hashed onto lanes."""
+
+    def __init__(self, engine: VARSEngine):
+        self.engine = engine
+        cfg = engine.config.background
+        self.cfg = cfg
+        self._room = threading.BoundedSemaphore(max(1, cfg.max_pending))
+        self._lanes: list[queue.Queue] = [queue.Queue() for _ in range(max(1, cfg.workers))]
+        self._idle = threading.Condition()
+        self._outstanding = 0
+        self._closed = False
+        self.done = 0
+        self.failed = 0
+        self.inline = 0
+        self._threads = [
+            threading.Thread(target=self._loop, args=(q,), daemon=True, name=f"vars-learn-{i}")
+            for i, q in enumerate(self._lanes)
+        ]
+        for t in self._threads:
+            t.start()
+        _LIVE.add(self)
+
+    # hot path ---------------------------------------------------------------------------------
+    def record(self, user_id: str, tid: str, messages: list[Any]) -> tuple[str, dict[str, Any]]:
+        """Write this turn's job (taking over the thread's pending feedback) to the store."""
+        mem = self.engine.memory
+        window = dialogue_window(messages, self.engine.config.extractor.window_turns)
+        job = {
+            "kind": JOB_KIND, "thread_id": tid, "user_id": user_id,
+            "turn": sum(1 for m in messages if getattr(m, "type", "") == "human"),
+            "window": [list(x) for x in window],
+            "pending": mem.get_pending(user_id, tid),
+            "stage": "recorded", "created_at": time.time(),
+        }
+        key = f"{JOB_PREFIX}{time.time():017.6f}:{uuid.uuid4().hex[:12]}"
+        ns = mem.ns(user_id, "pending")
+        ops = [PutOp(ns, key, job, index=False)]
+        if job["pending"] is not None:
+            ops.append(PutOp(ns, tid or "-", None))  # the job owns it now
+        mem.store.batch(ops)
+        return key, job
+
+    def submit(self, user_id: str, key: str, job: dict[str, Any]) -> bool:
+        """Queue a recorded job; False (run it inline) when `max_pending` jobs are queued."""
+        if self._closed or not self._room.acquire(blocking=False):
+            return False
+        with self._idle:
+            self._outstanding += 1
+        lane = zlib.crc32(user_id.encode()) % len(self._lanes)
+        self._lanes[lane].put((user_id, key, job))
+        return True
+
+    # worker side ------------------------------------------------------------------------------
+    def run_job(self, user_id: str, key: str, job: dict[str, Any]) -> None:
+        """Reward, update and extract of one recorded turn, then delete the job record."""
+        engine = self.engine
+        view = _EngineView(engine, _JobMemory(engine.memory, user_id, key, job))
+        config: RunnableConfig = {"configurable": {"thread_id": job.get("thread_id") or "default",
+                                                   "user_id": user_id}}
+        state: dict[str, Any] = {"messages": _messages(job)}
+        if last_user_text(state["messages"]).strip():
+            state.update(make_reward(view)(state, config, None))  # type: ignore[arg-type]
+            state.update(make_update(view)(state, config, None))  # type: ignore[arg-type]
+            state.update(make_extract(engine)(state, config, None))
+        engine.memory.store.delete(engine.memory.ns(user_id, "pending"), key)
+
+    def _loop(self, q: queue.Queue) -> None:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            try:
+                self.run_job(*item)
+                self.done += 1
+            except Exception as e:  # noqa: BLE001 - the job stays in the store for recovery
+                self.failed += 1
+                log.warning("VARS background learning failed for user %r (kept for retry): %r",
+                            item[0], e)
+            finally:
+                self._room.release()
+                with self._idle:
+                    self._outstanding -= 1
+                    self._idle.notify_all()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued job has run; True if none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._outstanding:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Stop taking jobs, finish the queued ones (up to `timeout`), stop the threads.
+        Jobs not finished stay in the store and are recovered later."""
+        self._closed = True
+        ok = self.drain(timeout)
+        for q in self._lanes:
+            q.put(None)
+        return ok
+
+    def pending_jobs(self, user_id: str) -> list[tuple[str, dict[str, Any]]]:
+        mem = self.engine.memory
+        return sorted((k, v) for k, v in mem._items(user_id, "pending")
+                      if k.startswith(JOB_PREFIX) and v.get("kind") == JOB_KIND)
+
+    def recover(self, min_age_s: float = 0.0, users: list[str] | None = None) -> int:
+        """Queue (or run) jobs left in the store by a stopped process; returns how many."""
+        n = 0
+        now = time.time()
+        for uid in users if users is not None else self.engine.memory.users():
+            for key, job in self.pending_jobs(uid):
+                if now - float(job.get("created_at", 0)) < min_age_s:
+                    continue
+                n += 1
+                if not self.submit(uid, key, job):
+                    self.run_job(uid, key, job)
+        return n
+
+
+_LIVE: weakref.WeakSet[BackgroundLearner] = weakref.WeakSet()
+_GUARD = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:  # pragma: no cover - exit path
+    for learner in list(_LIVE):
+        learner.close(timeout=5.0)
+
+
+def get_learner(engine: VARSEngine) -> BackgroundLearner:
+    """The engine's learner (created on first use; recovers stale jobs in the background)."""
+    learner = getattr(engine, "_vars_learner", None)
+    if learner is None:
+        with _GUARD:
+            learner = getattr(engine, "_vars_learner", None)
+            if learner is None:
+                learner = BackgroundLearner(engine)
+                engine._vars_learner = learner  # type: ignore[attr-defined]
+                age = engine.config.background.recover_after_s
+                threading.Thread(target=_recover_quietly, args=(learner, age), daemon=True,
+                                 name="vars-learn-recover").start()
+    return learner
+
+
+def _recover_quietly(learner: BackgroundLearner, age: float) -> None:
+    try:
+        n = learner.recover(min_age_s=age)
+        if n:
+            log.info("VARS background: recovered %d learning jobs", n)
+    except Exception as e:  # noqa: BLE001
+        log.warning("VARS background: recovery failed: %r", e)
+
+
+# the graph node -------------------------------------------------------------------------------
+def make_learn(engine: VARSEngine):
+    """The hot-path node that replaces reward, update and extract when background is on."""
+
+    def learn(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        user_id = resolve_user_id(runtime, config)
+        messages = state.get("messages", [])
+        query = last_user_text(messages)
+        if not query.strip():
+            raise ValueError("the last message must be a non-empty user message")
+        learner = get_learner(engine)
+        key, job = learner.record(user_id, thread_id(config), messages)
+        if not learner.submit(user_id, key, job):
+            learner.inline += 1
+            learner.run_job(user_id, key, job)  # backpressure: learn inline, drop nothing
+        return {"query": query}
+
+    return learn
+
+
+HOT_PATH = ("retrieve", "rerank", "augment", "generate")
+
+
+def add_background_nodes(builder: Any, engine: VARSEngine, prefix: str = "") -> list[str]:
+    """`learn` then the hot-path nodes; returns their names in order (graph.py wires them)."""
+    from vars_langgraph.graph import add_vars_nodes
+
+    fn = make_learn(engine)
+    if engine.config.fail_open:
+        from vars_langgraph.graph import fail_open
+
+        fn = fail_open("learn", fn)
+    builder.add_node(prefix + "learn", bounded(fn, node_slots(engine)))
+    return [prefix + "learn", *add_vars_nodes(builder, engine, HOT_PATH, prefix=prefix)]

@@ -1,0 +1,542 @@
+"""User simulators for the multi-session benchmark, and the scripted run's stand-ins.
+
+Two simulator backends, one interface (`start_session(...)` -> a session with `opening()` and
+`react(carried, answer)`):
+
+- `ScriptedSimulator` (deterministic, CPU, CI): brings a problem, states its preferences the way a
+  person does (a few per session, in the first sessions only, sometimes implicitly: "It bugs me
+  when ..." instead of "I prefer ..."), and after each agent turn checks the preferences that
+  apply. A preference counts as honoured when the prompt the agent received carried a note that
+  matches it (`PreferenceMatcher`) or the user said it earlier in this conversation (it is then
+  in the agent's context). If one is not honoured, the user answers with a negative cue and the
+  preference restated ("No, that's not what I asked for. I said I prefer ..."): an enforcement
+  turn. Otherwise the user asks a follow-up or thanks and ends the session.
+- `LLMSimulator`: any OpenAI-compatible chat model plays the benchmark's user simulator (persona,
+  problem, preferences with their "Enforce if" rules; JSON output with `enforce_preferences`,
+  `should_terminate`, `response`), judging the agent's real answers.
+
+Stand-ins used only by the scripted benchmark (never package defaults):
+- `ScriptedExtractor`: a deterministic rule-based extractor. It reads first-person preference
+  statements ("I prefer ...", "I'd like ...", "Could you ...", "Please ...", "The response should
+  ...") and turns them into (condition, action) cards; implicit statements without such words are
+  missed, as small extractors miss them. Like the fine-tuned extractor (precision 37.7%), it
+  over-extracts: requests inside the task text ("Express your answer in radians") and one-off
+  follow-ups ("Can you double-check the final step?") become cards too. That noise is what the
+  reranker and the user vector have to filter.
+- `scripted_agent()`: a chat model that returns a fixed acknowledgement; with the scripted
+  simulator the answer's text is never read (honoured = carried in the prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vars_langgraph.eval.collab import (
+    PreferenceSpec,
+    Problem,
+    UserProfile,
+    applicable_preferences,
+    sentence,
+    split_sentences,
+    task_description,
+)
+from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserMessage:
+    """One simulator message. kind: open | enforce | followup | close."""
+
+    text: str
+    kind: str
+    stated: list[str] = field(default_factory=list)  # preference keys said in this message
+    problem_words: int = 0  # words of the problem text inside `text`
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def rng_for(*parts: Any) -> random.Random:
+    """A generator seeded by the situation, not by history: the same (seed, user, session,
+    turn, purpose) gives the same draw in every method."""
+    return random.Random(":".join(str(p) for p in parts))
+
+
+# -------------------------------------------------------------------------- phrasing
+
+INTRO_LEADS = ("I prefer", "I'd like", "Just so you know, I prefer", "For the record, I prefer")
+IMPLICIT = ("It bugs me when {x}.", "Honestly, I get frustrated when {x}.",
+            "I find it hard to follow when {x}.")
+ENFORCE_OPENERS = ("No, that's not what I asked for.", "That's not how I wanted it.",
+                   "You didn't follow my preference.", "That is not what I wanted.",
+                   "No, I told you before.")
+ENFORCE_LEADS = ("I said I prefer", "Again: I'd like", "As I said, I prefer", "I prefer")
+PROBLEM_LEADS = ("Here's a problem I'm working on:", "I'm stuck on this one:",
+                 "Next question from my practice set:", "Help me think through this:")
+FOLLOWUPS = ("Thanks, that makes sense. Can you double-check the final step?",
+             "Great, thanks. What if one of the numbers were different?",
+             "Got it, thanks. Could you explain why that approach works?",
+             "Nice, that helps. How would I check this answer myself?",
+             "Thanks! Which step matters most here?")
+CLOSINGS = ("Thanks, that's all I needed.", "Perfect, thank you!", "Great, that helps. Bye for now.",
+            "Got it, thanks a lot.")
+
+
+def intro_statement(p: PreferenceSpec, rnd: random.Random, implicit: bool) -> str:
+    if implicit and p.dislike_fp:
+        return rnd.choice(IMPLICIT).format(x=p.dislike_fp)
+    text = p.explicit(rnd.choice(INTRO_LEADS))
+    if p.details_fp and rnd.random() < 0.5:
+        text += " " + rnd.choice(p.details_fp)
+    return text
+
+
+def enforcement(p: PreferenceSpec, rnd: random.Random) -> str:
+    parts = [rnd.choice(ENFORCE_OPENERS)]
+    if p.dislike_fp and rnd.random() < 0.3:
+        parts.append(sentence(p.dislike_fp))
+    parts.append(p.explicit(rnd.choice(ENFORCE_LEADS)))
+    if p.details_fp and rnd.random() < 0.4:
+        parts.append(rnd.choice(p.details_fp))
+    return " ".join(parts)
+
+
+# -------------------------------------------------------------------------- scripted user
+
+
+@dataclass
+class ScriptedSettings:
+    p_implicit: float = 0.35  # share of proactive statements made implicitly
+    p_unstated: float = 0.2  # share of preferences never stated before they are violated
+    intro_window: int = 4  # proactive statements fall in the first N sessions
+    followups: tuple[float, ...] = (0.4, 0.4, 0.2)  # P(0, 1, 2 follow-up questions)
+
+
+class ScriptedSimulator:
+    """Deterministic user (see module doc). One instance per run; sessions are independent of
+    the method under test except through what the agent's prompt carried."""
+
+    name = "scripted"
+
+    def __init__(self, seed: int = 0, settings: ScriptedSettings | None = None):
+        self.seed = seed
+        self.settings = settings or ScriptedSettings()
+
+    def plan(self, profile: UserProfile) -> dict[str, Any]:
+        """Per user: priority order, and for each preference the session (or None) in which the
+        user mentions it unprompted and whether implicitly."""
+        rnd = rng_for(self.seed, profile.user_id, "plan")
+        order = [p.key for p in profile.preferences]
+        rnd.shuffle(order)
+        intro: dict[str, tuple[int, bool] | None] = {}
+        for j, key in enumerate(order):
+            if j > 0 and rnd.random() < self.settings.p_unstated:
+                intro[key] = None
+            else:
+                sess = 0 if j == 0 else rnd.randrange(self.settings.intro_window)
+                intro[key] = (sess, rnd.random() < self.settings.p_implicit)
+        return {"order": order, "intro": intro}
+
+    def start_session(self, profile: UserProfile, problem: Problem, session: int) -> ScriptedSession:
+        return ScriptedSession(self, profile, problem, session)
+
+
+class ScriptedSession:
+    def __init__(self, sim: ScriptedSimulator, profile: UserProfile, problem: Problem, session: int):
+        self.sim, self.profile, self.problem, self.session = sim, profile, problem, session
+        self.plan = sim.plan(profile)
+        self.prefs = {p.key: p for p in profile.preferences}
+        self.applicable = [p.key for p in applicable_preferences(profile, problem)]
+        self.stated: set[str] = set()
+        self.turn = 0
+        r = rng_for(sim.seed, profile.user_id, session, "followups")
+        x, acc, n_follow = r.random(), 0.0, 0
+        for n, prob in enumerate(sim.settings.followups):
+            acc += prob
+            if x < acc:
+                n_follow = n
+                break
+        self.followups = r.sample(FOLLOWUPS, min(n_follow, len(FOLLOWUPS)))
+
+    def _rng(self, purpose: str) -> random.Random:
+        return rng_for(self.sim.seed, self.profile.user_id, self.session, self.turn, purpose)
+
+    def opening(self) -> UserMessage:
+        rnd = self._rng("open")
+        said, stated = [], []
+        for key in self.plan["order"]:
+            intro = self.plan["intro"][key]
+            if intro and intro[0] == self.session:
+                said.append(intro_statement(self.prefs[key], rnd, implicit=intro[1]))
+                stated.append(key)
+        problem = f"{rnd.choice(PROBLEM_LEADS)}\n{self.problem.problem}"
+        parts = [*said, problem] if rnd.random() < 0.5 else [problem, *said]
+        self.stated.update(stated)
+        self.turn += 1
+        return UserMessage("\n".join(parts), "open", stated,
+                           problem_words=len(self.problem.problem.split()))
+
+    def violated(self, carried: set[str]) -> list[str]:
+        return [k for k in self.plan["order"]
+                if k in self.applicable and k not in carried and k not in self.stated]
+
+    def react(self, carried: set[str], answer: str = "") -> UserMessage | None:
+        """The next user message after an agent turn whose prompt carried `carried`."""
+        bad = self.violated(carried)
+        rnd = self._rng("react")
+        self.turn += 1
+        if bad:
+            key = bad[0]
+            self.stated.add(key)
+            return UserMessage(enforcement(self.prefs[key], rnd), "enforce", [key])
+        if self.followups:
+            return UserMessage(self.followups.pop(0), "followup")
+        return UserMessage(rnd.choice(CLOSINGS), "close")
+
+
+# -------------------------------------------------------------------------- LLM user
+
+LLM_USER_PROMPT = """You are role-playing a user who works with an AI assistant on a problem. \
+The same assistant has helped you in earlier sessions.
+
+# Your problem
+{task}
+{problem}
+The assistant cannot see this description. Describe the problem in your own words; do not paste \
+it.
+
+# Who you are
+{persona}
+
+# Your preferences about how the assistant behaves
+{preferences}
+Once the assistant has understood the problem, check every reply against each preference. If a \
+reply violates one, tell the assistant plainly (for example "No, ...") and ask it to fix that \
+before anything else: do not move on, do not update your draft answer, do not end the session. \
+You may mention a preference before it is violated, but you do not have to list them all up \
+front. Answer clarifying questions without enforcing format preferences.
+
+# Ending
+Keep a draft answer (start with "I don't know"). When your draft is good and the replies follow \
+your preferences, or the assistant cannot help further, end the session: set should_terminate to \
+true and make your response a short thank-you followed by {signal}.
+
+# Output
+Reply with one JSON object only:
+{{{checks}
+  "enforce_preferences": bool,
+  "reasoning": str,
+  "draft_answer": str,
+  "should_terminate": bool,
+  "response": str
+}}"""
+
+TERMINATION_SIGNAL = "TERMINATE"
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    text = (text or "").strip()
+    for candidate in (text, text[text.find("{"): text.rfind("}") + 1] if "{" in text else ""):
+        if not candidate:
+            continue
+        try:
+            out = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(out, dict):
+            return out
+    return None
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "yes", "1")
+    return bool(v)
+
+
+def openai_completer(base_url: str, model: str, api_key: str = "not-needed",
+                     temperature: float = 1.0, max_tokens: int = 1024,
+                     timeout: float = 300.0) -> Callable[[list[dict[str, str]]], str]:
+    """`messages -> text` over any OpenAI-compatible server (vLLM, llama.cpp, ...)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
+
+    def complete(messages: list[dict[str, str]]) -> str:
+        resp = client.chat.completions.create(model=model, messages=messages,
+                                              temperature=temperature, max_tokens=max_tokens)
+        return resp.choices[0].message.content or ""
+
+    return complete
+
+
+class LLMSimulator:
+    """The benchmark's user simulator played by any OpenAI-compatible chat model."""
+
+    name = "llm"
+
+    def __init__(self, complete: Callable[[list[dict[str, str]]], str], retries: int = 3):
+        self.complete = complete
+        self.retries = retries
+
+    def start_session(self, profile: UserProfile, problem: Problem, session: int) -> LLMSession:
+        return LLMSession(self, profile, problem, session)
+
+
+class LLMSession:
+    def __init__(self, sim: LLMSimulator, profile: UserProfile, problem: Problem, session: int):
+        self.sim, self.profile, self.problem, self.session = sim, profile, problem, session
+        n = len(profile.preferences)
+        checks = "".join(f'\n  "preference_{i + 1}_satisfied": str,' for i in range(n))
+        self.system = LLM_USER_PROMPT.format(
+            task=task_description(problem.dataset), problem=problem.problem,
+            persona=profile.persona or "(not given)", preferences=profile.preferences_text,
+            signal=TERMINATION_SIGNAL, checks=checks)
+        self.conversation: list[tuple[str, str]] = [("assistant", "How can I help you?")]
+        self.log: list[dict[str, Any]] = []
+
+    def _next(self) -> dict[str, Any]:
+        # the simulator speaks as "assistant"; the agent's turns are its "user" messages
+        msgs = [{"role": "system", "content": self.system}] + [
+            {"role": "user" if role == "assistant" else "assistant", "content": text}
+            for role, text in self.conversation]
+        for _ in range(self.sim.retries):
+            raw = self.sim.complete(msgs)
+            out = parse_json_object(raw)
+            if out and str(out.get("response", "")).strip():
+                return out
+            if raw.strip() and out is None and "{" not in raw:
+                return {"response": raw.strip(), "enforce_preferences": False,
+                        "should_terminate": TERMINATION_SIGNAL in raw}
+        return {"response": f"Thanks. {TERMINATION_SIGNAL}", "enforce_preferences": False,
+                "should_terminate": True, "error": "no usable simulator output"}
+
+    def _message(self, out: dict[str, Any], first: bool) -> UserMessage:
+        self.log.append(out)
+        text = str(out.get("response", "")).strip()
+        terminate = _truthy(out.get("should_terminate")) or TERMINATION_SIGNAL in text
+        text = text.replace(TERMINATION_SIGNAL, "").strip() or "Thanks."
+        self.conversation.append(("user", text))
+        if first:
+            return UserMessage(text, "open")
+        if _truthy(out.get("enforce_preferences")) and not terminate:
+            return UserMessage(text, "enforce")
+        return UserMessage(text, "close" if terminate else "followup")
+
+    def opening(self) -> UserMessage:
+        return self._message(self._next(), first=True)
+
+    def react(self, carried: set[str], answer: str = "") -> UserMessage | None:
+        self.conversation.append(("assistant", answer))
+        return self._message(self._next(), first=False)
+
+
+# -------------------------------------------------------------------------- matching notes
+
+
+_NOTE_ACTION = re.compile(r"^(?:when|if|while|whenever|for|in)\b[^,]*,\s*(.+)$", re.I | re.S)
+
+
+class PreferenceMatcher:
+    """Which of a user's preferences an injected note carries: the preference whose describing
+    texts (statement, wish, details, violation) are most similar to the note's action part, if
+    the cosine is at least `threshold`. Works for any extractor's notes, not only the scripted
+    one's. At 0.52 (MiniLM) every card the scripted extractor makes from a statement matches its
+    own preference (min 0.55, 80 profiles) and no over-extracted card matches any (max 0.49)."""
+
+    def __init__(self, embedder: Any, threshold: float = 0.52):
+        self.embedder = embedder
+        self.threshold = threshold
+        self._anchors: dict[str, tuple[np.ndarray, list[str]]] = {}
+        self._cache: dict[tuple[str, str], str | None] = {}
+
+    def _user(self, profile: UserProfile) -> tuple[np.ndarray, list[str]]:
+        hit = self._anchors.get(profile.user_id)
+        if hit is None:
+            texts, keys = [], []
+            for p in profile.preferences:
+                for a in p.anchors():
+                    texts.append(a)
+                    keys.append(p.key)
+            hit = (np.asarray(self.embedder.embed_documents(texts), np.float32), keys)
+            self._anchors[profile.user_id] = hit
+        return hit
+
+    @staticmethod
+    def action_part(note: str) -> str:
+        """'When X, Y.' -> 'Y.': the condition is shared boilerplate ("When responding to the
+        user") that would make every note look alike."""
+        m = _NOTE_ACTION.match(note.strip())
+        return m.group(1) if m else note
+
+    def match(self, profile: UserProfile, notes: Sequence[str]) -> list[str | None]:
+        embs, keys = self._user(profile)
+        todo = [n for n in dict.fromkeys(notes) if (profile.user_id, n) not in self._cache]
+        if todo:
+            vecs = np.asarray(self.embedder.embed_documents([self.action_part(n) for n in todo]),
+                              np.float32)
+            sims = vecs @ embs.T
+            for n, row in zip(todo, sims, strict=True):
+                j = int(np.argmax(row))
+                self._cache[(profile.user_id, n)] = keys[j] if row[j] >= self.threshold else None
+        return [self._cache[(profile.user_id, n)] for n in notes]
+
+
+# -------------------------------------------------------------------------- scripted stand-ins
+
+_FILLERS = re.compile(
+    r"^(?:no[,.!]?\s+|again[:,]?\s+|also[:,]?\s+|and\s+|just so you know[,:]?\s+|"
+    r"for the record[,:]?\s+|i said(?: that)?\s+|i told you(?: before)?[,:.]?\s+|"
+    r"as i said[,:]?\s+|remember[,:]?\s+(?:that\s+)?|oh,?\s+)+", re.IGNORECASE)
+_WISH = re.compile(r"\bI(?:'d| would)?\s+(?:prefer|like|want|need|expect)\b", re.IGNORECASE)
+_IMPERATIVE_CUE = re.compile(r"^(?:please|always|never|don't|do not|make sure|avoid)\b", re.I)
+_ASK = re.compile(r"\b(?:could|can|would|will) you\b\s*", re.IGNORECASE)
+_SHOULD = re.compile(r"\b(?:your|the|each)\s+(?:responses?|answers?|replies|reply)\s+should\b",
+                     re.IGNORECASE)
+_LEAD_CLAUSE = re.compile(r"^((?:when|if|while|whenever|for)\b[^,]{3,120}),\s*(.+)$", re.I)
+TASK_VERBS = {
+    "express", "find", "compute", "determine", "give", "write", "simplify", "evaluate", "show",
+    "round", "calculate", "solve", "explain", "describe", "list", "choose", "select", "answer",
+    "enter", "state", "prove", "identify", "estimate", "suppose", "assume", "let",
+}
+
+
+def third_person(text: str) -> str:
+    s = " " + text + " "
+    s = re.sub(r"\bI(?:'d| would) (prefer|like|want|need|expect)\b",
+               r"the user would \1", s, flags=re.I)
+    s = re.sub(r"\bI (prefer|like|want|need|expect)\b", r"the user \1s", s)
+    s = re.sub(r"\bI(?:'m| am)\b", "the user is", s)
+    s = re.sub(r"\bmy\b", "the user's", s, flags=re.I)
+    s = re.sub(r"\bme\b", "the user", s, flags=re.I)
+    s = re.sub(r"\bI\b", "the user", s)
+    s = re.sub(r"\byour\b", "the assistant's", s, flags=re.I)
+    s = re.sub(r"\byou are\b", "the assistant is", s, flags=re.I)
+    s = re.sub(r"\byou\b", "the assistant", s, flags=re.I)
+    return " ".join(s.split())
+
+
+def _cut(text: str, n: int) -> str:
+    text = " ".join(text.split()).strip(" .,;:")
+    if len(text) <= n:
+        return text
+    return text[:n].rsplit(" ", 1)[0].rstrip(" ,;:")
+
+
+class ScriptedExtractor:
+    """Deterministic rule-based extractor for the scripted benchmark (see module doc).
+    Implements the `Extractor` protocol: reads only the last user message."""
+
+    def __init__(self, statement_confidence: float = 0.9, request_confidence: float = 0.7,
+                 task_confidence: float = 0.5):
+        self.conf = (statement_confidence, request_confidence, task_confidence)
+
+    def extract(self, turns: Sequence[tuple[str, str]]) -> list[Preference]:
+        if not turns or turns[-1][0] != "user":
+            return []
+        text = turns[-1][1]
+        sents = [s for line in text.splitlines() for s in split_sentences(line)]
+        out: dict[tuple[str, str], Preference] = {}
+        prev = ""
+        for raw in sents:
+            s = _FILLERS.sub("", raw.strip()).strip()
+            pref = self._statement(s) or self._task_request(s, prev)
+            if pref is not None:
+                out.setdefault((pref.condition.lower(), pref.action.lower()), pref)
+            if not raw.rstrip().endswith(":"):
+                prev = raw
+        return list(out.values())
+
+    def _statement(self, s: str) -> Preference | None:
+        cond = "responding to the user"
+        m = _LEAD_CLAUSE.match(s)
+        body = s
+        if m:
+            rest = _FILLERS.sub("", m.group(2)).strip()
+            if _WISH.search(rest) or _IMPERATIVE_CUE.search(rest) or _SHOULD.search(rest):
+                cond, body = third_person(m.group(1)), rest
+        if _WISH.search(body):
+            body = re.sub(r"^that\s+", "", body)
+            action, conf = third_person(body), self.conf[0]
+        elif _IMPERATIVE_CUE.search(body):
+            action, conf = re.sub(r"^please\s+", "", body, flags=re.I), self.conf[1]
+        elif _SHOULD.search(body):
+            action, conf = third_person(body), self.conf[1]
+        elif _ASK.search(body):
+            action, conf = _ASK.split(body, maxsplit=1)[-1], self.conf[1]
+        else:
+            return None
+        action = _cut(action.rstrip("?"), MAX_ACTION - 1)
+        cond = _cut(cond, MAX_CONDITION - 1)
+        if not action or not cond:
+            return None
+        return Preference(condition=cond, action=action, confidence=conf)
+
+    def _task_request(self, s: str, prev: str) -> Preference | None:
+        words = s.split()
+        if len(words) < 3 or words[0].lower().strip(",.") not in TASK_VERBS:
+            return None
+        context = _cut(" ".join((prev or s).split()[:12]), 100)
+        return Preference(condition=_cut(f"working on: {context}", MAX_CONDITION - 1),
+                          action=_cut(s, MAX_ACTION - 1), confidence=self.conf[2])
+
+
+class CachingEmbedder:
+    """Wraps the real embedder for a benchmark run: the methods see the same texts, so each
+    distinct text is encoded once (same model, same vectors; only repeated work is skipped)."""
+
+    def __init__(self, inner: Any, max_items: int = 200_000):
+        self.inner = inner
+        self.dim = inner.dim
+        self.max_items = max_items
+        self._docs: dict[str, np.ndarray] = {}
+        self._queries: dict[str, np.ndarray] = {}
+        self.hits = self.misses = 0
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._docs]
+        self.hits += len(texts) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            for t, v in zip(todo, np.asarray(self.inner.embed_documents(todo), np.float32),
+                            strict=True):
+                if len(self._docs) < self.max_items:
+                    self._docs[t] = v
+                else:  # full: serve this call, do not grow
+                    return np.asarray(self.inner.embed_documents(list(texts)), np.float32)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._docs[t] for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        hit = self._queries.get(text)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        vec = np.asarray(self.inner.embed_query(text), np.float32)
+        if len(self._queries) < self.max_items:
+            self._queries[text] = vec
+        return vec
+
+
+SCRIPTED_REPLY = "Sure. Here is my answer, following your preferences."
+
+
+def scripted_agent() -> Any:
+    """The answering model of the scripted benchmark only: a fixed acknowledgement (with the
+    scripted simulator the answer's text is never read). Never a package default."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    return FakeListChatModel(responses=[SCRIPTED_REPLY])

@@ -1,0 +1,506 @@
+"""Preference extraction: dialogue window -> `Preference` list, over an OpenAI-compatible LLM.
+
+Two prompts: "finetuned" is the exact system prompt the fine-tuned extractor
+(`blackhao0426/pref-extractor-qwen3-0.6b-full-sft`) was trained with; "few_shot" teaches a small
+instruct model (the CPU default Qwen2.5-Coder-0.5B) by worked examples.
+
+Confidence is the model's own probability of emitting a preference: at the token where the
+JSON list either opens an item (`{`) or closes empty (`]`), P(open) / (P(open) + P(close)) from
+the top log-probs. A short "probe" request with log-probs decides this first (llama-cpp-python's
+server makes log-probs expensive per generated token), so most neutral turns cost a few tokens;
+the full answer is generated only when P(open) >= min_confidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from vars_langgraph.config import ExtractorConfig, LLMConfig, VARSConfig
+from vars_langgraph.models.llm import openai_client, resolve_llm
+from vars_langgraph.models.local_server import is_local_url
+from vars_langgraph.parsing import parse_preferences
+from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
+
+log = logging.getLogger(__name__)
+
+FINETUNED_SYSTEM_PROMPT = (
+    "Extract user preferences from the query into JSON format based on the PreferenceList "
+    'schema. If no preferences are found, return {"preferences": []}.'
+)
+
+MAX_ITEMS_PER_TURN = 5
+
+
+def preference_list_schema(min_items: int = 0) -> dict[str, Any]:
+    """JSON schema of the extractor output (the method's PreferenceList)."""
+    return {
+        "title": "PreferenceList",
+        "type": "object",
+        "properties": {
+            "preferences": {
+                "type": "array",
+                "minItems": min_items,
+                "maxItems": MAX_ITEMS_PER_TURN,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "condition": {"type": "string", "minLength": 1, "maxLength": MAX_CONDITION},
+                        "action": {"type": "string", "minLength": 1, "maxLength": MAX_ACTION},
+                        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                    "required": ["condition", "action", "confidence"],
+                },
+            }
+        },
+        "required": ["preferences"],
+    }
+
+
+PREFERENCE_LIST_SCHEMA = preference_list_schema()
+FORCE_ONE_SCHEMA = preference_list_schema(min_items=1)
+
+FEW_SHOT_SYSTEM_PROMPT = """\
+You extract a user's lasting preferences about HOW the assistant should respond: format, \
+length, style, tone, language, units, tools, libraries, level of detail, things to avoid.
+Read the last user message (earlier lines are context only) and output JSON:
+{"preferences": [{"condition": "<when it applies>", "action": "<what to do or avoid>", \
+"confidence": <0..1>}]}
+- Requests about how to answer ("use ...", "always ...", "I prefer ...", "I like ...", \
+"from now on ...") are preferences.
+- Negative requests ("don't ...", "never ...", "no more ...", "stop ...", "I hate ...") are \
+preferences: the action says what to avoid.
+- Complaints imply preferences ("too long" -> keep answers short).
+- A question or a task by itself is not a preference: {"preferences": []}. Neither are \
+thanks and small talk.
+- condition: when it applies ("writing code", "explaining math", or "general"). action: a \
+short imperative using the user's words."""
+
+# (last user message, expected JSON) worked examples; none of them is in the labelled data.
+FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("What's the population of Canada?", '{"preferences": []}'),
+    (
+        "Never include console.log statements in the code you give me.",
+        '{"preferences": [{"condition": "writing code", "action": "do not include '
+        'console.log statements", "confidence": 0.9}]}',
+    ),
+    ("Write a function that sorts a list of dictionaries by a key.", '{"preferences": []}'),
+    (
+        "Always indent with tabs, not spaces.",
+        '{"preferences": [{"condition": "writing code", "action": "indent with tabs, not '
+        'spaces", "confidence": 0.9}]}',
+    ),
+    ("Perfect, that fixed it.", '{"preferences": []}'),
+    (
+        "Ugh, I can't read walls of text like that.",
+        '{"preferences": [{"condition": "general", "action": "write shorter answers", '
+        '"confidence": 0.7}]}',
+    ),
+    ("How does garbage collection work in Java?", '{"preferences": []}'),
+    (
+        "When you recommend books, only suggest ones available as audiobooks.",
+        '{"preferences": [{"condition": "recommending books", "action": "only suggest '
+        'audiobooks", "confidence": 0.9}]}',
+    ),
+    ("Please help me plan a birthday party for my son.", '{"preferences": []}'),
+    (
+        "Skip the disclaimers, and keep variable names in English.",
+        '{"preferences": [{"condition": "general", "action": "skip the disclaimers", '
+        '"confidence": 0.8}, {"condition": "writing code", "action": "keep variable names '
+        'in English", "confidence": 0.8}]}',
+    ),
+)
+
+PROBE_TOKENS = 10  # enough to pass `{"preferences": [` and the token after it
+TOP_LOGPROBS = 20
+MAX_TURN_CHARS = 2000
+MODES = ("json_schema", "json_object_schema", "json_object", "text")
+_MODE_CACHE: dict[str, str] = {}  # base_url -> the first response_format mode that worked
+_MODE_LOCK = threading.Lock()
+_DECISION_KEY = re.compile(r'"preferences"\s*:\s*\[')
+
+
+# ---------------------------------------------------------------- prompt building
+
+
+def _role(role: str) -> str:
+    r = role.lower()
+    return "user" if r in ("user", "human") else "assistant" if r in ("assistant", "ai") else r
+
+
+def dialogue_window(turns: Sequence[tuple[str, str]], window_turns: int) -> list[tuple[str, str]]:
+    """The last `window_turns` turns ending at the last user message ([] if there is none)."""
+    norm = [(_role(r), str(t or "")) for r, t in turns]
+    last_user = max((i for i, (r, _) in enumerate(norm) if r == "user"), default=-1)
+    if last_user < 0 or not norm[last_user][1].strip():
+        return []
+    norm = [(r, t) for r, t in norm[: last_user + 1] if r in ("user", "assistant")]
+    return norm[-max(1, window_turns) :]
+
+
+def format_window(window: Sequence[tuple[str, str]]) -> str:
+    """`User:` / `Assistant:` lines; each turn cut to MAX_TURN_CHARS."""
+    lines = []
+    for role, text in window:
+        text = " ".join(text.split())
+        if len(text) > MAX_TURN_CHARS:
+            text = text[: MAX_TURN_CHARS - 3] + "..."
+        lines.append(f"{'User' if role == 'user' else 'Assistant'}: {text}")
+    return "\n".join(lines)
+
+
+def build_messages(window: Sequence[tuple[str, str]], prompt: str) -> list[dict[str, str]]:
+    """Chat messages for the extractor LLM."""
+    if prompt == "finetuned":
+        # trained on single queries: a one-turn window is sent as the bare message
+        content = window[-1][1].strip() if len(window) == 1 else format_window(window)
+        return [
+            {"role": "system", "content": FINETUNED_SYSTEM_PROMPT},
+            {"role": "user", "content": content},
+        ]
+    msgs = [{"role": "system", "content": FEW_SHOT_SYSTEM_PROMPT}]
+    for text, answer in FEW_SHOT_EXAMPLES:
+        msgs.append({"role": "user", "content": f"User: {text}"})
+        msgs.append({"role": "assistant", "content": answer})
+    msgs.append({"role": "user", "content": format_window(window)})
+    return msgs
+
+
+# ---------------------------------------------------------------- confidence from log-probs
+
+
+@dataclass
+class Decision:
+    """Where the preference list opens an item or closes empty."""
+
+    p_open: float | None  # P(open) / (P(open) + P(close)); None when not observable
+    chosen: str | None  # "open" / "close" as generated; None if not reached
+
+
+def decision_from_logprobs(steps: Sequence[tuple[str, dict[str, float]]]) -> Decision:
+    """Read the open/close decision from [(token, {candidate: logprob}), ...]."""
+    text = ""
+    for tok, tops in steps:
+        before = text
+        text += tok
+        m = _DECISION_KEY.search(text)
+        if not m or not text[m.end() :].strip():
+            continue
+        chosen = _classify(text[m.end() :])
+        p_open = p_close = 0.0
+        for cand, lp in tops.items():
+            cm = _DECISION_KEY.search(before + cand)
+            kind = _classify((before + cand)[cm.end() :]) if cm else None
+            if kind == "open":
+                p_open += math.exp(lp)
+            elif kind == "close":
+                p_close += math.exp(lp)
+        mass = p_open + p_close
+        return Decision(p_open / mass if mass >= 0.05 else None, chosen)
+    return Decision(None, None)
+
+
+def _classify(after_bracket: str) -> str | None:
+    s = after_bracket.lstrip()
+    if not s:
+        return None
+    return "open" if s[0] == "{" else "close" if s[0] == "]" else "other"
+
+
+def _steps_from_choice(choice: Any) -> list[tuple[str, dict[str, float]]] | None:
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    steps = []
+    for t in content:
+        tops = {c.token: c.logprob for c in (t.top_logprobs or []) if c.logprob is not None}
+        if t.token not in tops and t.logprob is not None:
+            tops[t.token] = t.logprob
+        steps.append((t.token, tops))
+    return steps
+
+
+# ---------------------------------------------------------------- echo filter
+
+_STOP_WORDS = (
+    "about after again also always answer answers any are avoid because been before being "
+    "code could does dont each every from general have into just keep like make more most "
+    "much never only other over please should show some such than that their them then "
+    "there these they this those under very want what when where which while will with "
+    "without would your yours writing using"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def _stems(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("'", ""))
+    return {w[:5] for w in words if len(w) >= 4 and w not in _STOP}
+
+
+_EXAMPLE_STEMS = [
+    _stems(f"{p.condition} {p.action}")
+    for _, answer in FEW_SHOT_EXAMPLES
+    for p in parse_preferences(answer)
+]
+
+
+def drop_example_echoes(prefs: list[Preference], message: str) -> list[Preference]:
+    """Drop items a small model copied from the few-shot examples.
+
+    The first item is kept unless it matches an example; later items (where the copying
+    happens) must share a content word with the user's message. Repeated actions are dropped.
+    """
+    said = _stems(message)
+    out: list[Preference] = []
+    actions: set[str] = set()
+    for i, p in enumerate(prefs):
+        act = p.action.lower().strip(" .")
+        if act in actions:  # same action under another condition: keep the first
+            continue
+        actions.add(act)
+        stems = _stems(f"{p.condition} {p.action}")
+        grounded = bool(stems & said)
+        echo = any(len(stems & ex) >= max(1, (2 * len(stems)) // 3) for ex in _EXAMPLE_STEMS)
+        if grounded or (i == 0 and not echo):
+            out.append(p)
+    return out
+
+
+# ---------------------------------------------------------------- the extractor
+
+
+@dataclass
+class ExtractionResult:
+    """What one extraction produced."""
+
+    preferences: list[Preference]
+    raw: str | None = None  # the model's complete output; None when generation stopped early
+    p_open: float | None = None  # model probability of emitting a preference, if observed
+    requests: int = 0
+
+
+class LLMExtractor:
+    """`Extractor` over an OpenAI-compatible chat endpoint (llama.cpp server, vLLM, ...)."""
+
+    def __init__(self, llm: LLMConfig, cfg: ExtractorConfig | None = None):
+        if not llm.base_url:
+            raise ValueError("LLMExtractor needs a resolved LLMConfig (use resolve_llm)")
+        self.llm = llm
+        self.cfg = cfg or ExtractorConfig()
+        self.client = openai_client(llm)
+        self.base_url = llm.base_url
+        self._llama_cpp = is_local_url(llm.base_url)
+        self.use_logprobs = True
+
+    # -- public
+
+    def extract(self, turns: Sequence[tuple[str, str]]) -> list[Preference]:
+        """Preferences stated in the last user message; [] on neutral turns or bad output."""
+        return self.extract_detailed(turns).preferences
+
+    def extract_detailed(self, turns: Sequence[tuple[str, str]]) -> ExtractionResult:
+        """`extract` plus the raw output and the open/close decision (for benchmarks, logs).
+
+        With log-probs, P(open) decides: below min_confidence nothing is generated; above it
+        the answer is generated with at least one item required (greedy decoding alone closes
+        the list whenever P(open) < 0.5, which loses most preferences on small models).
+        """
+        window = dialogue_window(turns, self.cfg.window_turns)
+        if not window:
+            return ExtractionResult([])
+        messages = build_messages(window, self.cfg.prompt)
+        decision = Decision(None, None)
+        requests = 0
+        if self.use_logprobs:
+            probe = self._complete(messages, PROBE_TOKENS, logprobs=True)
+            requests += 1
+            if probe is None:
+                return ExtractionResult([], requests=requests)
+            choice = probe.choices[0]
+            steps = _steps_from_choice(choice)
+            if steps is None:
+                log.info("endpoint %s returns no logprobs; using stated confidence", self.base_url)
+                self.use_logprobs = False
+            else:
+                decision = decision_from_logprobs(steps)
+            if decision.p_open is not None:
+                raw = choice.message.content if choice.finish_reason == "stop" else None
+                if decision.p_open < self.cfg.min_confidence:
+                    return ExtractionResult([], raw, decision.p_open, requests)
+                if raw is not None and decision.chosen == "open":
+                    return self._finish(raw, window, decision, requests)
+        schema = FORCE_ONE_SCHEMA if decision.p_open is not None else PREFERENCE_LIST_SCHEMA
+        resp = self._complete(messages, self.cfg.max_new_tokens, logprobs=False, schema=schema)
+        requests += 1
+        if resp is None:
+            return ExtractionResult([], None, decision.p_open, requests)
+        return self._finish(resp.choices[0].message.content, window, decision, requests)
+
+    def _finish(self, content: str | None, window: Sequence[tuple[str, str]],
+                decision: Decision, requests: int) -> ExtractionResult:  # fmt: skip
+        prefs = parse_preferences(content or "")
+        if content and not prefs and "{" not in content:
+            log.warning("extractor returned no JSON: %.200r", content)
+        if self.cfg.prompt == "few_shot":
+            prefs = drop_example_echoes(prefs, window[-1][1])
+        if decision.p_open is not None:
+            prefs = [p.model_copy(update={"confidence": round(decision.p_open, 4)}) for p in prefs]
+        kept = [p for p in prefs if p.confidence >= self.cfg.min_confidence]
+        return ExtractionResult(kept, content, decision.p_open, requests)
+
+    # -- transport
+
+    @property
+    def mode(self) -> str:
+        with _MODE_LOCK:
+            # llama-cpp-python's server rejects json_schema (with a 500, which clients retry)
+            # but turns {"type": "json_object", "schema": ...} into a grammar
+            default = "json_object_schema" if self._llama_cpp else MODES[0]
+            return _MODE_CACHE.get(self.base_url, default)
+
+    def _request(self, mode: str, messages: list[dict[str, str]], max_tokens: int,
+                 logprobs: bool, schema: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        kw: dict[str, Any] = {
+            "model": self.llm.model,
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": max_tokens,
+        }
+        if mode == "json_schema":
+            kw["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "PreferenceList", "schema": schema},
+            }
+        elif mode == "json_object_schema":
+            kw["response_format"] = {"type": "json_object", "schema": schema}
+        elif mode == "json_object":
+            kw["response_format"] = {"type": "json_object"}
+        if logprobs:
+            kw["logprobs"] = True
+            kw["top_logprobs"] = TOP_LOGPROBS
+        if self._llama_cpp:
+            kw["extra_body"] = {"repeat_penalty": 1.0}  # llama.cpp's default 1.1 garbles JSON
+        return kw
+
+    def _complete(self, messages: list[dict[str, str]], max_tokens: int, logprobs: bool,
+                  schema: dict[str, Any] = PREFERENCE_LIST_SCHEMA) -> Any:  # fmt: skip
+        """One chat completion, falling back through response_format modes; None on failure."""
+        for mode in MODES[MODES.index(self.mode) :]:
+            try:
+                resp = self.client.chat.completions.create(
+                    **self._request(mode, messages, max_tokens, logprobs, schema)
+                )
+            except openai.APIConnectionError as e:  # includes timeouts
+                raise RuntimeError(
+                    f"extractor LLM unreachable at {self.base_url} "
+                    f"(after {self.llm.max_retries} retries): {e}"
+                ) from e
+            except openai.APIStatusError as e:
+                if mode != "text" and _rejects_format(e):
+                    log.info("%s rejects response_format %s; trying the next", self.base_url, mode)
+                    continue
+                if e.status_code >= 500 or e.status_code == 429:  # server fault, retries spent
+                    raise RuntimeError(
+                        f"extractor LLM at {self.base_url} failed with HTTP {e.status_code} "
+                        f"(after {self.llm.max_retries} retries): {str(e)[:300]}"
+                    ) from e
+                log.warning("extractor request failed (%s): %s", e.status_code, str(e)[:300])
+                return None
+            with _MODE_LOCK:
+                _MODE_CACHE[self.base_url] = mode
+            if not resp.choices:
+                log.warning("extractor endpoint returned no choices")
+                return None
+            return resp
+        return None
+
+
+def _rejects_format(e: openai.APIStatusError) -> bool:
+    """Whether an error is the server refusing the requested response_format."""
+    msg = str(e).lower()
+    if e.status_code in (400, 422):
+        return True
+    return e.status_code >= 500 and ("response_format" in msg or "json_schema" in msg)
+
+
+def load_extractor(cfg: VARSConfig) -> LLMExtractor:
+    """The configured extractor (its LLM, or the shared one, resolved to an endpoint)."""
+    return LLMExtractor(resolve_llm(cfg.extractor.llm, cfg), cfg.extractor)
+
+
+# ---------------------------------------------------------------- transformers (production)
+
+
+class TransformersExtractor:
+    """The fine-tuned extractor loaded in-process with transformers (greedy, "finetuned" prompt).
+
+    Production path for `blackhao0426/pref-extractor-qwen3-0.6b-full-sft` without a vLLM server.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        cfg: ExtractorConfig | None = None,
+        *,
+        device: str = "cpu",
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+    ):
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:  # pragma: no cover - transformers is a dependency
+            raise RuntimeError("TransformersExtractor needs `pip install transformers`") from e
+        self.cfg = cfg or ExtractorConfig(prompt="finetuned")
+        kw = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_name, **kw)
+            self.model = AutoModelForCausalLM.from_pretrained(model_name, dtype="auto", **kw)
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"cannot load extractor model '{model_name}': {e}") from e
+        self.model.to(device).eval()
+        self.device = device
+        self._lock = threading.Lock()
+
+    def extract(self, turns: Sequence[tuple[str, str]]) -> list[Preference]:
+        import torch
+
+        window = dialogue_window(turns, self.cfg.window_turns)
+        if not window:
+            return []
+        messages = build_messages(window, self.cfg.prompt)
+        try:
+            enc = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                enable_thinking=False,
+            )  # fmt: skip
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            with self._lock, torch.no_grad():
+                out = self.model.generate(
+                    **enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                    output_scores=True, return_dict_in_generate=True,
+                )  # fmt: skip
+        except (RuntimeError, ValueError) as e:
+            log.warning("transformers extractor failed: %s", e)
+            return []
+        new = out.sequences[0, enc["input_ids"].shape[1] :]
+        steps = []
+        for tok_id, scores in zip(new.tolist(), out.scores, strict=False):
+            lp = torch.log_softmax(scores[0].float(), dim=-1)
+            top = torch.topk(lp, TOP_LOGPROBS)
+            tops = {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(*top, strict=True)}
+            tok = self.tokenizer.decode([tok_id])
+            tops.setdefault(tok, float(lp[tok_id]))
+            steps.append((tok, tops))
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        decision = decision_from_logprobs(steps)
+        prefs = parse_preferences(text)
+        if decision.p_open is not None:
+            prefs = [p.model_copy(update={"confidence": round(decision.p_open, 4)}) for p in prefs]
+        return [p for p in prefs if p.confidence >= self.cfg.min_confidence]

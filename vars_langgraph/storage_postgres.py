@@ -1,0 +1,385 @@
+"""Postgres backend: LangGraph's own `PostgresStore` / `PostgresSaver` on a connection pool.
+
+`storage: postgres://user@host:5432/db` in config switches both the per-user store and the
+thread checkpointer here (via `vars_langgraph.storage`); any number of app processes may share
+one database. Tables are LangGraph's own (`store`, `checkpoints`, ...), created by `setup()`
+under a Postgres advisory lock so that processes starting together do not race on migrations.
+
+What this module adds to LangGraph's classes, and nothing more:
+- a `psycopg_pool.ConnectionPool` (size from `postgres.pool_min/pool_max`) and no process-wide
+  lock around pooled calls (LangGraph's sync classes serialise every call of a process on one
+  `threading.Lock`, which is only needed for a single shared connection);
+- the async API of the sync checkpointer (`aget_tuple`, `aput`, ...) run in a worker thread, so
+  `ainvoke`/`astream` work on the same objects; for fully async apps `open_async_postgres`
+  gives LangGraph's `AsyncPostgresStore` + `AsyncPostgresSaver` on an `AsyncConnectionPool`;
+- optional retrieval by pgvector through the store's own vector index (`postgres.retrieval:
+  pgvector`): cards are written with `index=["note"]`, their vectors taken from the card itself
+  (no second embedding pass), and the dense top-K runs as a store search. The default is the
+  per-process FAISS cache, kept correct across processes by the per-user version token;
+  `docs/scaling.md` gives the measurements behind that default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.store.base import Op, PutOp, Result
+from langgraph.store.postgres import PostgresStore
+from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from vars_langgraph.memory.index import CardIndex
+from vars_langgraph.memory.store import ROOT, UserMemory
+from vars_langgraph.types import PreferenceCard
+
+log = logging.getLogger(__name__)
+
+CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+NOTE_FIELD = "note"
+
+
+def _option(config: Any, name: str, default: Any) -> Any:
+    """`config.postgres.<name>` when the config has that section, else the default."""
+    section = getattr(config, "postgres", None) if config is not None else None
+    return getattr(section, name, default) if section is not None else default
+
+
+def make_pool(url: str, min_size: int = 1, max_size: int = 10, name: str = "vars") -> ConnectionPool:
+    """An open psycopg pool with LangGraph's connection settings. No check on checkout: it
+    costs a round trip per store call (25 -> 57 queries a turn); the pool already drops
+    connections that come back broken, and recycles each one after `max_lifetime`."""
+    pool = ConnectionPool(
+        url, min_size=min_size, max_size=max(max_size, min_size), kwargs=dict(CONN_KWARGS),
+        open=False, name=name, timeout=30, max_lifetime=1800.0,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+@contextmanager
+def advisory_lock(url: str, name: str) -> Iterator[None]:
+    """A database-wide lock on its own connection (the work runs on pool connections)."""
+    key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+    with Connection.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+@contextmanager
+def _pooled_cursor(pool: ConnectionPool, pipeline: bool) -> Iterator[Any]:
+    with pool.connection() as conn:
+        if pipeline:
+            with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                yield cur
+        else:
+            with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                yield cur
+
+
+# pgvector retrieval: embeddings come from the cards and queries, never from a second model ----
+class CardVectors(Embeddings):
+    """The store's `embed` function in pgvector mode. It does not run a model: each text it is
+    asked for was registered just before (a card's note with the card's own embedding, or a
+    query token with the query vector), so the store indexes exactly the vectors FAISS would."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[str, list[float]] = {}
+        self._guard = threading.Lock()
+
+    def register(self, text: str, vector: Sequence[float]) -> None:
+        with self._guard:
+            self._vectors[text] = [float(x) for x in vector]
+
+    def release(self, texts: Iterable[str]) -> None:
+        with self._guard:
+            for t in texts:
+                self._vectors.pop(t, None)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        with self._guard:
+            missing = [t[:60] for t in texts if t not in self._vectors]
+            if missing:
+                raise ValueError(
+                    "pgvector retrieval indexes only VARS cards written through UserMemory; "
+                    f"no vector registered for {missing!r}"
+                )
+            return [self._vectors[t] for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def _is_card_put(op: Op) -> bool:
+    ns = getattr(op, "namespace", ())
+    return (isinstance(op, PutOp) and op.value is not None and len(ns) == 3
+            and ns[0] == ROOT and ns[2] == "cards")
+
+
+class VARSPostgresStore(PostgresStore):
+    """LangGraph's `PostgresStore` on a pool (no per-process lock), optionally with cards in
+    pgvector. `close()` closes the pool. Build with `open_postgres_store`."""
+
+    def __init__(self, pool: ConnectionPool, *, url: str, retrieval: str = "faiss") -> None:
+        super().__init__(pool)
+        self.url = url
+        self.retrieval = retrieval
+        self.vectors: CardVectors | None = None
+        self._vector_dim: int | None = None
+        self._enable_guard = threading.Lock()
+
+    @contextmanager
+    def _cursor(self, *, pipeline: bool = False) -> Iterator[Any]:
+        if isinstance(self.conn, ConnectionPool) and self.pipe is None:
+            with _pooled_cursor(self.conn, pipeline) as cur:
+                yield cur
+        else:  # pragma: no cover - single-connection use keeps LangGraph's locking
+            with super()._cursor(pipeline=pipeline) as cur:
+                yield cur
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = list(ops)
+        if self.vectors is None or not any(_is_card_put(op) for op in ops):
+            return super().batch(ops)
+        # pgvector mode: index each card's note with the card's own embedding
+        registered, out_ops = [], []
+        for op in ops:
+            emb = op.value.get("embedding") if _is_card_put(op) else None
+            note = op.value.get(NOTE_FIELD) if _is_card_put(op) else None
+            if emb and isinstance(note, str) and note and len(emb) == self._vector_dim:
+                self.vectors.register(note, emb)
+                registered.append(note)
+                op = PutOp(op.namespace, op.key, op.value, index=[NOTE_FIELD], ttl=op.ttl)
+            elif _is_card_put(op):
+                op = PutOp(op.namespace, op.key, op.value, index=False, ttl=op.ttl)
+            out_ops.append(op)
+        try:
+            return super().batch(out_ops)
+        finally:
+            self.vectors.release(registered)
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        return await asyncio.to_thread(self.batch, list(ops))
+
+    # pgvector -------------------------------------------------------------------------------
+    def has_pgvector(self) -> bool:
+        with self._cursor() as cur:
+            cur.execute("SELECT 1 AS ok FROM pg_available_extensions WHERE name = 'vector'")
+            return cur.fetchone() is not None
+
+    def enable_vectors(self, dim: int) -> None:
+        """Turn on the store's own vector index for cards (pgvector, exact inner product over
+        the user's cards), run its migrations, and backfill cards written before."""
+        with self._enable_guard:
+            if self.vectors is not None:
+                if dim != self._vector_dim:
+                    raise ValueError(f"pgvector index is {self._vector_dim}-d, embedder is {dim}-d")
+                return
+            vectors = CardVectors()
+            # The index config of the store itself: LangGraph runs its vector migrations and
+            # search SQL from it. "flat": LangGraph's search never uses an ANN index anyway
+            # (its filtered ORDER BY defeats it), and flat allows any dimension (e.g. 4096).
+            index = {"dims": dim, "embed": vectors, "fields": [NOTE_FIELD],
+                     "distance_type": "inner_product", "ann_index_config": {"kind": "flat"}}
+            from langgraph.store.postgres.base import _ensure_index_config
+
+            self.embeddings, self.index_config = _ensure_index_config(index)
+            with advisory_lock(self.url, "vars-langgraph:store-setup"):
+                self.setup()
+                with self._cursor() as cur:
+                    cur.execute(
+                        "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute "
+                        "WHERE attrelid = 'store_vectors'::regclass AND attname = 'embedding'")
+                    row = cur.fetchone()
+                    if row and row["t"] != f"vector({dim})":
+                        raise ValueError(f"store_vectors.embedding is {row['t']}, embedder is "
+                                         f"{dim}-d: one embedding model per database")
+                    # cards written before pgvector was on (or by a FAISS-mode process)
+                    cur.execute(
+                        """
+                        INSERT INTO store_vectors (prefix, key, field_name, embedding)
+                        SELECT s.prefix, s.key, %s, (s.value->'embedding')::text::vector
+                        FROM store s
+                        WHERE s.prefix LIKE %s AND s.prefix LIKE %s
+                          AND jsonb_typeof(s.value->'embedding') = 'array'
+                          AND jsonb_array_length(s.value->'embedding') = %s
+                        ON CONFLICT (prefix, key, field_name) DO NOTHING
+                        """,
+                        (NOTE_FIELD, ROOT + ".%", "%.cards", dim),
+                    )
+                    if cur.rowcount:
+                        log.info("pgvector: indexed %d cards written before", cur.rowcount)
+            self._vector_dim = dim
+            self.vectors = vectors
+
+    def search_cards(self, memory: UserMemory, user_id: str, query: np.ndarray,
+                     k: int) -> list[tuple[PreferenceCard, float]]:
+        """Top-k of the user's cards by inner product with `query`, computed in Postgres."""
+        assert self.vectors is not None
+        token = f"\x00vars-query:{uuid.uuid4().hex}"
+        self.vectors.register(token, np.asarray(query, np.float32).ravel().tolist())
+        ns = memory.ns(user_id, "cards")
+        try:
+            items = self.search(ns, query=token, limit=k)
+        finally:
+            self.vectors.release([token])
+        out = []
+        for it in items:
+            if tuple(it.namespace) != ns or it.score is None:
+                continue
+            try:
+                out.append((PreferenceCard.model_validate(it.value), float(it.score)))
+            except ValueError:
+                continue
+        return out
+
+    def make_card_index(self, memory: UserMemory, dim: int, index_dir: str | Path | None,
+                        flat_max: int) -> CardIndex:
+        """The engine's card index for this store: the FAISS cache (default) or pgvector."""
+        if self.retrieval == "pgvector":
+            if not self.has_pgvector():
+                raise RuntimeError("postgres.retrieval: pgvector, but the server has no "
+                                   "`vector` extension (install postgresql-NN-pgvector)")
+            self.enable_vectors(dim)
+            return PgVectorCardIndex(self, memory, dim, index_dir, flat_max=flat_max)
+        return CardIndex(memory, dim, index_dir, flat_max=flat_max)
+
+    def close(self) -> None:
+        if isinstance(self.conn, ConnectionPool):
+            self.conn.close()
+
+
+class PgVectorCardIndex(CardIndex):
+    """`CardIndex` whose dense search runs in Postgres (pgvector) instead of FAISS. The other
+    nodes still read cards by id through `get()`, which stays the version-checked cache."""
+
+    def __init__(self, store: VARSPostgresStore, memory: UserMemory, dim: int,
+                 index_dir: str | Path | None = None, flat_max: int = 200_000):
+        super().__init__(memory, dim, index_dir, flat_max=flat_max)
+        self.pg = store
+
+    def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
+        if k <= 0:
+            return []
+        return self.pg.search_cards(self.memory, user_id, query, k)
+
+
+# checkpointer ---------------------------------------------------------------------------------
+class VARSPostgresSaver(PostgresSaver):
+    """LangGraph's `PostgresSaver` on a pool, without the per-process lock, with its async API
+    served by the sync one in a worker thread (so `ainvoke`/`astream` work)."""
+
+    @contextmanager
+    def _cursor(self, *, pipeline: bool = False) -> Iterator[Any]:
+        if isinstance(self.conn, ConnectionPool) and self.pipe is None:
+            with _pooled_cursor(self.conn, pipeline) as cur:
+                yield cur
+        else:  # pragma: no cover
+            with super()._cursor(pipeline=pipeline) as cur:
+                yield cur
+
+    async def aget_tuple(self, config: Any) -> Any:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(self, config: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        for item in await asyncio.to_thread(lambda: list(self.list(config, **kwargs))):
+            yield item
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels))
+
+    def close(self) -> None:
+        if isinstance(self.conn, ConnectionPool):
+            self.conn.close()
+
+
+# entry points (called by vars_langgraph.storage) ---------------------------------------------
+def open_postgres_store(url: str, config: Any = None) -> VARSPostgresStore:
+    """A set-up `VARSPostgresStore` on its own pool. `config.postgres` (optional) gives the
+    pool size and the retrieval backend ("faiss" cache, default; or "pgvector")."""
+    pool = make_pool(url, _option(config, "pool_min", 1), _option(config, "pool_max", 10),
+                     name="vars-store")
+    store = VARSPostgresStore(pool, url=url, retrieval=_option(config, "retrieval", "faiss"))
+    try:
+        with advisory_lock(url, "vars-langgraph:store-setup"):
+            store.setup()
+    except BaseException:
+        pool.close()
+        raise
+    return store
+
+
+def open_postgres_checkpointer(url: str, config: Any = None) -> VARSPostgresSaver:
+    """A set-up `VARSPostgresSaver` (LangGraph's `PostgresSaver`) on its own pool."""
+    pool = make_pool(url, _option(config, "pool_min", 1), _option(config, "pool_max", 10),
+                     name="vars-checkpoints")
+    saver = VARSPostgresSaver(pool)
+    try:
+        with advisory_lock(url, "vars-langgraph:checkpoint-setup"):
+            saver.setup()
+    except BaseException:
+        pool.close()
+        raise
+    return saver
+
+
+@asynccontextmanager
+async def open_async_postgres(url: str, config: Any = None) -> AsyncIterator[tuple[Any, Any]]:
+    """LangGraph's `AsyncPostgresStore` and `AsyncPostgresSaver` on one `AsyncConnectionPool`,
+    set up, for fully async apps (call inside the app's event loop)::
+
+        async with open_async_postgres(cfg.storage, cfg) as (store, saver):
+            graph = build_graph(cfg, store=store, checkpointer=saver)
+            await graph.ainvoke(...)
+
+    The VARS nodes are sync and run in LangGraph's worker threads; they reach these stores
+    through LangGraph's own thread-safe bridge onto this loop. Retrieval uses the FAISS cache.
+    """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from langgraph.store.postgres.aio import AsyncPostgresStore
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(
+        url, min_size=_option(config, "pool_min", 1),
+        max_size=max(_option(config, "pool_max", 10), _option(config, "pool_min", 1)),
+        kwargs=dict(CONN_KWARGS), open=False, name="vars-async", timeout=30,
+    )
+    await pool.open(wait=True, timeout=30)
+    try:
+        store = AsyncPostgresStore(pool)
+        saver = AsyncPostgresSaver(pool)
+        await asyncio.to_thread(_locked_async_setup, url, store, saver, asyncio.get_running_loop())
+        yield store, saver
+    finally:
+        await pool.close()
+
+
+def _locked_async_setup(url: str, store: Any, saver: Any, loop: asyncio.AbstractEventLoop) -> None:
+    with advisory_lock(url, "vars-langgraph:store-setup"):
+        asyncio.run_coroutine_threadsafe(store.setup(), loop).result()
+    with advisory_lock(url, "vars-langgraph:checkpoint-setup"):
+        asyncio.run_coroutine_threadsafe(saver.setup(), loop).result()
