@@ -6,6 +6,7 @@ Give the user in Studio's context (`user_id`) or as `configurable.user_id`.
 """
 
 import os
+import warnings
 
 from langchain_core.tools import tool
 from langgraph.prebuilt import create_react_agent
@@ -23,12 +24,14 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-graph = create_react_agent(
-    memory.engine.chat_model,
-    [word_count, *memory.tools],
-    pre_model_hook=memory.pre_model_hook,
-    post_model_hook=memory.post_model_hook,
-    state_schema=VARSAgentState,
-    context_schema=VARSContext,
-    name="react_agent",
-)
+with warnings.catch_warnings():  # deprecated in favour of LangChain's create_agent
+    warnings.filterwarnings("ignore", message="create_react_agent has been moved")
+    graph = create_react_agent(
+        memory.engine.chat_model,
+        [word_count, *memory.tools],
+        pre_model_hook=memory.pre_model_hook,
+        post_model_hook=memory.post_model_hook,
+        state_schema=VARSAgentState,
+        context_schema=VARSContext,
+        name="react_agent",
+    )

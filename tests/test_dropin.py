@@ -1,9 +1,10 @@
 """VARSMemory dropped into real agents (a real ChatOpenAI on the local llama.cpp server).
 
-Every path runs the same conversation: alice states a preference and follows up in thread
+Every LLM path runs the same conversation: alice states a preference and follows up in thread
 t1, asks something new in thread t2, and bob asks in his own thread. The model input is
 captured by a callback handler on the agent's model: alice's preference must reach it in
-t2, and nothing of alice's may reach bob's.
+t2, and nothing of alice's may reach bob's. The unit tests at the end check the hook logic
+(tool loops, missing user, prompt merging) with a deterministic extractor and a scripted model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -23,7 +27,8 @@ from vars_langgraph import VARSContext, VARSMemory
 from vars_langgraph.integrations import VARSMemoryState
 from vars_langgraph.state import message_text
 
-pytestmark = pytest.mark.llm
+# create_react_agent is deprecated in favour of create_agent; both are supported drop-in paths
+pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 
 PREFERENCE = "I prefer answers in bullet points."
 FOLLOW_UP = "Thanks, that helps. What is a unit test?"
@@ -74,6 +79,7 @@ def converse(invoke, memory: VARSMemory, capture: CaptureInput, alice: str, bob:
     assert memory.cards(bob) == []
 
 
+@pytest.mark.llm
 def test_create_react_agent_hooks(make_config, llm_base_url):
     from langgraph.prebuilt import create_react_agent
 
@@ -94,6 +100,7 @@ def test_create_react_agent_hooks(make_config, llm_base_url):
     assert [m.type for m in state["messages"]] == ["human", "ai"]
 
 
+@pytest.mark.llm
 def test_create_agent_middleware(make_config, llm_base_url):
     pytest.importorskip("langchain.agents", reason="langchain>=1 (create_agent) not installed")
     from langchain.agents import create_agent
@@ -115,6 +122,7 @@ def test_create_agent_middleware(make_config, llm_base_url):
     assert capture.system().startswith("You are a concise assistant.")  # merged, not replaced
 
 
+@pytest.mark.llm
 def test_own_state_graph_recall_and_learn_nodes(make_config, llm_base_url):
     capture = CaptureInput()
     store = InMemoryStore()
@@ -144,6 +152,7 @@ def test_own_state_graph_recall_and_learn_nodes(make_config, llm_base_url):
     assert HEADER in out["system_prompt"] and "z_long_norm" in out["user_vector"]
 
 
+@pytest.mark.llm
 def test_subgraph_as_one_node(make_config, llm_base_url):
     capture = CaptureInput()
     memory = VARSMemory(make_config(llm_url=llm_base_url),
@@ -161,3 +170,146 @@ def test_subgraph_as_one_node(make_config, llm_base_url):
     converse(invoke, memory, capture, "alice", "bob")
     msgs = graph.get_state({"configurable": {"thread_id": "t1"}}).values["messages"]
     assert [type(m) for m in msgs] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
+
+
+# ---------------------------------------------------------------- hook logic, no LLM
+
+
+class CountingExtractor:
+    """Deterministic stand-in for the LLM extractor: "bullet" in the last user message."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def extract(self, turns):
+        from vars_langgraph.types import Preference
+
+        self.calls += 1
+        if turns and "bullet" in turns[-1][1].lower():
+            return [Preference(condition="general", action="answer in bullet points",
+                               confidence=0.9)]
+        return []
+
+
+class ScriptedModel(BaseChatModel):
+    """Answers from a script (a tool call, then text) and records its inputs."""
+
+    script: list[AIMessage]
+    inputs: list[list[Any]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # noqa: ANN001
+        self.inputs.append(list(messages))
+        return ChatResult(generations=[ChatGeneration(message=self.script.pop(0))])
+
+    def bind_tools(self, tools, **kwargs):  # noqa: ANN001
+        return self
+
+
+@tool
+def word_count(text: str) -> int:
+    """Count the words in a text."""
+    return len(text.split())
+
+
+@pytest.fixture
+def unit_memory(make_config) -> tuple[VARSMemory, CountingExtractor]:
+    from vars_langgraph import VARSEngine
+
+    extractor = CountingExtractor()
+    engine = VARSEngine(make_config(storage="memory"), InMemoryStore(), extractor=extractor)
+    return VARSMemory(engine=engine), extractor
+
+
+@pytest.mark.parametrize("schema", ["default", "VARSAgentState"])
+def test_tool_loop_recalls_once_and_learns_from_the_final_answer(unit_memory, schema):
+    from langgraph.prebuilt import create_react_agent
+
+    from vars_langgraph.integrations import VARSAgentState
+
+    memory, extractor = unit_memory
+    memory.remember("alice", "answer in bullet points")
+    model = ScriptedModel(script=[
+        AIMessage("", tool_calls=[{"name": "word_count", "args": {"text": "a b c"}, "id": "c1"}]),
+        AIMessage("Three words."),
+    ], inputs=[])
+    agent = create_react_agent(model, [word_count], pre_model_hook=memory.pre_model_hook,
+                               post_model_hook=memory.post_model_hook,
+                               state_schema=None if schema == "default" else VARSAgentState,
+                               checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
+    out = agent.invoke({"messages": [("user", "How many words in 'a b c'?")]}, config)
+    assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "ai"]
+    assert extractor.calls == 1  # the second model call (after the tool) did not recall again
+    assert len(model.inputs) == 2
+    for seen in model.inputs:  # both model calls carry the preference
+        assert seen[0].type == "system" and "bullet points" in seen[0].content
+    pending = memory.engine.memory.get_pending("alice", "t1")
+    assert pending["answer"] == "Three words." and pending["query"].startswith("How many")
+    assert [m.type for m in agent.get_state(config).values["messages"]][-1] == "ai"
+
+
+def test_learn_without_the_turn_in_state_or_cache_recomputes_read_only(unit_memory):
+    memory, extractor = unit_memory
+    memory.remember("alice", "answer in bullet points")
+    other = VARSMemory(engine=memory.engine)  # e.g. another process: empty turn cache
+    state = {"messages": [HumanMessage("What is Python?", id="h1"), AIMessage("A language.")]}
+    config = {"configurable": {"thread_id": "t9", "user_id": "alice"}}
+    assert other.learn(state, config) == {}
+    pending = memory.engine.memory.get_pending("alice", "t9")
+    assert pending["query"] == "What is Python?" and pending["selected_ids"]
+    assert extractor.calls == 0  # read-only: no extraction, no reward, no update
+
+
+def test_no_user_id_is_refused_by_every_entry_point(unit_memory):
+    from vars_langgraph.memory.store import InvalidUserId
+
+    memory, _ = unit_memory
+    state = {"messages": [HumanMessage("hi", id="h1"), AIMessage("hello")]}
+    config = {"configurable": {"thread_id": "t1"}}
+    for fn in (memory.recall, memory.learn, memory.pre_model_hook, memory.post_model_hook):
+        with pytest.raises(InvalidUserId):
+            fn(state, config)
+
+
+def test_preferences_merge_into_the_agents_system_message(unit_memory):
+    from langchain_core.messages import SystemMessage
+
+    memory, _ = unit_memory
+    selected = [{"id": "1", "note": "In general, answer in bullet points.", "global": True}]
+    state = {"selected": selected, "messages": [SystemMessage("You are terse."),
+                                                HumanMessage("hi")]}
+    merged = memory.with_preferences(state)
+    assert len(merged) == 2 and merged[0].content.startswith("You are terse.")
+    assert '"In general, answer in bullet points."' in merged[0].content
+    blocks = memory.with_preferences(state, [SystemMessage([{"type": "text", "text": "Hi."}])])
+    assert blocks[0].content[0]["text"] == "Hi." and HEADER in blocks[0].content[1]["text"]
+    bare = memory.with_preferences({"selected": selected, "messages": [HumanMessage("hi")]})
+    assert bare[0].content.startswith(memory.config.prompt.base_system)
+    assert memory.with_preferences({"selected": [], "messages": [HumanMessage("hi")]})[0].type \
+        == "human"
+    assert memory.preferences_prompt(state).startswith(HEADER)
+
+
+def test_runtime_store_puts_vars_data_in_the_running_graphs_store(make_config):
+    from vars_langgraph import VARSEngine
+    from vars_langgraph.integrations import RuntimeStore
+
+    runtime_store = RuntimeStore()
+    memory = VARSMemory(engine=VARSEngine(make_config(storage="memory"), runtime_store,
+                                          extractor=CountingExtractor()))
+    agent_store = InMemoryStore()
+    builder = StateGraph(VARSMemoryState)
+    builder.add_node("recall", memory.recall)
+    builder.add_edge(START, "recall")
+    builder.add_edge("recall", END)
+    graph = builder.compile(store=agent_store)
+    out = graph.invoke({"messages": [HumanMessage("I like bullet points.")]},
+                       {"configurable": {"thread_id": "t1", "user_id": "alice"}})
+    assert [c["note"] for c in out["selected"]] == ["In general, answer in bullet points."]
+    assert agent_store.search(("vars", "alice", "cards"))
+    assert runtime_store.fallback.search(("vars", "alice", "cards")) == []
+    assert memory.cards("alice") == []  # outside a run: the fallback store

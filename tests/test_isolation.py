@@ -259,7 +259,7 @@ def test_isolation_with_the_real_local_server(tmp_path, llm_base_url):
     })
     graph = build_graph(cfg)
     checker = Checker()
-    n = 3
+    n = 2  # two users served at once; each real turn costs seconds on a 2-core CPU
     statements = [f"I always want you to end every answer with the code word {marker(u, 0)}."
                   for u in range(n)]
 

@@ -244,7 +244,8 @@ def test_background_jobs_survive_a_stop_and_apply_once(storage, make_config):
 
     g = make_graph(config)  # a new process: its worker recovers the job
     learner = get_learner(g.engine)
-    assert learner.recover(min_age_s=0, users=["alice"]) == 1 and learner.drain(30)
+    assert learner.recover(min_age_s=3600) == 0  # a fresh job may still be running elsewhere
+    assert learner.recover(min_age_s=0) == 1 and learner.drain(30)
     vec = g.engine.load_vector("alice")
     assert vec.updates == 1 and vec.baseline < 0  # the feedback was not lost
     assert "use Python with type hints" in [c.action for c in g.engine.memory.list_cards("alice")]

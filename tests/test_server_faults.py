@@ -46,7 +46,7 @@ def test_server_down_retries_with_backoff_then_clear_error():
         ex.extract(TURN)
     elapsed = time.monotonic() - t0
     assert url in str(err.value) and "2 retries" in str(err.value)
-    assert 0.8 < elapsed < 5  # two backoff sleeps: ~0.5 s and ~1 s (minus jitter)
+    assert 1.1 <= elapsed < 10  # two backoff sleeps: ~0.5 s and ~1 s (minus jitter)
 
 
 def test_http_500_is_retried_with_growing_backoff_then_clear_error():
@@ -56,8 +56,8 @@ def test_http_500_is_retried_with_growing_backoff_then_clear_error():
             ex.extract(TURN)
         assert srv.base_url in str(err.value)
         assert len(srv.requests) == 3  # 1 + max_retries, not one per response_format fallback
-        g = gaps(srv)
-        assert 0.3 < g[0] < 0.7 and 0.6 < g[1] < 1.4 and g[1] > g[0]
+        g = gaps(srv)  # exponential backoff: ~0.5 s then ~1 s (jitter: -25 %)
+        assert 0.35 <= g[0] < 5 and 0.7 <= g[1] < 5
 
         llm = chat_model(LLMConfig(base_url=srv.base_url, max_retries=1, timeout=2))
         srv.requests.clear()
@@ -72,13 +72,13 @@ def test_slow_server_hits_the_configured_timeout():
         t0 = time.monotonic()
         with pytest.raises(RuntimeError, match="unreachable|timed out"):
             ex.extract(TURN)
-        assert time.monotonic() - t0 < 3.5  # 2 x 0.5 s timeouts + one ~0.5 s backoff
+        assert time.monotonic() - t0 < 4.9  # 2 x 0.5 s timeouts + one ~0.5 s backoff, < 5 s sleep
         assert len(srv.requests) == 2
         llm = chat_model(LLMConfig(base_url=srv.base_url, max_retries=0, timeout=0.5))
         t0 = time.monotonic()
         with pytest.raises(openai.APITimeoutError):
             llm.invoke("hi")
-        assert time.monotonic() - t0 < 2.5
+        assert time.monotonic() - t0 < 4.9
 
 
 def test_config_timeout_and_retries_reach_the_graphs_chat_model(tmp_path):
@@ -91,7 +91,7 @@ def test_config_timeout_and_retries_reach_the_graphs_chat_model(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(openai.APITimeoutError):
             graph.invoke({"messages": TURN}, {"configurable": {"thread_id": "t", "user_id": "u"}})
-        assert time.monotonic() - t0 < 3.5 and len(srv.requests) == 2
+        assert time.monotonic() - t0 < 4.9 and len(srv.requests) == 2
 
 
 # -- fail_open ------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import PutOp
 
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.memory.store import UserMemory
+from vars_langgraph.memory.store import PAGE, ROOT, UserMemory
 from vars_langgraph.nodes import make_extract, make_reward, make_update
 from vars_langgraph.nodes.extract import dialogue_window
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
@@ -246,17 +246,30 @@ class BackgroundLearner:
         return sorted((k, v) for k, v in mem._items(user_id, "pending")
                       if k.startswith(JOB_PREFIX) and v.get("kind") == JOB_KIND)
 
+    def _all_jobs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every recorded job of every user: one filtered store search per page."""
+        store, out, offset = self.engine.memory.store, [], 0
+        while True:
+            items = store.search((ROOT,), filter={"kind": JOB_KIND}, limit=PAGE, offset=offset)
+            out += [(str(it.value.get("user_id")), it.key, it.value) for it in items
+                    if len(it.namespace) == 3 and it.namespace[2] == "pending"
+                    and it.key.startswith(JOB_PREFIX) and it.value.get("user_id")]
+            if len(items) < PAGE:
+                return sorted(out, key=lambda x: x[1])
+            offset += PAGE
+
     def recover(self, min_age_s: float = 0.0, users: list[str] | None = None) -> int:
         """Queue (or run) jobs left in the store by a stopped process; returns how many."""
         n = 0
         now = time.time()
-        for uid in users if users is not None else self.engine.memory.users():
-            for key, job in self.pending_jobs(uid):
-                if now - float(job.get("created_at", 0)) < min_age_s:
-                    continue
-                n += 1
-                if not self.submit(uid, key, job):
-                    self.run_job(uid, key, job)
+        jobs = self._all_jobs() if users is None else \
+            [(u, k, j) for u in users for k, j in self.pending_jobs(u)]
+        for uid, key, job in jobs:
+            if now - float(job.get("created_at", 0)) < min_age_s:
+                continue
+            n += 1
+            if not self.submit(uid, key, job):
+                self.run_job(uid, key, job)
         return n
 
 

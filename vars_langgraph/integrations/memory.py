@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TURN_KEYS = ("query", "candidates", "selected", "system_prompt")
 READ_ONLY = ("retrieve", "rerank", "augment")
+FRESH_TURN: dict[str, Any] = {"extracted": [], "candidates": [], "selected": [], "reward": None}
 CACHE_TURNS = 512
 
 
@@ -184,7 +185,7 @@ class VARSMemory:
                     raise
                 log.warning("VARS could not record the thread: %r", e)
         s: dict[str, Any] = {"messages": messages}
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = dict(FRESH_TURN)  # nothing of the previous turn lingers
         for _, fn in self._recall_nodes:
             update = _call_node(fn, s, config, runtime)
             s.update(update)
@@ -208,9 +209,10 @@ class VARSMemory:
                 return {}
             record = pending_record(self.engine, turn, message_text(messages[-1]))
             self.engine.memory.put_pending(user_id, thread_id(config), record)
-        except Exception:
+        except Exception as e:
             if not self.config.fail_open:
                 raise
+            log.warning("VARS learn failed, this turn gets no feedback: %r", e)
         return {}
 
     def with_preferences(self, state: dict[str, Any],

@@ -109,7 +109,12 @@ FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
         '{"preferences": [{"condition": "recommending books", "action": "only suggest '
         'audiobooks", "confidence": 0.9}]}',
     ),
-    ("Please help me plan a birthday party for my son.", '{"preferences": []}'),
+    ("Can you help me plan a birthday party for my son?", '{"preferences": []}'),
+    (
+        "Use numpy instead of plain loops in your Python examples.",
+        '{"preferences": [{"condition": "writing Python examples", "action": "use numpy '
+        'instead of plain loops", "confidence": 0.9}]}',
+    ),
     (
         "Skip the disclaimers, and keep variable names in English.",
         '{"preferences": [{"condition": "general", "action": "skip the disclaimers", '
@@ -254,8 +259,9 @@ _EXAMPLE_STEMS = [
 def drop_example_echoes(prefs: list[Preference], message: str) -> list[Preference]:
     """Drop items a small model copied from the few-shot examples.
 
-    The first item is kept unless it matches an example; later items (where the copying
-    happens) must share a content word with the user's message. Repeated actions are dropped.
+    An item that mostly repeats an example must be mostly grounded in the user's message;
+    items after the first (where copying happens) need at least one word from the message.
+    Repeated actions are dropped.
     """
     said = _stems(message)
     out: list[Preference] = []
@@ -266,10 +272,13 @@ def drop_example_echoes(prefs: list[Preference], message: str) -> list[Preferenc
             continue
         actions.add(act)
         stems = _stems(f"{p.condition} {p.action}")
-        grounded = bool(stems & said)
+        grounded = len(stems & said)
         echo = any(len(stems & ex) >= max(1, (2 * len(stems)) // 3) for ex in _EXAMPLE_STEMS)
-        if grounded or (i == 0 and not echo):
-            out.append(p)
+        if echo and 2 * grounded < len(stems):
+            continue
+        if i > 0 and not grounded:
+            continue
+        out.append(p)
     return out
 
 
