@@ -37,8 +37,8 @@ def ask(user: str, thread: str, text: str) -> None:
 
 
 if __name__ == "__main__":
-    ask("alice", "a1", "Please always answer in one short sentence.")
-    ask("alice", "a2", "What is Python?")
-    ask("bob", "b1", "What is Python?")
+    ask("alice", "a1", "I prefer answers in bullet points.")
+    ask("alice", "a2", "What are the benefits of code review?")
+    ask("bob", "b1", "What are the benefits of code review?")
     for user in ("alice", "bob"):
         print(user, "remembers:", [c["note"] for c in memory.cards(user)])

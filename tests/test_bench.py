@@ -49,5 +49,5 @@ def test_tiny_bench_writes_json_and_markdown(tmp_path: Path):
     assert "| 120 |" in md and "overhead" in md
     assert not (out / "work").exists()
     # the cached embeddings are reused by a second run
-    assert any((out / "cache").glob("notes-120-*.npy"))
+    assert any((out / "cache").glob("notes-s0-120.npy"))
 

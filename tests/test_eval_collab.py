@@ -178,7 +178,18 @@ def test_llm_user_protocol_maps_json_to_turn_kinds(data):
     assert seen[-1][-1] == {"role": "user", "content": "Great question! 391."}
 
 
-def test_two_users_three_sessions_end_to_end(data, tmp_path: Path):
+@pytest.fixture
+def one_torch_thread():
+    """MiniLM on one thread: on a loaded 2-core machine two threads are several times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_two_users_three_sessions_end_to_end(data, tmp_path: Path, one_torch_thread):
     prof, tasks = data
     out = tmp_path / "out"
     rc = collab_main(["--profiles", str(prof), "--tasks", str(tasks), "--sessions", "3",

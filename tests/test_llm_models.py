@@ -31,7 +31,7 @@ from vars_langgraph.models.reranker import EmbeddingReranker, LLMReranker
 def extractor(llm_base_url: str) -> LLMExtractor:
     cfg = VARSConfig(
         extractor=ExtractorConfig(
-            llm=LLMConfig(base_url=llm_base_url, max_retries=0), max_new_tokens=96
+            llm=LLMConfig(base_url=llm_base_url, max_retries=0), max_new_tokens=64
         )
     )
     return load_extractor(cfg)

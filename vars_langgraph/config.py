@@ -50,7 +50,7 @@ class ExtractorConfig(_Strict):
     prompt: Literal["few_shot", "finetuned"] = "few_shot"
     window_turns: int = 6
     max_new_tokens: int = 512
-    min_confidence: float = 0.3
+    min_confidence: float = 0.45
     enabled: bool = True
 
 
