@@ -261,11 +261,11 @@ class VARSMemory:
         return self.learn(state, config, runtime)
 
     # ------------------------------------------------------------------ LangChain
-    def middleware(self, *, tools: bool = True) -> VARSMiddleware:
+    def middleware(self, *, tools: bool = False) -> VARSMiddleware:
         """`create_agent(..., middleware=[memory.middleware()])` (needs `langchain>=1`):
         recall in `before_model`, the preferences in the system message in
-        `wrap_model_call`, learn in `after_model`; with `tools=True` it also gives the agent
-        the memory tools."""
+        `wrap_model_call`, learn in `after_model`; `tools=True` also gives the agent the
+        memory tools (the same as passing `memory.tools` to `create_agent`)."""
         from vars_langgraph.integrations.middleware import VARSMiddleware
 
         return VARSMiddleware(self, tools=tools)

@@ -39,7 +39,7 @@ class VARSMiddleware(AgentMiddleware):
 
     state_schema = VARSMiddlewareState
 
-    def __init__(self, memory: VARSMemory, *, tools: bool = True):
+    def __init__(self, memory: VARSMemory, *, tools: bool = False):
         super().__init__()
         self.memory = memory
         self.tools = list(memory.tools) if tools else []
