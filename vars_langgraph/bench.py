@@ -476,7 +476,8 @@ def _f(v: Any, nd: int = 2) -> str:
 def markdown_report(res: dict[str, Any]) -> str:
     env = res["environment"]
     lines = [f"# vars-langgraph bench ({env['cpus']} CPUs, {env['machine']}, load average "
-             f"{env['loadavg_start']} at start, {env['loadavg_end']} at end)", "",
+             f"{env['loadavg_start']} at start, {env['loadavg_end']} at end; threads: torch "
+             f"{env.get('torch_threads')}, FAISS {env.get('faiss_threads')})", "",
              "Per-stage latency of one turn without LLM calls, one user, ms (p50 / p95):", "",
              "| cards | embed | search | rerank | policy | augment | overhead* p50 | overhead* p95 |"
              " target p95 < 50 ms | + rerank p95 | rerank / candidate | feedback (reward+update) |",
@@ -561,10 +562,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-langmem", action="store_true", help="skip LangMem's search tool")
     ap.add_argument("--batch-size", type=int, default=256, help="embedding batch size")
     ap.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--faiss-threads", type=int, default=None,
+                    help="FAISS OpenMP threads (default: FAISS's own; 1 avoids OpenMP "
+                         "oversubscription when other processes load the CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--keep-data", action="store_true", help="keep the stores in <out>/work")
     return ap
+
+
+def _threads(lib: str) -> int | None:
+    try:
+        if lib == "torch":
+            import torch
+
+            return int(torch.get_num_threads())
+        import faiss
+
+        return int(faiss.omp_get_max_threads())
+    except Exception:  # noqa: BLE001 - informational only
+        return None
 
 
 def _loadavg() -> str:
@@ -591,7 +608,8 @@ def run_bench(args: argparse.Namespace, embedder: Any = None,
     res: dict[str, Any] = {
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
                         "cpus": os.cpu_count(), "loadavg_start": _loadavg(),
-                        "embedding_model": base.embedding.model, "langmem": langmem_version()},
+                        "embedding_model": base.embedding.model, "langmem": langmem_version(),
+                        "torch_threads": _threads("torch"), "faiss_threads": _threads("faiss")},
         "settings": {"sizes": sizes, "queries": args.queries, "top_k": base.retrieval.top_k,
                      "select_k": base.retrieval.select_k, "seed": args.seed,
                      "flat_index_max": base.retrieval.flat_index_max},
@@ -641,6 +659,9 @@ def _write(out_dir: Path, res: dict[str, Any]) -> None:
 
 def bench_main(argv: list[str] | None = None, *, embedder: Any = None) -> int:
     """Entry point of `vars-langgraph bench`. Returns a process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `vars-langgraph ... -- --opt`: the separator is not ours
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -648,6 +669,10 @@ def bench_main(argv: list[str] | None = None, *, embedder: Any = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    if args.faiss_threads:
+        import faiss
+
+        faiss.omp_set_num_threads(args.faiss_threads)
     try:
         run_bench(args, embedder=embedder,
                   log_fn=(lambda s: None) if args.no_progress else

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -163,10 +164,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+DELEGATED = {
+    ("eval", "collab"): ("vars_langgraph.eval", "collab_main"),
+    ("eval", "lamp"): ("vars_langgraph.lamp.harness", "lamp_main"),
+    ("bench",): ("vars_langgraph.bench", "bench_main"),
+    ("loadtest",): ("vars_langgraph.loadtest", "loadtest_main"),
+}
+
+
 def _delegate(module: str, func: str):
     def run(args: argparse.Namespace) -> int:
-        import importlib
-
         return importlib.import_module(module).__getattribute__(func)(args.rest)
 
     return run
@@ -225,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for prefix, (module, func) in DELEGATED.items():  # these parse their own options
+        if argv[: len(prefix)] == list(prefix):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            rest = [a for a in argv[len(prefix):] if a != "--"]
+            return int(getattr(importlib.import_module(module), func)(rest) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -51,7 +51,8 @@ def plot_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     for key, title in PANELS:
         fig, ax = plt.subplots(figsize=(6, 4))
         _draw(ax, results, key, title)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         p = out / f"{key}.png"
         fig.savefig(p, dpi=110)
@@ -60,7 +61,8 @@ def plot_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
         _draw(ax, results, key, title)
-    axes.flat[0].legend(fontsize=8)
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     p = out / "curves.png"
     fig.savefig(p, dpi=100)

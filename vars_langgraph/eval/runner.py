@@ -652,6 +652,9 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
 def collab_main(argv: list[str] | None = None, *, embedder: Any = None,
                 simulator: Any = None) -> int:
     """Entry point of `vars-langgraph eval collab`. Returns a process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `vars-langgraph ... -- --opt`: the separator is not ours
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
