@@ -35,8 +35,8 @@ class ThreadedSqliteStore(SqliteStore):
         return await asyncio.to_thread(self.batch, list(ops))
 
 
-class ThreadedSqliteSaver(SqliteSaver):
-    """`SqliteSaver` whose async API runs the sync one in a worker thread."""
+class ThreadedAsyncSaver:
+    """Mixin for a sync checkpointer: its async API runs the sync one in a worker thread."""
 
     async def aget_tuple(self, config: Any) -> Any:
         return await asyncio.to_thread(self.get_tuple, config)
@@ -53,6 +53,14 @@ class ThreadedSqliteSaver(SqliteSaver):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels))
+
+
+class ThreadedSqliteSaver(ThreadedAsyncSaver, SqliteSaver):
+    """`SqliteSaver` that also serves `ainvoke`/`astream`."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -42,6 +42,7 @@ from psycopg_pool import ConnectionPool
 
 from vars_langgraph.memory.index import CardIndex
 from vars_langgraph.memory.store import ROOT, UserMemory
+from vars_langgraph.storage import ThreadedAsyncSaver
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ class PgVectorCardIndex(CardIndex):
 
 
 # checkpointer ---------------------------------------------------------------------------------
-class VARSPostgresSaver(PostgresSaver):
+class VARSPostgresSaver(ThreadedAsyncSaver, PostgresSaver):
     """LangGraph's `PostgresSaver` on a pool, without the per-process lock, with its async API
     served by the sync one in a worker thread (so `ainvoke`/`astream` work)."""
 
@@ -291,26 +292,6 @@ class VARSPostgresSaver(PostgresSaver):
         else:  # pragma: no cover
             with super()._cursor(pipeline=pipeline) as cur:
                 yield cur
-
-    async def aget_tuple(self, config: Any) -> Any:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        for item in await asyncio.to_thread(lambda: list(self.list(config, **kwargs))):
-            yield item
-
-    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
-        return await asyncio.to_thread(
-            lambda: self.get_delta_channel_history(config=config, channels=channels))
 
     def close(self) -> None:
         if isinstance(self.conn, ConnectionPool):
