@@ -19,7 +19,7 @@ from vars_langgraph.models.llm import chat_model, resolve_llm
 # create_react_agent is deprecated in favour of LangChain's create_agent (see docs/dropin.md)
 warnings.filterwarnings("ignore", message="create_react_agent has been moved")
 
-config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 96, "temperature": 0}})
+config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 64, "temperature": 0}})
 llm = chat_model(resolve_llm(config.llm, config))  # stands for your agent's model (any BaseChatModel)
 # Your agent's tools go here. The CPU default server (llama.cpp with the GGUF's chat template)
 # returns a small model's tool calls as plain text, so this demo binds none; with a server that

@@ -11,7 +11,7 @@ import asyncio
 
 from vars_langgraph import VARSConfig, VARSMemory, build_graph
 
-config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 96, "temperature": 0}})
+config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 64, "temperature": 0}})
 memory = VARSMemory(config)
 graph = build_graph(engine=memory.engine)  # the same engine drives the drop-in paths too
 

@@ -18,7 +18,7 @@ from vars_langgraph.integrations import VARSAgentState
 # create_react_agent is deprecated in favour of LangChain's create_agent (see docs/dropin.md)
 warnings.filterwarnings("ignore", message="create_react_agent has been moved")
 
-config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 96, "temperature": 0}})
+config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 64, "temperature": 0}})
 memory = VARSMemory(config)
 agent = create_react_agent(
     memory.engine.chat_model, [], checkpointer=InMemorySaver(),
