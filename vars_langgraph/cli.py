@@ -172,13 +172,6 @@ DELEGATED = {
 }
 
 
-def _delegate(module: str, func: str):
-    def run(args: argparse.Namespace) -> int:
-        return importlib.import_module(module).__getattribute__(func)(args.rest)
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vars-langgraph", description=__doc__)
     p.add_argument("--config", help="YAML config (default: CPU defaults; env VARS_CONFIG)")
@@ -213,21 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--user", help="import under this user id instead")
     i.set_defaults(func=cmd_import)
 
+    # listed for --help only: main() hands these to their own parsers (see DELEGATED)
     ev = sub.add_parser("eval", help="evaluations: collab (MultiSessionCollab), lamp (LaMP)")
-    ev_sub = ev.add_subparsers(dest="suite", required=True)
-    for name, module, func in (("collab", "vars_langgraph.eval", "collab_main"),
-                               ("lamp", "vars_langgraph.lamp.harness", "lamp_main")):
-        s = ev_sub.add_parser(name, add_help=False)
-        s.add_argument("rest", nargs=argparse.REMAINDER)
-        s.set_defaults(func=_delegate(module, func))
-
-    for name, module, func, hlp in (
-        ("bench", "vars_langgraph.bench", "bench_main", "latency and scale benchmark"),
-        ("loadtest", "vars_langgraph.loadtest", "loadtest_main", "concurrent users load test"),
-    ):
-        b = sub.add_parser(name, help=hlp, add_help=False)
-        b.add_argument("rest", nargs=argparse.REMAINDER)
-        b.set_defaults(func=_delegate(module, func))
+    suites = ev.add_subparsers(dest="suite")
+    suites.add_parser("collab")
+    suites.add_parser("lamp")
+    sub.add_parser("bench", help="latency and scale benchmark")
+    sub.add_parser("loadtest", help="concurrent users load test")
     return p
 
 
