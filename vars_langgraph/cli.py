@@ -167,6 +167,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 DELEGATED = {
     ("eval", "collab"): ("vars_langgraph.eval", "collab_main"),
     ("eval", "lamp"): ("vars_langgraph.lamp.harness", "lamp_main"),
+    ("eval", "prefeval"): ("vars_langgraph.eval.prefeval", "prefeval_main"),
     ("bench",): ("vars_langgraph.bench", "bench_main"),
     ("loadtest",): ("vars_langgraph.loadtest", "loadtest_main"),
 }
@@ -207,9 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_import)
 
     # listed for --help only: main() hands these to their own parsers (see DELEGATED)
-    ev = sub.add_parser("eval", help="evaluations: collab (MultiSessionCollab), lamp (LaMP)")
+    ev = sub.add_parser("eval", help="evaluations: collab (MultiSessionCollab), prefeval (PrefEval), "
+                        "lamp (LaMP)")
     suites = ev.add_subparsers(dest="suite")
     suites.add_parser("collab")
+    suites.add_parser("prefeval")
     suites.add_parser("lamp")
     sub.add_parser("bench", help="latency and scale benchmark")
     sub.add_parser("loadtest", help="concurrent users load test")
