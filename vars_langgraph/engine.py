@@ -157,9 +157,12 @@ class VARSEngine:
             old_version = self.memory.version(user_id)
             ui = self.index.get(user_id)
             out: dict[str, PreferenceCard] = {}
+            vecs: dict[str, np.ndarray] = {}  # embeddings of the cards in `out`
             for pref, emb in zip(prefs, embs, strict=True):
-                match = self._nearest(ui, out, emb, thr)
+                match = self._nearest(ui, out, vecs, emb, thr)
                 if match is not None:
+                    if match.id not in vecs:
+                        vecs[match.id] = ui.vectors([match.id])[0]
                     match = match.model_copy(deep=True)
                     match.confidence = max(match.confidence, pref.confidence)
                     if len(match.sources) < 50:
@@ -169,22 +172,24 @@ class VARSEngine:
                 else:
                     card = PreferenceCard.from_preference(user_id, pref, source, emb.tolist())
                     out[card.id] = card
+                    vecs[card.id] = np.asarray(emb, np.float32)
             cards = list(out.values())
             new_version = self.memory.put_cards(user_id, cards)
             self.index.apply(user_id, old_version, new_version, cards)
         return cards
 
     @staticmethod
-    def _nearest(ui: Any, pending: dict[str, PreferenceCard], emb: np.ndarray,
-                 thr: float) -> PreferenceCard | None:
+    def _nearest(ui: Any, pending: dict[str, PreferenceCard], vecs: dict[str, np.ndarray],
+                 emb: np.ndarray, thr: float) -> PreferenceCard | None:
+        """The stored or pending card nearest to `emb` with cosine >= thr, else None."""
         best, best_sim = None, thr
         if len(ui):
             sims, idx = ui.index.search(emb.reshape(1, -1).astype(np.float32), 1)
             if idx[0][0] >= 0 and sims[0][0] >= best_sim:
                 cid = ui.ids[idx[0][0]]
                 best, best_sim = pending.get(cid) or ui.cards[cid], float(sims[0][0])
-        for c in pending.values():
-            sim = float(np.dot(np.asarray(c.embedding, np.float32), emb))
+        for cid, c in pending.items():
+            sim = float(np.dot(vecs[cid], emb))
             if sim >= best_sim:
                 best, best_sim = c, sim
         return best

@@ -65,9 +65,22 @@ class UserIndex:
     cards: dict[str, PreferenceCard] = field(default_factory=dict)
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     index: faiss.Index | None = None
+    global_ids: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def reindex(self) -> None:
+        """Recompute the id -> row map and the global card ids after ids/cards changed."""
+        self.rows = {cid: i for i, cid in enumerate(self.ids)}
+        self.global_ids = [cid for cid in self.ids if self.cards[cid].is_global]
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """The (len(ids), d) float32 embeddings of these cards, in order (KeyError if unknown)."""
+        if not ids:
+            return np.zeros((0, self.matrix.shape[1] if self.matrix.ndim == 2 else 0), np.float32)
+        return self.matrix[[self.rows[i] for i in ids]]
 
 
 class CardIndex:
@@ -125,6 +138,7 @@ class CardIndex:
                 if cur.index is None:
                     cur.index = self._new_index(len(cur.ids))
                 cur.index.add(vecs)
+            cur.reindex()
             cur.version = new_version
 
     def invalidate(self, user_id: str, remove_files: bool = False) -> None:
@@ -173,6 +187,7 @@ class CardIndex:
             if not ui.index.is_trained:
                 ui.index.train(ui.matrix)
             ui.index.add(ui.matrix)
+        ui.reindex()
         self.rebuilds += 1
         self._save(user_id, ui)
         return ui
@@ -226,4 +241,5 @@ class CardIndex:
             got = np.stack([index.reconstruct(int(r)) for r in rows])
             if not np.allclose(got, ui.matrix[rows], atol=1e-5):
                 return None
+        ui.reindex()
         return ui
