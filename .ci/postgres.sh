@@ -50,10 +50,38 @@ _vars_pg_install() {
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" \
         >/dev/null || _vars_pg_log "$pkg failed to install; continuing without pgvector"
     else
-      _vars_pg_log "$pkg not in the archive; pgvector tests will skip"
+      _vars_pg_build_pgvector "$major" \
+        || _vars_pg_log "pgvector could not be built; pgvector tests will skip"
     fi
   fi
   echo "$bindir"
+}
+
+# Debian bookworm has no postgresql-NN-pgvector: build the vendored source (.ci/pgvector, see its
+# README) against Debian's server headers (~30 s once; installed files stay for later runs).
+_vars_pg_build_pgvector() {
+  local major="$1" src build
+  src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pgvector"
+  [ -f "$src/vector.control" ] || return 1
+  if [ ! -f "/usr/include/postgresql/${major}/server/postgres.h" ]; then
+    _vars_pg_log "installing postgresql-server-dev-${major} (to build pgvector)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "postgresql-server-dev-${major}" make gcc libc6-dev >/dev/null || return 1
+  fi
+  _vars_pg_log "building pgvector from .ci/pgvector"
+  build=$(mktemp -d)
+  cp -r "$src/." "$build/"
+  # OPTFLAGS="": no -march=native, so the build runs on any x86-64 machine
+  if make -C "$build" -s -j2 OPTFLAGS="" PG_CONFIG="/usr/lib/postgresql/${major}/bin/pg_config" \
+      >"$build/build.log" 2>&1 \
+      && make -C "$build" -s install PG_CONFIG="/usr/lib/postgresql/${major}/bin/pg_config" \
+      >>"$build/build.log" 2>&1; then
+    rm -rf "$build"
+    return 0
+  fi
+  tail -n 20 "$build/build.log" >&2
+  rm -rf "$build"
+  return 1
 }
 
 # Run a command as the server's (non-root) owner.
