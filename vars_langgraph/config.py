@@ -121,9 +121,12 @@ class PostgresConfig(_Strict):
 
 
 class BackgroundConfig(_Strict):
-    """Reward, update and extraction off the hot path (vars_langgraph/background.py)."""
+    """Reward, update and extraction off the hot path (vars_langgraph/background.py).
 
-    enabled: bool = False
+    `enabled` unset (None): on in the CLI and the drop-in `VARSMemory`, off for `build_graph`
+    alone (the method's inline order: this message's LLM-extracted preferences used at once)."""
+
+    enabled: bool | None = None
     workers: int = 2  # worker threads; one user's jobs always run in order on one of them
     max_pending: int = 256  # queued jobs per process; beyond it a turn learns inline
     recover_after_s: float = 300.0  # jobs older than this left in the store are redone
