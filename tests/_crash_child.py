@@ -8,6 +8,10 @@ imports, so the test can kill many times within its time budget.
 `python -m tests._crash_child writer DATA_DIR NAME SECONDS`: one of two processes writing the
 same data dir at once; at the end it checks its own in-memory index against the store.
 
+`python -m tests._crash_child answered DATA_DIR ACK_FILE`: one chat turn with learning in the
+background (the CLI's default) whose extractor never returns; acks `ANSWERED` once the user
+has the answer, then waits to be SIGKILLed between the answer and the extraction.
+
 Every write is acknowledged on the ack file only after it returned (committed):
     CARD <user> <card id>    a card write (direct, or by the extract node of a graph turn)
     PEND <i>                 pending feedback i of user "vec-user" written
@@ -38,12 +42,36 @@ DIM = 32
 VEC_USER, CARD_USER, TURN_USER = "vec-user", "card-user", "turn-user"
 
 
-def make(data_dir: str):
-    cfg = VARSConfig.from_dict({"data_dir": data_dir, "retrieval": {"dedup_threshold": 0.999}})
+def make(data_dir: str, background: bool = False, extractor=None):
+    cfg = VARSConfig.from_dict({"data_dir": data_dir, "retrieval": {"dedup_threshold": 0.999},
+                                "background": {"enabled": background}})
     engine = VARSEngine(cfg, open_store(cfg), index_dir=Path(data_dir) / "index",
-                        embedder=HashEmbedder(DIM), extractor=MarkerExtractor(),
+                        embedder=HashEmbedder(DIM), extractor=extractor or MarkerExtractor(),
                         chat_model=RecordingChat())
     return engine, build_graph(cfg, engine=engine, checkpointer=open_checkpointer(cfg))
+
+
+class StuckExtractor:
+    """An extractor that never returns: the process dies before extraction finishes."""
+
+    def extract(self, turns):  # noqa: ANN001
+        time.sleep(3600)
+        return []
+
+
+ANSWERED_TEXT = f"PREF tea {marker(7, 1)}"
+
+
+def answered(data_dir: str, ack_path: str) -> None:
+    with open(ack_path, "w", buffering=1) as f:
+        try:
+            engine, graph = make(data_dir, background=True, extractor=StuckExtractor())
+            out = graph.invoke({"messages": [("user", ANSWERED_TEXT)]},
+                               {"configurable": {"thread_id": "t1", "user_id": TURN_USER}})
+            f.write(f"ANSWERED {out['messages'][-1].content}\n")
+        except BaseException:  # noqa: BLE001 - reported to the test, which fails on it
+            f.write("ERROR " + traceback.format_exc().replace("\n", " | ") + "\n")
+    time.sleep(3600)
 
 
 def vector(i: int) -> dict:
@@ -139,5 +167,7 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "zygote":
         zygote(sys.argv[2])
+    elif mode == "answered":
+        answered(sys.argv[2], sys.argv[3])
     else:
         writer(sys.argv[2], sys.argv[3], float(sys.argv[4]))

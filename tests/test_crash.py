@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._crash_child import CARD_USER, DIM, TURN_USER, VEC_USER
+from tests._crash_child import ANSWERED_TEXT, CARD_USER, DIM, TURN_USER, VEC_USER, make
+from tests._reliability import marker
 from vars_langgraph import VARSConfig
 from vars_langgraph.memory.index import CardIndex, user_dir_name
 from vars_langgraph.memory.store import UserMemory
@@ -207,3 +208,38 @@ def test_two_processes_writing_one_data_dir(tmp_path):
                 assert vec["z_long"] == [float(i)] * 256
     finally:
         r.close()
+
+
+def test_kill_between_answer_and_extraction_loses_nothing(tmp_path):
+    """Learning in the background (the CLI's default): the user has the answer, the process is
+    SIGKILLed before the extraction finished; the next start redoes the job at once (its owner
+    process is gone) and the stated preference becomes a card; the job record is then gone."""
+    from vars_langgraph.background import get_learner
+
+    data, ack = tmp_path / "data", tmp_path / "ack.txt"
+    child = subprocess.Popen([sys.executable, "-m", "tests._crash_child", "answered", str(data),
+                              str(ack)], cwd=ROOT, env=child_env())
+    try:
+        t_end = time.monotonic() + 60
+        while time.monotonic() < t_end and not read_acks(ack):
+            time.sleep(0.05)
+        lines = read_acks(ack)
+        assert lines and lines[0].startswith("ANSWERED"), lines
+    finally:
+        child.kill()
+        child.wait()
+    engine, _ = make(str(data), background=True)  # the next start, a working extractor
+    assert engine.memory.list_cards(TURN_USER) == []  # nothing was extracted before the kill
+    jobs = [v for k, v in engine.memory._items(TURN_USER, "pending") if k.startswith("job:")]
+    assert len(jobs) == 1 and jobs[0]["window"][-1] == ["user", ANSWERED_TEXT]
+    learner = get_learner(engine)  # its start-up recovery queues the dead process's job
+    t_end = time.monotonic() + 30
+    while time.monotonic() < t_end and learner.pending_jobs(TURN_USER):
+        time.sleep(0.05)
+    assert learner.drain(30) and learner.failed == 0
+    notes = [c.note for c in engine.memory.list_cards(TURN_USER)]
+    assert any(marker(7, 1) in n for n in notes), notes
+    assert learner.pending_jobs(TURN_USER) == []
+    assert engine.memory.get_pending(TURN_USER, "t1")["query"] == ANSWERED_TEXT  # its feedback
+    learner.close()
+    engine.store.conn.close()

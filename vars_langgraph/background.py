@@ -1,23 +1,29 @@
 """Learning off the hot path: reward, update and extraction in a bounded background worker.
 
-With `background: {enabled: true}` the graph answers with
+On by default in the CLI (`chat`) and in the drop-in `VARSMemory` (`background.enabled`
+unset); `build_graph` alone keeps the method's inline order unless `enabled: true`. Then the
+graph answers with
 
     START -> learn -> retrieve -> rerank -> augment -> generate -> END
 
 where `learn` only *records* the turn's learning job in the store (one read, one write) and
-hands it to a per-process worker; the worker then runs the very same reward, update and
-extract node functions as the inline graph. The user's answer never waits for the extractor,
-the judge or the REINFORCE update. What changes: a preference stated in this message is used
-from the next turn on (inline, it is used at once), and the user vector a turn reads may not
-yet include the previous turn's update.
+holds it until the answer is complete (`generate` returned, or the drop-in's `learn` saw the
+final answer); then a per-process worker runs the very same reward, update and extract node
+functions as the inline graph. The user's answer never waits for the extractor, the judge or
+the REINFORCE update, and the extractor's LLM calls never compete with this answer's.
+What changes: a preference stated in this message is used in this answer only when the rule
+based fast path (`fast_preferences`: explicit "I prefer ...", "please always ...") finds it;
+what only the LLM extractor finds is used from the next turn on; and the user vector a turn
+reads may not yet include the previous turn's update.
 
 Nothing is lost if the process stops: the job record, which carries the previous turn's
 pending feedback and the dialogue window, is written to the store *before* the answer is
 generated, and deleted only after all three steps succeeded (a `stage` field records that the
 vector update was committed, so a retried job never applies it twice; extraction is
 idempotent: cards have deterministic ids and near-duplicates merge). Jobs left behind by a
-stopped process are redone by the next worker that starts (`recover_after_s` old), or by
-`BackgroundLearner.recover()`.
+stopped process are redone by the next worker that starts: at once when the job's owner
+process (same host) is gone, else once `recover_after_s` old (another host may still run it);
+or by `BackgroundLearner.recover()`.
 
 Bounds: `workers` threads, one user's jobs always on the same thread and so in order;
 at most `max_pending` queued jobs per process, beyond which a turn learns inline (backpressure,
@@ -33,7 +39,9 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -43,6 +51,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import PutOp
 
@@ -51,11 +60,45 @@ from vars_langgraph.memory.store import PAGE, ROOT, UserMemory
 from vars_langgraph.nodes import make_extract, make_reward, make_update
 from vars_langgraph.nodes.extract import dialogue_window
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
+from vars_langgraph.types import CardSource, Preference
+
+try:  # H-extract's rule-based fast path; absent in older trees
+    from vars_langgraph.models.extractor import fast_preferences
+except ImportError:  # pragma: no cover - until models/extractor.py provides it
+    def fast_preferences(text: str) -> list[Preference]:
+        return []
 
 log = logging.getLogger(__name__)
 
 JOB_PREFIX = "job:"
 JOB_KIND = "vars-learn-job"
+HOST = socket.gethostname()
+
+
+def background_enabled(config: Any, default: bool) -> bool:
+    """`background.enabled` when set; else `default` (True for the CLI and `VARSMemory`,
+    False for `build_graph` alone, which keeps the method's inline order)."""
+    enabled = getattr(getattr(config, "background", None), "enabled", None)
+    return default if enabled is None else bool(enabled)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_gone(job: dict[str, Any]) -> bool:
+    """True when the process that recorded the job ran on this host and has exited."""
+    owner = job.get("owner") or {}
+    pid = owner.get("pid")
+    if owner.get("host") != HOST or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    return not _pid_alive(pid)
 
 
 # bounded concurrency --------------------------------------------------------------------------
@@ -151,6 +194,9 @@ class BackgroundLearner:
         self.done = 0
         self.failed = 0
         self.inline = 0
+        self._held: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+        self._held_lock = threading.Lock()
+        self.last: dict[tuple[str, str], dict[str, Any]] = {}  # (user, thread) -> last job's result
         self._threads = [
             threading.Thread(target=self._loop, args=(q,), daemon=True, name=f"vars-learn-{i}")
             for i, q in enumerate(self._lanes)
@@ -170,6 +216,7 @@ class BackgroundLearner:
             "window": [list(x) for x in window],
             "pending": mem.get_pending(user_id, tid),
             "stage": "recorded", "created_at": time.time(),
+            "owner": {"host": HOST, "pid": os.getpid()},
         }
         key = f"{JOB_PREFIX}{time.time():017.6f}:{uuid.uuid4().hex[:12]}"
         ns = mem.ns(user_id, "pending")
@@ -189,6 +236,35 @@ class BackgroundLearner:
         self._lanes[lane].put((user_id, key, job))
         return True
 
+    def hold(self, user_id: str, tid: str, key: str, job: dict[str, Any]) -> None:
+        """Keep a recorded job until `release(user, thread)`: after the answer is complete.
+        Jobs held earlier for the same thread are released first (their answer is done)."""
+        self.release(user_id, tid)
+        with self._held_lock:
+            self._held.setdefault((user_id, tid), []).append((key, job))
+
+    def release(self, user_id: str | None = None, tid: str | None = None) -> int:
+        """Queue the held jobs of (user, thread) (None, None: all), in order; a job that finds
+        the queue full runs inline (backpressure). Returns how many were released."""
+        with self._held_lock:
+            if user_id is None:
+                items = [(k[0], x) for k, v in self._held.items() for x in v]
+                self._held.clear()
+            else:
+                items = [(user_id, x) for x in self._held.pop((user_id, tid or ""), [])]
+        for uid, (key, job) in items:
+            if not self.submit(uid, key, job):
+                self.inline += 1
+                self._run_logged(uid, key, job)
+        return len(items)
+
+    def _run_logged(self, user_id: str, key: str, job: dict[str, Any]) -> None:
+        try:
+            self.run_job(user_id, key, job)
+        except Exception as e:  # noqa: BLE001 - the job stays in the store for recovery
+            self.failed += 1
+            log.warning("VARS learning failed for user %r (kept for retry): %r", user_id, e)
+
     # worker side ------------------------------------------------------------------------------
     def run_job(self, user_id: str, key: str, job: dict[str, Any]) -> None:
         """Reward, update and extract of one recorded turn, then delete the job record."""
@@ -202,6 +278,9 @@ class BackgroundLearner:
             state.update(make_update(view)(state, config, None))  # type: ignore[arg-type]
             state.update(make_extract(engine)(state, config, None))
         engine.memory.store.delete(engine.memory.ns(user_id, "pending"), key)
+        self.last[(user_id, str(job.get("thread_id") or ""))] = {
+            "turn": job.get("turn"), "reward": state.get("reward"),
+            "extracted": state.get("extracted", []), "finished_at": time.time()}
 
     def _loop(self, q: queue.Queue) -> None:
         while True:
@@ -235,6 +314,7 @@ class BackgroundLearner:
     def close(self, timeout: float | None = 10.0) -> bool:
         """Stop taking jobs, finish the queued ones (up to `timeout`), stop the threads.
         Jobs not finished stay in the store and are recovered later."""
+        self.release()
         self._closed = True
         ok = self.drain(timeout)
         for q in self._lanes:
@@ -259,13 +339,15 @@ class BackgroundLearner:
             offset += PAGE
 
     def recover(self, min_age_s: float = 0.0, users: list[str] | None = None) -> int:
-        """Queue (or run) jobs left in the store by a stopped process; returns how many."""
+        """Queue (or run) jobs left in the store by a stopped process: those at least
+        `min_age_s` old, and those whose owner process on this host has exited (any age).
+        Returns how many."""
         n = 0
         now = time.time()
         jobs = self._all_jobs() if users is None else \
             [(u, k, j) for u in users for k, j in self.pending_jobs(u)]
         for uid, key, job in jobs:
-            if now - float(job.get("created_at", 0)) < min_age_s:
+            if now - float(job.get("created_at", 0)) < min_age_s and not owner_gone(job):
                 continue
             n += 1
             if not self.submit(uid, key, job):
@@ -318,13 +400,44 @@ def make_learn(engine: VARSEngine):
         if not query.strip():
             raise ValueError("the last message must be a non-empty user message")
         learner = get_learner(engine)
-        key, job = learner.record(user_id, thread_id(config), messages)
-        if not learner.submit(user_id, key, job):
-            learner.inline += 1
-            learner.run_job(user_id, key, job)  # backpressure: learn inline, drop nothing
-        return {"query": query}
+        tid = thread_id(config)
+        key, job = learner.record(user_id, tid, messages)
+        learner.hold(user_id, tid, key, job)  # released once the answer is complete
+        return {"query": query, "extracted": fast_path(engine, user_id, tid, job["turn"], query)}
 
     return learn
+
+
+def fast_path(engine: VARSEngine, user_id: str, tid: str, turn: int, query: str) -> list[dict]:
+    """Store the explicit preferences of this message at once (rule based, no LLM), so they
+    shape this very answer; the LLM extraction of the job later merges its near-duplicates."""
+    if not engine.config.extractor.enabled:
+        return []
+    try:
+        prefs = fast_preferences(query)
+        if not prefs:
+            return []
+        source = CardSource(thread_id=tid, turn=turn, query=query[:500])
+        return [c.public() for c in engine.add_preferences(user_id, prefs, source)]
+    except Exception as e:  # noqa: BLE001 - the recorded job's LLM extraction still runs
+        log.warning("VARS fast preference path failed (the background extraction remains): %r", e)
+        return []
+
+
+def releasing(engine: VARSEngine, fn: Any) -> Any:
+    """Wrap `generate`: when it returns (or fails), release this turn's held learning job."""
+
+    @functools.wraps(fn)
+    def wrapped(state: Any, config: RunnableConfig, runtime: Runtime) -> Any:
+        try:
+            return fn(state, config, runtime)
+        finally:
+            try:
+                get_learner(engine).release(resolve_user_id(runtime, config), thread_id(config))
+            except Exception as e:  # noqa: BLE001 - the job is in the store: recovered later
+                log.warning("VARS could not queue background learning: %r", e)
+
+    return wrapped
 
 
 HOT_PATH = ("retrieve", "rerank", "augment", "generate")
@@ -340,4 +453,11 @@ def add_background_nodes(builder: Any, engine: VARSEngine, prefix: str = "") -> 
 
         fn = fail_open("learn", fn)
     builder.add_node(prefix + "learn", bounded(fn, node_slots(engine)))
-    return [prefix + "learn", *add_vars_nodes(builder, engine, HOT_PATH, prefix=prefix)]
+    names = add_vars_nodes(builder, engine, HOT_PATH[:-1], prefix=prefix)
+    if isinstance(builder, StateGraph):  # `generate` releases the job when the answer is done
+        from vars_langgraph.nodes import make_generate
+
+        builder.add_node(prefix + "generate",
+                         bounded(releasing(engine, make_generate(engine)), node_slots(engine)))
+        names.append(prefix + "generate")
+    return [prefix + "learn", *names]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -30,43 +31,131 @@ def _engine(cfg: VARSConfig):
     return VARSEngine(cfg, open_store(cfg), index_dir=default_index_dir(cfg))
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "openai", "sentence_transformers", "transformers",
+                 "huggingface_hub", "urllib3", "faiss", "filelock")
+
+
+def setup_logging(level: str) -> None:
+    """One level for everything: `--log-level INFO` shows HTTP requests and model loading;
+    the default (WARNING) keeps `chat` to the conversation. The llama.cpp server's own output
+    always goes to its log file (models/local_server.py)."""
+    lvl = getattr(logging, level.upper())
+    logging.basicConfig(level=lvl, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(lvl)
+    if lvl > logging.INFO:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
+                write: Any = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run one turn, writing the answer's tokens as they come; returns (final state, timings):
+    `memory_s` (the recall path: every node before generate), `ttft_s` (first token),
+    `total_s`, `tokens` (streamed chunks with text) and `tokens_per_s` (after the first)."""
+    t0 = time.perf_counter()
+    memory_s = ttft = None
+    tokens = 0
+    final: dict[str, Any] = {}
+    for mode, data in graph.stream({"messages": [("user", text)]}, run_cfg,
+                                   stream_mode=["messages", "updates", "values"]):
+        now = time.perf_counter() - t0
+        if mode == "updates" and memory_s is None and "augment" in data:
+            memory_s = now
+        elif mode == "messages":
+            chunk, meta = data
+            if meta.get("langgraph_node") == "generate" and getattr(chunk, "content", ""):
+                content = chunk.content if isinstance(chunk.content, str) else ""
+                if content:
+                    ttft = now if ttft is None else ttft
+                    tokens += 1
+                    if write is not None:
+                        write(content)
+        elif mode == "values":
+            final = data
+    total = time.perf_counter() - t0
+    gen = total - (ttft if ttft is not None else total)
+    return final, {
+        "memory_s": memory_s if memory_s is not None else float("nan"),
+        "ttft_s": ttft if ttft is not None else total, "total_s": total, "tokens": tokens,
+        "tokens_per_s": (tokens - 1) / gen if tokens > 1 and gen > 0 else float("nan"),
+    }
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
-    """Interactive personalized chat; one process run (or --session) is one session."""
+    """Interactive personalized chat; one process run (or --session) is one session.
+
+    The answer streams as it is generated; reward, update and preference extraction run in
+    the background after it (background.py), except explicit "I prefer ..." statements,
+    which the rule-based fast path stores before retrieval, so they shape this very answer."""
     from rich.console import Console
 
+    from vars_langgraph.background import get_learner
     from vars_langgraph.graph import build_graph
 
     console = Console()
     cfg = _config(args)
+    if cfg.background.enabled is None:  # the CLI learns after the answer by default
+        cfg = cfg.model_copy(update={"background": cfg.background.model_copy(
+            update={"enabled": True})})
     session = args.session or f"{args.user}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with console.status("Loading models (first run assembles the local model, ~1 min)..."):
         graph = build_graph(cfg)
         graph.engine.embedder  # noqa: B018 - load now, not on the first message
         graph.engine.chat_model  # noqa: B018 - starts the local server if needed
+        learner = get_learner(graph.engine) if cfg.background.enabled else None  # + recovery
     run_cfg = {"configurable": {"thread_id": session, "user_id": args.user}}
     console.print(f"[bold]vars-langgraph[/] user [cyan]{args.user}[/], session [cyan]{session}[/]."
                   " Empty line or Ctrl-D to quit; /memories to list what I remember.")
     lines = iter(args.message) if args.message else None
-    while True:
-        try:
-            text = next(lines) if lines is not None else console.input("[bold green]you> [/]")
-        except (EOFError, StopIteration, KeyboardInterrupt):
-            break
-        if not text.strip():
-            break
-        if text.strip() == "/memories":
-            _print_memories(graph.engine, args.user, console)
-            continue
-        t0 = time.perf_counter()
-        out = graph.invoke({"messages": [("user", text)]}, run_cfg)
-        dt = time.perf_counter() - t0
-        console.print(f"[bold blue]assistant>[/] {out['messages'][-1].content}")
-        if args.verbose:
-            notes = [c["note"] for c in out.get("selected", [])]
-            console.print(f"[dim]({dt:.1f}s; preferences used: {notes}; reward of last turn: "
-                          f"{out.get('reward')}; vector: {out.get('user_vector')})[/]")
-    graph.engine.index.flush()
+
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    try:
+        while True:
+            try:
+                text = next(lines) if lines is not None else console.input("[bold green]you> [/]")
+            except (EOFError, StopIteration, KeyboardInterrupt):
+                break
+            if not text.strip():
+                break
+            if text.strip() == "/memories":
+                _print_memories(graph.engine, args.user, console)
+                continue
+            console.print("[bold blue]assistant>[/] ", end="")
+            out, t = stream_turn(graph, text, run_cfg, write)
+            if t["tokens"] == 0:  # a model that does not stream: print the whole answer
+                write(str(out["messages"][-1].content))
+            write("\n")
+            if args.verbose:
+                _print_turn_stats(console, graph.engine, learner, args.user, session, out, t)
+    finally:
+        graph.engine.index.flush()
+        if learner is not None:
+            with console.status("Saving what I learned from this session..."), \
+                    contextlib.suppress(KeyboardInterrupt):  # jobs stay stored: redone next start
+                learner.close(timeout=None)
+            graph.engine.index.flush()
     return 0
+
+
+def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, session: str,
+                      out: dict[str, Any], t: dict[str, float]) -> None:
+    notes = [c["note"] for c in out.get("selected", [])]
+    reward = out.get("reward")
+    if learner is not None:  # learned in the background: the last finished job's reward
+        reward = (learner.last.get((user, session)) or {}).get("reward")
+    value = reward.get("value") if isinstance(reward, dict) else reward
+    v = engine.load_vector(user).norms()
+    console.print(
+        f"(first token {t['ttft_s']:.2f}s, total {t['total_s']:.1f}s, "
+        f"{t['tokens_per_s']:.1f} tok/s; memory {t['memory_s'] * 1000:.0f} ms; "
+        f"preferences used: {notes}; stated now: {[c['note'] for c in out.get('extracted', [])]}; "
+        f"reward of the previous turn: {value}; |z_long| {v['z_long_norm']:.4f}, "
+        f"|z_short| {v['z_short_norm']:.4f}, updates {v['updates']})",
+        style="dim", markup=False, highlight=False)
 
 
 def _memories(engine, user: str) -> dict[str, Any]:
@@ -171,20 +260,70 @@ DELEGATED = {
     ("bench",): ("vars_langgraph.bench", "bench_main"),
     ("loadtest",): ("vars_langgraph.loadtest", "loadtest_main"),
 }
+# the modules whose `build_parser()` gives each suite's own options (imported only when used)
+SUITE_PARSERS = {
+    ("eval", "collab"): "vars_langgraph.eval.runner",
+    ("eval", "lamp"): "vars_langgraph.lamp.harness",
+    ("eval", "prefeval"): "vars_langgraph.eval.prefeval",
+    ("bench",): "vars_langgraph.bench",
+    ("loadtest",): "vars_langgraph.loadtest",
+}
+SUITE_HELP = {
+    ("eval", "collab"): "MultiSessionCollab: simulated users over several sessions",
+    ("eval", "lamp"): "LaMP personalization tasks",
+    ("eval", "prefeval"): "PrefEval: are stated preferences followed later",
+    ("bench",): "latency and scale benchmark",
+    ("loadtest",): "concurrent users load test",
+}
+GLOBAL_WITH_VALUE = ("--config", "--data-dir", "--log-level")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _suite_parent(key: tuple[str, ...]) -> argparse.ArgumentParser | None:
+    """The suite's own parser (its options are attached to this tree), or None when its
+    module has no `build_parser` (then its options are passed through unchecked)."""
+    try:
+        build = getattr(importlib.import_module(SUITE_PARSERS[key]), "build_parser", None)
+    except ImportError:
+        return None
+    return build() if build is not None else None
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    """The first two positional words of argv, global options (and their values) skipped."""
+    words, i = [], 0
+    while i < len(argv) and len(words) < 2:
+        a = argv[i]
+        if a in GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if a.startswith("-"):
+            if words:  # an option of the command itself: no suite word follows
+                break
+            i += 1
+            continue
+        words.append(a)
+        i += 1
+    return words
+
+
+def build_parser(selected: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The whole command tree. `selected` (e.g. ("bench",)) attaches that suite's own options,
+    imported on demand so `chat` does not load evaluation code."""
     p = argparse.ArgumentParser(prog="vars-langgraph", description=__doc__)
     p.add_argument("--config", help="YAML config (default: CPU defaults; env VARS_CONFIG)")
     p.add_argument("--data-dir", help="override data_dir")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--log-level", default="WARNING", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (default WARNING; INFO shows HTTP requests, model loading)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     c = sub.add_parser("chat", help="personalized chat in the terminal")
     c.add_argument("--user", required=True)
     c.add_argument("--session", help="thread id; a new one is one new session (default: new)")
     c.add_argument("-m", "--message", action="append", help="send this message (repeatable) "
                    "instead of reading the terminal")
-    c.add_argument("--verbose", action="store_true", help="show the preferences used per turn")
+    c.add_argument("--verbose", action="store_true", help="per turn: time to first token, total "
+                   "time, tokens/s, memory time, preferences used, reward, vector norms")
     c.set_defaults(func=cmd_chat)
 
     m = sub.add_parser("memories", help="show a user's preference cards and vector")
@@ -207,29 +346,65 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--user", help="import under this user id instead")
     i.set_defaults(func=cmd_import)
 
-    # listed for --help only: main() hands these to their own parsers (see DELEGATED)
-    ev = sub.add_parser("eval", help="evaluations: collab (MultiSessionCollab), prefeval (PrefEval), "
-                        "lamp (LaMP)")
-    suites = ev.add_subparsers(dest="suite")
-    suites.add_parser("collab")
-    suites.add_parser("prefeval")
-    suites.add_parser("lamp")
-    sub.add_parser("bench", help="latency and scale benchmark")
-    sub.add_parser("loadtest", help="concurrent users load test")
+    ev = sub.add_parser("eval", help="evaluations: collab (MultiSessionCollab), prefeval "
+                        "(PrefEval), lamp (LaMP)")
+    ev.set_defaults(func=lambda _a: _usage_error(ev))
+    suites = ev.add_subparsers(dest="suite", metavar="SUITE")
+    for key in DELEGATED:
+        parent = _suite_parent(key) if key == selected else None
+        kw: dict[str, Any] = {"help": SUITE_HELP[key]}
+        if parent is not None:
+            kw.update(parents=[parent], add_help=False, description=parent.description,
+                      formatter_class=parent.formatter_class)
+        sp = (suites if key[0] == "eval" else sub).add_parser(key[-1], **kw)
+        if parent is None and key == selected:  # unknown options: the suite's own parser checks
+            sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=None, delegated=key)
     return p
+
+
+def _usage_error(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _delegate(key: tuple[str, ...], argv: list[str], args: argparse.Namespace) -> int:
+    """Run a suite's own main on its own options (after the command words); global options
+    given before the command reach it as its --config/--data-dir, else through the env."""
+    module, func = DELEGATED[key]
+    words = 0
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):  # drop the global options and the command words
+        a = argv[i]
+        if words < len(key) and a in GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if words < len(key) and not a.startswith("-"):
+            words += 1
+        elif words >= len(key) and a != "--":
+            rest.append(a)
+        i += 1
+    parent = _suite_parent(key)
+    own = {o for a in (parent._actions if parent else []) for o in a.option_strings}
+    for opt, value in (("--config", args.config), ("--data-dir", args.data_dir)):
+        if value and opt not in rest:
+            if opt in own:
+                rest = [opt, value, *rest]
+            else:
+                os.environ["VARS_" + opt[2:].upper().replace("-", "_")] = value
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    for prefix, (module, func) in DELEGATED.items():  # these parse their own options
-        if argv[: len(prefix)] == list(prefix):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            rest = [a for a in argv[len(prefix):] if a != "--"]
-            return int(getattr(importlib.import_module(module), func)(rest) or 0)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    words = _command_words(argv)
+    selected = next((k for k in DELEGATED if tuple(words[: len(k)]) == k), None)
+    args = build_parser(selected).parse_args(argv)
+    setup_logging(args.log_level)
+    if getattr(args, "delegated", None):
+        return _delegate(args.delegated, argv, args)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:

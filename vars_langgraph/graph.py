@@ -20,7 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from vars_langgraph.background import bounded, node_slots
+from vars_langgraph.background import add_background_nodes, background_enabled, bounded, node_slots
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import InvalidUserId
@@ -161,13 +161,15 @@ def build_graph(
     store: BaseStore | None = None,
     checkpointer: BaseCheckpointSaver | None | bool = None,
     engine: VARSEngine | None = None,
+    background: bool | None = None,
 ) -> CompiledStateGraph:
     """Compile the VARS chat graph.
 
     Without `store`/`checkpointer`, the embedded SQLite defaults in `config.data_dir` are used
     (pass `checkpointer=False` to compile without one, e.g. for LangGraph Studio). Invoke with
     `{"messages": [...]}` and `{"configurable": {"thread_id": ..., "user_id": ...}}` or
-    `context={"user_id": ...}`.
+    `context={"user_id": ...}`. `background`: learn after the answer (background.py); None
+    takes `config.background.enabled`, and when that is unset too, inline (the method's order).
 
     >>> graph = build_graph(VARSConfig.from_yaml("configs/cpu.yaml"))
     >>> graph.invoke({"messages": [("user", "Hi")]},
@@ -185,12 +187,10 @@ def build_graph(
 
         checkpointer = open_checkpointer(config)
     builder = StateGraph(VARSState, context_schema=VARSContext)
-    if config.background.enabled:  # reward/update/extract in a worker (background.py)
-        from vars_langgraph.background import add_background_nodes
-
-        names = add_background_nodes(builder, engine)
-    else:
-        names = add_vars_nodes(builder, engine)
+    if background is None:
+        background = background_enabled(config, default=False)
+    # background: reward/update/extract in a worker, after the answer (background.py)
+    names = add_background_nodes(builder, engine) if background else add_vars_nodes(builder, engine)
     builder.add_edge(START, names[0])
     for a, b in zip(names, names[1:], strict=False):
         builder.add_edge(a, b)

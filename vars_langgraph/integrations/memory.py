@@ -31,6 +31,7 @@ from langgraph.managed import RemainingSteps
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
+from vars_langgraph.background import add_background_nodes, background_enabled, get_learner
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.integrations.hooks import (
@@ -82,16 +83,15 @@ class _NodeCollector:
         self.nodes[name] = fn
 
 
-def _core_nodes(engine: VARSEngine, names: tuple[str, ...] | None = None) -> list[tuple[str, Any]]:
+def _core_nodes(engine: VARSEngine, names: tuple[str, ...] | None = None,
+                background: bool = False) -> list[tuple[str, Any]]:
     """The VARS graph's node functions before `generate` (or just `names`), in order."""
     from vars_langgraph.graph import add_vars_nodes
 
     c = _NodeCollector()
     if names is not None:
         order = add_vars_nodes(c, engine, names)  # type: ignore[arg-type]
-    elif getattr(getattr(engine.config, "background", None), "enabled", False):
-        from vars_langgraph.background import add_background_nodes
-
+    elif background:  # drop-ins learn after the answer (background.py)
         order = add_background_nodes(c, engine)
     else:
         order = add_vars_nodes(c, engine)  # type: ignore[arg-type]
@@ -148,7 +148,12 @@ class VARSMemory:
                 store, index_dir = open_store(config), default_index_dir(config)
             engine = VARSEngine(config, store, index_dir=index_dir, chat_model=chat_model)
         self.engine = engine
-        self._recall_nodes = _core_nodes(engine)
+        from vars_langgraph.integrations.store import RuntimeStore
+
+        # default on; not with a RuntimeStore: a worker thread runs outside the graph's run
+        self.background = background_enabled(engine.config,
+                                             default=not isinstance(engine.store, RuntimeStore))
+        self._recall_nodes = _core_nodes(engine, background=self.background)
         self._read_nodes = _core_nodes(engine, READ_ONLY)
         self._turns: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._guard = threading.Lock()
@@ -213,6 +218,9 @@ class VARSMemory:
             if not self.config.fail_open:
                 raise
             log.warning("VARS learn failed, this turn gets no feedback: %r", e)
+        finally:
+            if self.background:  # the answer is complete: run this turn's learning job now
+                get_learner(self.engine).release(user_id, thread_id(config))
         return {}
 
     def with_preferences(self, state: dict[str, Any],
@@ -231,7 +239,7 @@ class VARSMemory:
         compiled without checkpointer or store, so it runs on its parent's."""
         from vars_langgraph.graph import build_graph
 
-        graph = build_graph(engine=self.engine, checkpointer=False)
+        graph = build_graph(engine=self.engine, checkpointer=False, background=self.background)
         graph = graph.copy(update={"store": None, "name": name})
         graph.engine = self.engine  # type: ignore[attr-defined]
         return graph
