@@ -1,6 +1,8 @@
 """The multi-session benchmark (`eval collab`): profile parsing for any file of the format, the
-scripted user, the scripted extractor, the LLM user's protocol, and a small end-to-end run on the
-real stack (SQLite, FAISS, MiniLM) that checks results.json and the plots."""
+tune/report split, scoped (conditional) preferences, the extractor noise model, the scripted
+user, the scripted extractor, the LLM user's protocol (the benchmark's own prompt), store
+isolation between methods, and a small end-to-end run on the real stack (SQLite, FAISS, MiniLM)
+that checks results.json and the plots."""
 
 from __future__ import annotations
 
@@ -11,19 +13,50 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import SHARED
 from vars_langgraph import reward as rw
 from vars_langgraph.eval import METHODS, collab_main
-from vars_langgraph.eval.collab import load_tasks, parse_preference, parse_profiles, user_voice
+from vars_langgraph.eval.collab import (
+    Problem,
+    applicable_preferences,
+    assign_scopes,
+    filter_split,
+    load_profiles,
+    load_tasks,
+    note_scope,
+    parse_preference,
+    parse_profiles,
+    profile_split,
+    scope_allows,
+    task_kind,
+    user_voice,
+)
+from vars_langgraph.eval.runner import (
+    MethodRunner,
+    RunSettings,
+    assign_problems,
+    build_parser,
+    settings_from_args,
+)
 from vars_langgraph.eval.simulator import (
     CLOSINGS,
+    DEFAULT_CONDITION,
     ENFORCE_OPENERS,
     FOLLOWUPS,
+    ExtractionNoise,
     LLMSimulator,
+    PreferenceMatcher,
     ScriptedExtractor,
     ScriptedSimulator,
     enforcement,
+    extraction_error_rates,
     intro_statement,
+    load_user_prompt,
 )
+from vars_langgraph.types import CardSource, Preference
+
+USER_PROMPT = SHARED / "data" / "multisessioncollab" / "prompts" / \
+    "user_system_prompt_profile_with_preferences.txt"
 
 # Profiles in the benchmark's format but unlike the shipped ones: nothing may depend on content.
 PROFILES = [
@@ -167,9 +200,14 @@ def test_llm_user_protocol_maps_json_to_turn_kinds(data):
         seen.append(messages)
         return next(replies)
 
-    s = LLMSimulator(complete).start_session(user, problem, 0)
+    if not USER_PROMPT.exists():
+        pytest.skip(f"benchmark prompt not found: {USER_PROMPT}")
+    s = LLMSimulator(complete, prompt=load_user_prompt(USER_PROMPT)).start_session(user, problem, 0)
     assert s.opening().kind == "open"
-    assert "warm and encouraging" in seen[0][0]["content"]
+    system = seen[0][0]["content"]
+    assert "warm and encouraging" in system and problem.problem in system
+    assert system.startswith("You are a user simulator collaborating with an agent")
+    assert "TERMINATE" in system and "{" not in system.split("# Output Format:")[0]
     assert seen[0][1] == {"role": "user", "content": "How can I help you?"}
     m = s.react(set(), "17 x 23 = 391.")
     assert (m.kind, m.text) == ("enforce", "No, please be warmer.")
@@ -193,7 +231,8 @@ def test_two_users_three_sessions_end_to_end(data, tmp_path: Path, one_torch_thr
     prof, tasks = data
     out = tmp_path / "out"
     rc = collab_main(["--profiles", str(prof), "--tasks", str(tasks), "--sessions", "3",
-                      "--seed", "1", "--out", str(out), "--no-progress", "--transcripts"])
+                      "--seed", "1", "--out", str(out), "--no-progress", "--transcripts",
+                      "--split", "all"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert list(res) == list(METHODS)
@@ -233,6 +272,10 @@ def test_two_users_three_sessions_end_to_end(data, tmp_path: Path, one_torch_thr
     rows = [json.loads(x) for x in (out / "transcripts" / "vars.jsonl").read_text().splitlines()]
     enforce = [r for r in rows if r["kind"] == "enforce"]
     assert enforce and all(r["reward"] is not None and r["reward"] < 0 for r in enforce)
+    assert all({"gate", "advantage", "signal", "injected", "rag_choice"} <= set(r) for r in rows)
+    share = res["vars"]["summary"]["enforce_signal"]
+    assert share == pytest.approx(np.mean([r["signal"] for r in enforce]))
+    assert res["all"]["summary"]["note_tokens"] >= res["rag"]["summary"]["note_tokens"] > 0
     assert not (out / "work").exists()
     assert not any(math.isnan(v) for v in res["vars"]["curves"]["enforcements"])
 
@@ -241,3 +284,156 @@ def test_bad_method_is_an_error(data, tmp_path: Path, capsys):
     prof, tasks = data
     rc = collab_main(["--profiles", str(prof), "--methods", "vars,magic", "--out", str(tmp_path)])
     assert rc == 2 and "magic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def test_split_is_fixed_by_id_disjoint_and_stable_when_profiles_are_added():
+    base = [{"i": n, "persona": "p", "preferences": ["You prefer short answers."]}
+            for n in range(40)]
+    users = parse_profiles(base)
+    tune, report = filter_split(users, "tune"), filter_split(users, "report")
+    ids_t, ids_r = {u.user_id for u in tune}, {u.user_id for u in report}
+    assert not ids_t & ids_r and ids_t | ids_r == {u.user_id for u in users}
+    assert 10 <= len(tune) <= 30  # a hash, not a sort: both halves are populated
+    # a larger file, shuffled: every old profile keeps its half
+    more = parse_profiles(list(reversed(base)) + [
+        {"i": n, "persona": "q", "preferences": ["You prefer tables."]} for n in range(40, 60)])
+    assert {u.user_id for u in filter_split(more, "tune")} >= ids_t
+    assert not {u.user_id for u in filter_split(more, "report")} & ids_t
+    assert all(profile_split(u.user_id) == profile_split(u.user_id) for u in more)
+    assert len(filter_split(users, "all")) == 40
+    with pytest.raises(ValueError, match="split"):
+        filter_split(users, "test")
+    args = build_parser().parse_args(["--profiles", "x.json"])
+    assert settings_from_args(args).split == "report"
+
+
+def test_shared_profiles_split_41_tune_39_report():
+    path = SHARED / "data" / "multisessioncollab" / "user_profiles.json"
+    if not path.exists():
+        pytest.skip("shared profiles not present")
+    users = load_profiles(path)
+    assert (len(filter_split(users, "tune")), len(filter_split(users, "report"))) == (41, 39)
+
+
+# ----------------------------------------------------------------------------- scopes
+
+
+def test_scoped_preferences_apply_only_to_their_task_kind():
+    kinds = ["knowledge", "logic", "math", "medical"]
+    assert [task_kind(d) for d in ("math-500", "math_hard", "logiqa", "medqa", "mmlu")] == \
+        ["math", "math", "logic", "medical", "knowledge"]
+    user = parse_profiles(PROFILES)[0]
+    scoped = assign_scopes(user, kinds, seed=0, p_scoped=1.0)
+    assert all(p.scope in kinds for p in scoped.preferences)
+    assert assign_scopes(user, kinds, seed=0, p_scoped=1.0) == scoped  # seeded
+    assert all(p.scope == "all" for p in assign_scopes(user, kinds, 0, p_scoped=0.0).preferences)
+    # a condition that names a task kind keeps it, whatever p_scoped says
+    coder = parse_profiles([{"preferences": [
+        "When writing code, you prefer type hints. Enforce if there are none."]}])[0]
+    assert assign_scopes(coder, kinds, 0, p_scoped=0.0).preferences[0].scope == "code"
+    p = scoped.preferences[0]
+    assert p.explicit().startswith(p.scope_phrase + ", ")
+    math = Problem("math-500", "test", 0, "Compute 2+2.")
+    med = Problem("medqa", "test", 0, "Which drug?")
+    by_kind = {k: [q.key for q in scoped.preferences if q.scope == k] for k in kinds}
+    assert [q.key for q in applicable_preferences(scoped, math)] == by_kind["math"]
+    assert [q.key for q in applicable_preferences(scoped, med)] == by_kind["medical"]
+    # the scripted extractor keeps the user's scope in the note, and the note says where it holds
+    card = ScriptedExtractor().extract([("user", p.explicit("Again: I'd like"))])[0]
+    assert note_scope(card.note) == p.scope
+    assert note_scope("When writing code, use bullets.") == "code"
+    assert note_scope("In general, use bullets.") == "all"
+    assert note_scope(f"When {DEFAULT_CONDITION}, use bullets.") == "all"
+    assert scope_allows("all", "math") and scope_allows("math", "math")
+    assert not scope_allows("code", "math")
+
+
+def test_each_user_gets_a_mix_of_task_kinds_with_a_primary_one():
+    problems = [Problem(d, "test", i, f"{d} problem {i}") for d in ("math-500", "logiqa", "medqa")
+                for i in range(10)]
+    users = parse_profiles(PROFILES)
+    a = assign_problems(users, problems, 40, seed=2, primary=0.6)
+    assert a == assign_problems(users, problems, 40, seed=2, primary=0.6)
+    for u in users:
+        counts = {k: sum(1 for p in a[u.user_id] if p.kind == k) for k in ("math", "logic",
+                                                                            "medical")}
+        assert sum(counts.values()) == 40 and min(counts.values()) > 0
+        assert max(counts.values()) >= 16  # the primary kind dominates (expected 24 of 40)
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def test_error_rates_are_computed_from_extraction_results(tmp_path: Path):
+    rows = [
+        {"text": "I prefer bullets.", "has_preference": True, "expected": ["bullets"],
+         "extracted": [{"note": "When writing code, use bullets."}]},  # invented scope
+        {"text": "Keep it short.", "has_preference": True, "expected": ["short"],
+         "extracted": [{"note": "In general, keep it short."}]},  # general, right
+        {"text": "For SQL, assume PostgreSQL.", "has_preference": True,
+         "expected": ["SQL: assume PostgreSQL"],
+         "extracted": [{"note": "In general, assume PostgreSQL."}]},  # too broad
+        {"text": "When I explain math, go slowly.", "has_preference": True,
+         "expected": ["math: slow"], "extracted": [{"note": "When explaining math, go slowly."}]},
+        {"text": "What is 2+2?", "has_preference": False, "expected": [], "extracted": []},
+    ]
+    f = tmp_path / "extraction.json"
+    f.write_text(json.dumps({"metrics": {"all": {"recall": 0.75, "neutral_empty": 0.9}},
+                             "rows": rows}))
+    nz = extraction_error_rates(f)
+    assert (nz.miss, nz.junk, nz.wrong_condition, nz.general) == (0.25, 0.1, 0.5, 0.5)
+
+
+def test_noise_misses_swaps_conditions_and_adds_junk_deterministically():
+    stmt = [("user", "I prefer answers with a small table.")]
+    scoped = [("user", "For math problems, I prefer answers with a small table.")]
+    neutral = [("user", "What a day. The train was late again this morning.")]
+    clean = ScriptedExtractor()
+    assert len(clean.extract(stmt)) == 1 and clean.extract(neutral) == []
+    assert ScriptedExtractor(noise=ExtractionNoise(miss=1.0)).extract(stmt) == []
+    wrong = ScriptedExtractor(noise=ExtractionNoise(wrong_condition=1.0))
+    assert note_scope(wrong.extract(stmt)[0].note) != "all"  # an invented scope
+    assert wrong.extract(scoped)[0].is_global  # the user's scope dropped
+    assert ScriptedExtractor(noise=ExtractionNoise(general=1.0)).extract(stmt)[0].is_global
+    junk = ScriptedExtractor(noise=ExtractionNoise(junk=1.0)).extract(neutral)
+    assert len(junk) == 1 and junk[0].action.rstrip(".") in neutral[0][1]
+    half = ExtractionNoise(miss=0.5, wrong_condition=0.5, junk=0.5)
+    texts = [[("user", f"I prefer answers with {n} examples.")] for n in range(40)]
+    outs = [ScriptedExtractor(noise=half, seed=1).extract(t) for t in texts]
+    assert outs == [ScriptedExtractor(noise=half, seed=1).extract(t) for t in texts]
+    kept = sum(1 for o in outs if o)
+    assert 8 <= kept <= 32  # about half missed
+
+
+# ----------------------------------------------------------------------------- isolation
+
+
+def test_methods_never_share_a_store_even_with_VARS_DATA_DIR(data, tmp_path: Path, monkeypatch,
+                                                             one_torch_thread):
+    from vars_langgraph.config import VARSConfig
+    from vars_langgraph.models.embedder import load_embedder
+
+    prof, tasks = data
+    env_dir = tmp_path / "env-data"
+    monkeypatch.setenv("VARS_DATA_DIR", str(env_dir))
+    monkeypatch.setenv("VARS_POLICY__USE_LONG", "false")  # env must not change a method either
+    settings = RunSettings(profiles=str(prof), tasks=str(tasks))
+    embedder = load_embedder(VARSConfig().embedding)
+    sim, matcher = ScriptedSimulator(), PreferenceMatcher(embedder)
+    runners = [MethodRunner(m, settings, tmp_path / "work" / m, embedder, sim, matcher,
+                            progress=False) for m in ("rag", "vars")]
+    try:
+        rag, vars_ = runners
+        assert rag.config.data_dir != vars_.config.data_dir
+        assert vars_.config.policy.use_long is True
+        rag.engine.add_preferences("u7", [Preference(condition="writing code", action="use tabs")],
+                                   CardSource(thread_id="t"))
+        assert len(rag.engine.index.get("u7")) == 1
+        assert len(vars_.engine.index.get("u7")) == 0
+        assert not env_dir.exists()
+    finally:
+        for r in runners:
+            r.close()

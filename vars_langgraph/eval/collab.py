@@ -7,19 +7,31 @@ if Z." Nothing here knows which profiles are in the file: every preference is pa
 rules into the parts the simulators need (the wish, its condition, details, the violation rule),
 turned into the user's own first-person voice.
 
-Which preferences apply to a problem: all of them. The benchmark's user simulator checks every
-one of its preferences on every agent response ("Every agent response must satisfy your
-preferences"), and every problem in the task sets is a problem to solve and explain, so the
-conditions of the profiles ("when the agent provides an answer / an explanation / is solving a
-problem") hold for every problem. `applicable_preferences` is the one place to change that.
+Which preferences apply to a problem (`applicable_preferences`): a preference has a *scope*, a
+task kind (math, logic, medical, knowledge, code) or "all". The profiles' own conditions ("when
+the agent provides an answer / is solving a problem") hold for every problem, so their scope is
+"all" unless the condition names a task kind ("when writing code" -> code); on top of that a
+seeded share of each user's preferences is scoped to one task kind the user works on
+(`assign_scopes`), as real preferences are ("for math problems, show every step"). A scoped
+preference is stated with its scope ("For math problems, I prefer ...") and applies only to
+problems of that kind; a note carries it only where the note's own condition allows
+(`note_scope`): a note "When writing code, use bullets." does not make the agent use bullets on a
+math problem.
+
+Split (`profile_split`): each profile falls into the tuning half or the report half by a hash
+of its id (`sha256("vars-collab-split-v1:" + user_id)`, even -> tune, odd -> report), so any file
+of the format splits the same way and a new profile falls into a half deterministically. On
+the shared 80 profiles: 41 tune, 39 report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +126,51 @@ def sentence(s: str) -> str:
     return s if s[-1] in ".!?" else s + "."
 
 
+# ------------------------------------------------------------------------------ task kinds
+
+ALL_TASKS = "all"
+# dataset name fragment -> task kind (first match wins)
+DATASET_KINDS = (("math", "math"), ("logiqa", "logic"), ("logic", "logic"), ("medqa", "medical"),
+                 ("med", "medical"), ("code", "code"), ("humaneval", "code"), ("mmlu", "knowledge"))
+# how a user says a scope, and the words that mark a note's condition as that scope
+SCOPE_PHRASES = {"math": "For math problems", "logic": "For logic puzzles",
+                 "medical": "For medical questions", "knowledge": "For general-knowledge quizzes",
+                 "code": "When writing code"}
+SCOPE_WORDS = {
+    "math": r"math\w*|algebra|geometry|equation|calculus|arithmetic",
+    "logic": r"logic\w*|reasoning puzzle|puzzles?",
+    "medical": r"medic\w*|clinical|patient|health",
+    "knowledge": r"general[- ]knowledge|trivia|quiz\w*",
+    "code": r"code|coding|program\w*|python|function|sql|script",
+}
+_SCOPE_RE = {k: re.compile(rf"\b(?:{v})\b", re.I) for k, v in SCOPE_WORDS.items()}
+
+
+def task_kind(dataset: str) -> str:
+    """'math-500' -> 'math', 'logiqa' -> 'logic', 'medqa' -> 'medical', 'mmlu' -> 'knowledge'."""
+    low = dataset.lower()
+    return next((k for frag, k in DATASET_KINDS if frag in low), "knowledge")
+
+
+def text_scope(text: str | None) -> str:
+    """The task kind a condition text names ('when writing code' -> 'code'), else 'all'."""
+    if not text:
+        return ALL_TASKS
+    hits = [k for k, rx in _SCOPE_RE.items() if rx.search(text)]
+    return hits[0] if len(hits) == 1 else ALL_TASKS
+
+
+def note_scope(note: str) -> str:
+    """The scope of a note "When X, Y." / "For X, Y." from its condition part X; 'all' for
+    global notes ("In general, ...") and conditions that name no task kind."""
+    m = re.match(r"^\s*((?:when|if|while|whenever|for|in)\b[^,]*),", note, re.I)
+    return text_scope(m.group(1)) if m else ALL_TASKS
+
+
+def scope_allows(scope: str, kind: str) -> bool:
+    return scope in (ALL_TASKS, kind)
+
+
 # ------------------------------------------------------------------------------ profiles
 
 
@@ -131,10 +188,15 @@ class PreferenceSpec:
     verb: str  # prefer / like / want ...
     details_fp: list[str] = field(default_factory=list)  # further sentences of the statement
     dislike_fp: str | None = None  # the violation: "your response contains pleasantries"
+    scope: str = ALL_TASKS  # a task kind (see TASK_KINDS) or "all"
 
     @property
     def key(self) -> str:
         return f"p{self.index}"
+
+    @property
+    def scope_phrase(self) -> str | None:
+        return SCOPE_PHRASES.get(self.scope)
 
     def explicit(self, lead: str = "I prefer") -> str:
         """'When you are solving a problem, I prefer responses that state assumptions.'
@@ -144,6 +206,8 @@ class PreferenceSpec:
         body = f"{core} {self.want_fp}"
         if self.condition_fp:
             body = f"{self.condition_fp}, {body}"
+        if self.scope_phrase:
+            body = f"{self.scope_phrase}, {lower_first(body)}"
         if prefix:
             body = prefix + body[:1].lower() + body[1:] if not body.startswith("I") else prefix + body
         return sentence(body)
@@ -165,7 +229,13 @@ class UserProfile:
 
     @property
     def preferences_text(self) -> str:
-        return "\n".join(f"{i + 1}. {p.text}" for i, p in enumerate(self.preferences))
+        return "\n".join(f"{i + 1}. {_scoped_text(p)}" for i, p in enumerate(self.preferences))
+
+
+def _scoped_text(p: PreferenceSpec) -> str:
+    if not p.scope_phrase:
+        return p.text
+    return f"({p.scope_phrase} only: enforce it only on such problems.) {p.text}"
 
 
 def parse_preference(text: str, index: int = 0, category: str = "") -> PreferenceSpec:
@@ -235,9 +305,55 @@ def load_profiles(path: str | os.PathLike) -> list[UserProfile]:
     return parse_profiles(json.loads(p.read_text()), str(p))
 
 
+SPLIT_SALT = "vars-collab-split-v1"
+SPLITS = ("tune", "report", "all")
+
+
+def profile_split(user_id: str) -> str:
+    """'tune' or 'report', fixed by a hash of the profile id (see module doc)."""
+    h = int(hashlib.sha256(f"{SPLIT_SALT}:{user_id}".encode()).hexdigest(), 16)
+    return "tune" if h % 2 == 0 else "report"
+
+
+def filter_split(profiles: list[UserProfile], split: str) -> list[UserProfile]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    return list(profiles) if split == "all" else [p for p in profiles
+                                                  if profile_split(p.user_id) == split]
+
+
+def kind_weights(user_id: str, kinds: list[str], seed: int, primary: float = 0.5) -> dict[str, float]:
+    """A user's mix of task kinds: one seeded primary kind with weight `primary`, the rest share
+    the remainder equally (one kind: weight 1)."""
+    kinds = sorted(set(kinds))
+    if len(kinds) <= 1:
+        return {k: 1.0 for k in kinds}
+    main = random.Random(f"{seed}:{user_id}:kinds").choice(kinds)
+    rest = (1.0 - primary) / (len(kinds) - 1)
+    return {k: (primary if k == main else rest) for k in kinds}
+
+
+def assign_scopes(profile: UserProfile, kinds: list[str], seed: int, p_scoped: float = 0.5,
+                  primary: float = 0.5) -> UserProfile:
+    """The profile with a scope on each preference: the kind its own condition names, else with
+    probability `p_scoped` one task kind drawn from the user's mix, else 'all'. Seeded by
+    (seed, user, preference)."""
+    weights = kind_weights(profile.user_id, kinds, seed, primary)
+    names, w = list(weights), list(weights.values())
+    prefs = []
+    for p in profile.preferences:
+        scope = text_scope(p.condition_fp)
+        rnd = random.Random(f"{seed}:{profile.user_id}:{p.key}:scope")
+        if scope == ALL_TASKS and names and rnd.random() < p_scoped:
+            scope = rnd.choices(names, weights=w)[0]
+        prefs.append(replace(p, scope=scope))
+    return replace(profile, preferences=prefs)
+
+
 def applicable_preferences(profile: UserProfile, problem: Problem) -> list[PreferenceSpec]:
-    """The preferences the user insists on for this problem: all of them (see module doc)."""
-    return list(profile.preferences)
+    """The preferences the user insists on for this problem: those whose scope allows its kind."""
+    kind = task_kind(problem.dataset)
+    return [p for p in profile.preferences if scope_allows(p.scope, kind)]
 
 
 # ------------------------------------------------------------------------------ problems
@@ -254,6 +370,10 @@ class Problem:
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.split}/{self.index}"
+
+    @property
+    def kind(self) -> str:
+        return task_kind(self.dataset)
 
 
 TASK_DESCRIPTIONS = {

@@ -12,6 +12,8 @@ PANELS = (
     ("recall", "recall of applicable preferences"),
     ("reward", "mean reward"),
     ("z_long_norm", "|z_long|"),
+    ("selection_changed", "turns where the vector changed the notes"),
+    ("note_tokens", "note tokens in the prompt / turn"),
 )
 STYLE = {"none": ("0.5", ":"), "all": ("tab:purple", "--"), "rag": ("tab:red", "-"),
          "vars": ("tab:blue", "-"), "vars_long": ("tab:green", "-."),
@@ -58,7 +60,7 @@ def plot_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
         fig.savefig(p, dpi=110)
         plt.close(fig)
         paths.append(p)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
         _draw(ax, results, key, title)
     if axes.flat[0].get_legend_handles_labels()[0]:

@@ -42,18 +42,28 @@ from vars_langgraph.eval.collab import (
     Problem,
     UserProfile,
     applicable_preferences,
+    assign_scopes,
     default_data_dir,
+    filter_split,
+    kind_weights,
     load_profiles,
     load_tasks,
+    note_scope,
+    scope_allows,
+    task_kind,
 )
 from vars_langgraph.eval.simulator import (
+    USER_PROMPT_FILE,
     CachingEmbedder,
+    ExtractionNoise,
     LLMSimulator,
     PreferenceMatcher,
     ScriptedExtractor,
     ScriptedSettings,
     ScriptedSimulator,
     UserMessage,
+    extraction_error_rates,
+    load_user_prompt,
     openai_completer,
     scripted_agent,
 )
@@ -74,7 +84,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 CURVES = ("enforcements", "user_words", "preference_words", "precision", "recall",
           "recall_stated", "reward", "turns", "cards", "z_long_norm", "selection_changed",
-          "vector_shift")
+          "vector_shift", "note_tokens", "enforce_signal")
 
 
 @dataclass
@@ -95,6 +105,11 @@ class RunSettings:
     config_file: str | None = None
     sim_base_url: str | None = None
     sim_model: str | None = None
+    sim_prompt: str | None = None
+    split: str = "report"  # tune | report | all (collab.profile_split)
+    p_scoped: float = 0.5  # share of unscoped profile preferences given a task-kind scope
+    kind_primary: float = 0.5  # weight of each user's primary task kind
+    noise: ExtractionNoise = field(default_factory=ExtractionNoise)
 
 
 # ------------------------------------------------------------------------------- config
@@ -125,10 +140,11 @@ def method_config(method: str, settings: RunSettings, data_dir: Path) -> VARSCon
     base: dict[str, Any] = {}
     if settings.config_file:
         base = yaml.safe_load(Path(settings.config_file).read_text()) or {}
-    data = _merge(base, settings.vars_overrides)
-    data = _merge(data, METHODS[method][1])
-    data = _merge(data, {"data_dir": str(data_dir), "storage": "sqlite"})
-    return VARSConfig.from_dict(data)
+    # --set and the method's own settings are keyword overrides, so they win over VARS_* env
+    # variables: with VARS_DATA_DIR set, every method still gets its own store.
+    overrides = _merge(settings.vars_overrides, METHODS[method][1])
+    overrides = _merge(overrides, {"data_dir": str(data_dir), "storage": "sqlite"})
+    return VARSConfig.from_dict(base, **overrides)
 
 
 # ------------------------------------------------------------------------------- results
@@ -156,6 +172,10 @@ class SessionRecord:
     ranked_turns: int = 0  # turns with more candidates than slots (the policy had a choice)
     changed_turns: int = 0  # ... of which the user vector changed the selected set
     shifts: list[float] = field(default_factory=list)  # max |s - s0| over candidates per turn
+    kind: str = ""  # task kind of the problem
+    note_tokens: list[int] = field(default_factory=list)  # prompt tokens of the notes, per turn
+    enforce_turns: int = 0  # enforcement messages whose reward reached the update
+    signal_turns: int = 0  # ... of which produced a learning signal (|A| > 0)
 
     def metrics(self) -> dict[str, float | None]:
         return {
@@ -173,6 +193,9 @@ class SessionRecord:
             "selection_changed": (self.changed_turns / self.ranked_turns)
             if self.ranked_turns else None,
             "vector_shift": float(np.mean(self.shifts)) if self.shifts else None,
+            "note_tokens": float(np.mean(self.note_tokens)) if self.note_tokens else None,
+            "enforce_signal": (self.signal_turns / self.enforce_turns)
+            if self.enforce_turns else None,
         }
 
 
@@ -226,13 +249,27 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 
 def assign_problems(profiles: list[UserProfile], problems: list[Problem], sessions: int,
-                    seed: int) -> dict[str, list[Problem]]:
-    """Each user gets its own seeded order over the problem pool; identical for every method."""
+                    seed: int, primary: float = 0.5) -> dict[str, list[Problem]]:
+    """Each user gets a seeded mix of task kinds (`collab.kind_weights`: a primary kind with
+    weight `primary`) and its own seeded order over each kind's problems; a session draws its
+    kind from the mix, then the next problem of that kind. Identical for every method."""
+    by_kind: dict[str, list[Problem]] = {}
+    for pr in problems:
+        by_kind.setdefault(task_kind(pr.dataset), []).append(pr)
     out = {}
     for p in profiles:
-        order = list(range(len(problems)))
-        random.Random(f"{seed}:{p.user_id}:problems").shuffle(order)
-        out[p.user_id] = [problems[order[s % len(order)]] for s in range(sessions)]
+        weights = kind_weights(p.user_id, list(by_kind), seed, primary)
+        kinds, w = list(weights), list(weights.values())
+        orders = {k: random.Random(f"{seed}:{p.user_id}:{k}:problems").sample(v, len(v))
+                  for k, v in by_kind.items()}
+        used = dict.fromkeys(by_kind, 0)
+        rnd = random.Random(f"{seed}:{p.user_id}:sessions")
+        seq = []
+        for _ in range(sessions):
+            k = rnd.choices(kinds, weights=w)[0]
+            seq.append(orders[k][used[k] % len(orders[k])])
+            used[k] += 1
+        out[p.user_id] = seq
     return out
 
 
@@ -260,7 +297,8 @@ class MethodRunner:
             shutil.rmtree(data_dir)
         self.config = method_config(method, settings, data_dir)
         self.store = open_store(self.config)
-        extractor = ScriptedExtractor() if settings.extractor == "scripted" else None
+        extractor = ScriptedExtractor(noise=settings.noise, seed=settings.seed) \
+            if settings.extractor == "scripted" else None
         chat = scripted_agent() if settings.agent == "fixed" else None
         self.engine = VARSEngine(self.config, self.store, index_dir=data_dir / "index",
                                  embedder=embedder, extractor=extractor, chat_model=chat)
@@ -304,7 +342,7 @@ class MethodRunner:
         return out
 
     def run_session(self, profile: UserProfile, problem: Problem, session: int) -> SessionRecord:
-        rec = SessionRecord(profile.user_id, session, problem.key)
+        rec = SessionRecord(profile.user_id, session, problem.key, kind=problem.kind)
         applicable = {p.key for p in applicable_preferences(profile, problem)}
         sim = self.simulator.start_session(profile, problem, session)
         stated_before = self._stated_so_far(profile)
@@ -318,6 +356,9 @@ class MethodRunner:
             reward = out.get("reward") or {}
             if reward.get("value") is not None:
                 rec.rewards.append(float(reward["value"]))
+            if msg.kind == "enforce" and reward.get("value") is not None:
+                rec.enforce_turns += 1
+                rec.signal_turns += learning_signal(reward)
             for key in msg.stated:
                 self._stated.setdefault(profile.user_id, set()).add(key)
             if msg.kind == "close":
@@ -325,7 +366,10 @@ class MethodRunner:
                 break
             notes = [c["note"] for c in out.get("selected", [])]
             matched = self.matcher.match(profile, notes)
-            carried = {m for m in matched if m}
+            # a note carries a preference where its own condition allows this problem's kind
+            carried = {m for m, n in zip(matched, notes, strict=True)
+                       if m and scope_allows(note_scope(n), problem.kind)}
+            rec.note_tokens.append(sum(note_tokens(n) for n in notes))
             rec.injected += len(notes)
             rec.injected_relevant += sum(1 for m in matched if m in applicable)
             rec.applicable_hits += len(applicable & carried)
@@ -367,13 +411,35 @@ class MethodRunner:
         if not self.transcript:
             return
         reward = out.get("reward") or {}
+        cands = [c for c in out.get("candidates", []) if c.get("rerank") is not None]
+        k = sum(1 for c in cands if c.get("chosen"))
+        rag_ids = [c["id"] for c in sorted(cands, key=lambda c: -c["rerank"])[:k]]
         row = {"user": profile.user_id, "session": session, "kind": msg.kind, "user_text": msg.text,
                "stated": msg.stated, "extracted": [c["note"] for c in out.get("extracted", [])],
-               "selected": [{"note": c["note"], "dense": c.get("dense"), "score": c.get("score")}
-                            for c in out.get("selected", [])],
+               "injected": [{"note": c["note"], "dense": c.get("dense"), "s0": c.get("rerank"),
+                             "score": c.get("score"), "pi": c.get("pi"),
+                             "global": c.get("is_global")} for c in out.get("selected", [])],
+               "rag_choice": [c["note"] for c in cands if c["id"] in rag_ids],
+               "candidates": len(cands),
                "carried": carried, "reward": reward.get("value"), "gate": reward.get("gate"),
-               "applied": reward.get("applied"), "user_vector": out.get("user_vector")}
+               "advantage": reward.get("advantage"), "applied": reward.get("applied"),
+               "signal": learning_signal(reward) if reward else None,
+               "user_vector": out.get("user_vector")}
         self.transcript.write(json.dumps(row) + "\n")
+
+
+def learning_signal(reward: dict[str, Any]) -> bool:
+    """Did this reward move the vector? |A| > 0 where the reward node reports the advantage,
+    else whether the update applied."""
+    adv = reward.get("advantage")
+    if adv is not None:
+        return abs(float(adv)) > 1e-6
+    return bool(reward.get("applied"))
+
+
+def note_tokens(note: str) -> int:
+    """Prompt tokens of one injected note, estimated as ceil(characters / 4) plus the bullet."""
+    return math.ceil(len(note) / 4) + 1
 
 
 def _text(msg: Any) -> str:
@@ -425,7 +491,8 @@ def make_simulator(settings: RunSettings) -> Any:
                 base_url = local_base_url(cfg)
         return LLMSimulator(openai_completer(base_url, model or "local",
                                              api_key=os.environ.get("VARS_SIM_API_KEY",
-                                                                    "not-needed")))
+                                                                    "not-needed")),
+                            prompt=load_user_prompt(settings.sim_prompt))
     raise ValueError(f"unknown simulator {settings.simulator!r} (scripted, llm)")
 
 
@@ -436,9 +503,16 @@ def run_benchmark(settings: RunSettings, out_dir: Path, *, embedder: Any = None,
     from vars_langgraph.eval.plots import plot_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    profiles = select_users(load_profiles(settings.profiles), settings.users, settings.seed)
+    profiles = filter_split(load_profiles(settings.profiles), settings.split)
+    if not profiles:
+        raise ValueError(f"no profiles in split {settings.split!r} of {settings.profiles}")
+    profiles = select_users(profiles, settings.users, settings.seed)
     problems = load_tasks(settings.tasks, settings.datasets)
-    assigned = assign_problems(profiles, problems, settings.sessions, settings.seed)
+    kinds = sorted({task_kind(p.dataset) for p in problems})
+    profiles = [assign_scopes(p, kinds, settings.seed, settings.p_scoped, settings.kind_primary)
+                for p in profiles]
+    assigned = assign_problems(profiles, problems, settings.sessions, settings.seed,
+                               settings.kind_primary)
     if embedder is None:
         from vars_langgraph.models.embedder import load_embedder
 
@@ -510,7 +584,8 @@ def _run_info(settings: RunSettings, profiles: list[UserProfile],
               problems: list[Problem]) -> dict[str, Any]:
     info = asdict(settings)
     info.update(user_ids=[p.user_id for p in profiles], n_problems=len(problems),
-                applicable="every preference of the profile applies to every problem",
+                applicable="a preference applies to problems of its scope (a task kind or all)",
+                scopes={p.user_id: [q.scope for q in p.preferences] for p in profiles},
                 python=platform.python_version(), machine=platform.machine(),
                 cpus=os.cpu_count())
     return info
@@ -531,13 +606,19 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
     methods = list(results)
     n_users = len(results[methods[0]]["per_user"]) if methods else 0
     lines = [
-        f"# MultiSessionCollab, {settings.simulator} simulator: {n_users} users x "
-        f"{settings.sessions} sessions, seed {settings.seed}",
+        f"# MultiSessionCollab, {settings.simulator} simulator: {n_users} users "
+        f"(split {settings.split}) x {settings.sessions} sessions, seed {settings.seed}",
+        "",
+        f"Scoped preferences: p_scoped {settings.p_scoped}, primary task kind weight "
+        f"{settings.kind_primary}; extractor noise: miss {settings.noise.miss}, wrong condition "
+        f"{settings.noise.wrong_condition}, general {settings.noise.general}, junk "
+        f"{settings.noise.junk} ({settings.noise.source}). `all` is a reference (every card "
+        "in the prompt, at its note-token cost), not a method at the same budget.",
         "",
         "| method | enforcements / session | first 5 | last 5 | clean sessions | user words / "
-        "session | preference words / session | precision | recall | recall (stated) | reward "
-        "| turns re-ranked by vector | turn p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "session | precision | recall | recall (stated) | reward | note tokens / turn "
+        "| turns re-ranked by vector | enforcements with signal | turn p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         s = results[m]["summary"]
@@ -545,9 +626,10 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
         lines.append(
             f"| {m} | {_fmt(s['enforcements'])} | {_fmt(s['enforcements_first_5'])} | "
             f"{_fmt(s['enforcements_last_5'])} | {_fmt(s['clean_session_rate'])} | "
-            f"{_fmt(s['user_words'], 1)} | {_fmt(s['preference_words'], 1)} | "
+            f"{_fmt(s['user_words'], 1)} | "
             f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['recall_stated'])} | "
-            f"{_fmt(s['reward'])} | {_pct(s['selection_changed'])} | "
+            f"{_fmt(s['reward'])} | {_fmt(s['note_tokens'], 1)} | "
+            f"{_pct(s['selection_changed'])} | {_pct(s['enforce_signal'])} | "
             f"{_fmt(t['turn_ms_p50'], 0)} |")
     cmp_rows = [(m, results[m]["vs_rag"]) for m in methods if "vs_rag" in results[m]]
     if cmp_rows:
@@ -614,6 +696,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-base-url", help="OpenAI-compatible URL for --simulator llm "
                     "(default: the config's llm URL, else the local llama.cpp server)")
     ap.add_argument("--sim-model", help="model name for --simulator llm")
+    ap.add_argument("--sim-prompt", help="user-simulator prompt for --simulator llm (default: "
+                    "the benchmark's prompts/user_system_prompt_profile_with_preferences.txt "
+                    "beside the profiles file)")
+    ap.add_argument("--split", choices=("tune", "report", "all"), default="report",
+                    help="which half of the profiles (fixed by a hash of the id; tune on "
+                         "'tune', report on 'report'; default report)")
+    ap.add_argument("--p-scoped", type=float, default=0.5,
+                    help="share of preferences scoped to one task kind (0.5)")
+    ap.add_argument("--kind-primary", type=float, default=0.5,
+                    help="weight of each user's primary task kind in its problem mix (0.5)")
+    ap.add_argument("--noise", choices=("measured", "off"), default="measured",
+                    help="scripted extractor errors: rates measured in results/extraction.json "
+                         "(default), or none; --noise-* override single rates")
+    ap.add_argument("--noise-file", help="extraction results to take the rates from "
+                    "(default results/extraction.json)")
+    for name in ("miss", "wrong-condition", "general", "junk"):
+        ap.add_argument(f"--noise-{name}", type=float, default=None,
+                        help=f"rate of '{name}' errors (overrides the measured one)")
     ap.add_argument("--out", default="results/collab", help="output directory")
     ap.add_argument("--keep-data", action="store_true", help="keep each method's store/index")
     ap.add_argument("--transcripts", action="store_true",
@@ -638,6 +738,22 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if args.sessions < 1 or (args.users is not None and args.users < 1):
         raise ValueError("--sessions and --users must be >= 1")
     scripted = args.simulator == "scripted"
+    noise = ExtractionNoise()
+    if args.noise == "measured":
+        noise = extraction_error_rates(args.noise_file)
+    for name in ("miss", "wrong_condition", "general", "junk"):
+        v = getattr(args, f"noise_{name}")
+        if v is not None:
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"--noise-{name.replace('_', '-')} must be in [0, 1]")
+            setattr(noise, name, v)
+            noise.source = f"{noise.source} + overrides"
+    for name in ("p_scoped", "kind_primary"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1]")
+    sim_prompt = args.sim_prompt
+    if sim_prompt is None and not scripted:
+        sim_prompt = str(Path(profiles).resolve().parent / "prompts" / USER_PROMPT_FILE)
     return RunSettings(
         profiles=str(profiles), tasks=str(tasks), sessions=args.sessions, users=args.users,
         seed=args.seed, methods=methods, simulator=args.simulator,
@@ -646,7 +762,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         datasets=[d.strip() for d in args.datasets.split(",")] if args.datasets else None,
         max_turns=args.max_turns, match_threshold=args.match_threshold,
         vars_overrides=parse_set(args.set), config_file=args.config,
-        sim_base_url=args.sim_base_url, sim_model=args.sim_model)
+        sim_base_url=args.sim_base_url, sim_model=args.sim_model, sim_prompt=sim_prompt,
+        split=args.split, p_scoped=args.p_scoped, kind_primary=args.kind_primary, noise=noise)
 
 
 def collab_main(argv: list[str] | None = None, *, embedder: Any = None,

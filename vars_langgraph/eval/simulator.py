@@ -35,6 +35,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,40 +208,31 @@ class ScriptedSession:
 
 # -------------------------------------------------------------------------- LLM user
 
-LLM_USER_PROMPT = """You are role-playing a user who works with an AI assistant on a problem. \
-The same assistant has helped you in earlier sessions.
+USER_PROMPT_FILE = "user_system_prompt_profile_with_preferences.txt"
 
-# Your problem
-{task}
-{problem}
-The assistant cannot see this description. Describe the problem in your own words; do not paste \
-it.
 
-# Who you are
-{persona}
+def load_user_prompt(path: str | Path | None = None) -> str:
+    """The benchmark's own user-simulator prompt (MultiSessionCollab, MIT; read at run time):
+    `path`, else `prompts/{USER_PROMPT_FILE}` in the shared data directory. A `str.format`
+    template with {user_task_description}, {problem}, {user_persona}, {user_preferences} and
+    {termination_signal}."""
+    if path is None:
+        from vars_langgraph.eval.collab import default_data_dir
 
-# Your preferences about how the assistant behaves
-{preferences}
-Once the assistant has understood the problem, check every reply against each preference. If a \
-reply violates one, tell the assistant plainly (for example "No, ...") and ask it to fix that \
-before anything else: do not move on, do not update your draft answer, do not end the session. \
-You may mention a preference before it is violated, but you do not have to list them all up \
-front. Answer clarifying questions without enforcing format preferences.
+        d = default_data_dir()
+        if d is None:
+            raise FileNotFoundError(f"the benchmark's user prompt ({USER_PROMPT_FILE}) was not "
+                                    "found: pass --sim-prompt FILE")
+        path = d / "prompts" / USER_PROMPT_FILE
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"user-simulator prompt not found: {p}")
+    text = p.read_text()
+    for key in ("{problem}", "{user_preferences}", "{termination_signal}"):
+        if key not in text:
+            raise ValueError(f"{p}: not the benchmark's user prompt (no {key} placeholder)")
+    return text
 
-# Ending
-Keep a draft answer (start with "I don't know"). When your draft is good and the replies follow \
-your preferences, or the assistant cannot help further, end the session: set should_terminate to \
-true and make your response a short thank-you followed by {signal}.
-
-# Output
-Reply with one JSON object only:
-{{{checks}
-  "enforce_preferences": bool,
-  "reasoning": str,
-  "draft_answer": str,
-  "should_terminate": bool,
-  "response": str
-}}"""
 
 TERMINATION_SIGNAL = "TERMINATE"
 
@@ -286,9 +278,11 @@ class LLMSimulator:
 
     name = "llm"
 
-    def __init__(self, complete: Callable[[list[dict[str, str]]], str], retries: int = 3):
+    def __init__(self, complete: Callable[[list[dict[str, str]]], str], retries: int = 3,
+                 prompt: str | None = None):
         self.complete = complete
         self.retries = retries
+        self.prompt = prompt if prompt is not None else load_user_prompt()
 
     def start_session(self, profile: UserProfile, problem: Problem, session: int) -> LLMSession:
         return LLMSession(self, profile, problem, session)
@@ -297,12 +291,10 @@ class LLMSimulator:
 class LLMSession:
     def __init__(self, sim: LLMSimulator, profile: UserProfile, problem: Problem, session: int):
         self.sim, self.profile, self.problem, self.session = sim, profile, problem, session
-        n = len(profile.preferences)
-        checks = "".join(f'\n  "preference_{i + 1}_satisfied": str,' for i in range(n))
-        self.system = LLM_USER_PROMPT.format(
-            task=task_description(problem.dataset), problem=problem.problem,
-            persona=profile.persona or "(not given)", preferences=profile.preferences_text,
-            signal=TERMINATION_SIGNAL, checks=checks)
+        self.system = sim.prompt.format(
+            user_task_description=task_description(problem.dataset), problem=problem.problem,
+            user_persona=profile.persona or "(not given)",
+            user_preferences=profile.preferences_text, termination_signal=TERMINATION_SIGNAL)
         self.conversation: list[tuple[str, str]] = [("assistant", "How can I help you?")]
         self.log: list[dict[str, Any]] = []
 
@@ -434,13 +426,88 @@ def _cut(text: str, n: int) -> str:
     return text[:n].rsplit(" ", 1)[0].rstrip(" ,;:")
 
 
+@dataclass
+class ExtractionNoise:
+    """The extractor's error profile, applied by `ScriptedExtractor` (each draw seeded by the
+    text, so every method sees the same errors for the same message):
+
+    - miss: a stated preference yields no card (1 - recall);
+    - wrong_condition: a card's condition is wrong: a scoped preference's card says "in
+      general", an unscoped one's gets an invented scope ("When writing code, ...");
+    - general: an unscoped preference's card is written "In general, ..." (a global card);
+    - junk: a message with no preference yields a junk card from its own text (1 - the share
+      of neutral messages left empty)."""
+
+    miss: float = 0.0
+    wrong_condition: float = 0.0
+    general: float = 0.0
+    junk: float = 0.0
+    source: str = "off"
+
+    def active(self) -> bool:
+        return any((self.miss, self.wrong_condition, self.general, self.junk))
+
+
+EXTRACTION_RESULTS = Path(__file__).resolve().parents[2] / "results" / "extraction.json"
+_GENERIC_COND = {"when", "writing", "recommending", "explaining", "giving", "answering", "the",
+                 "a", "an", "you", "i", "user", "responding", "to", "for", "if", "in"}
+
+
+def extraction_error_rates(path: str | Path | None = None) -> ExtractionNoise:
+    """Rates measured by `benchmarks/extraction.py` (its `rows`: text, has_preference,
+    expected ["topic: wish" for a scoped wish], extracted [{note}]):
+
+    - miss = 1 - recall, junk = 1 - neutral_empty (its `metrics.all`);
+    - wrong_condition: share of the cards extracted from preference messages whose condition
+      is wrong: "In general" for a scoped wish, or a "When X" whose content words (5-letter
+      stems) are not in the message (an invented scope);
+    - general: share of "In general" cards among those of unscoped wishes."""
+    p = Path(path) if path else EXTRACTION_RESULTS
+    data = json.loads(p.read_text())
+    metrics = data.get("metrics", {}).get("all", {})
+    n = wrong = gen = unscoped = 0
+    for row in data.get("rows", []):
+        if not row.get("has_preference"):
+            continue
+        scoped = any(":" in str(e) for e in row.get("expected", []))
+        text = str(row.get("text", "")).lower()
+        stems = {w[:5] for w in re.findall(r"[a-z]+", text)}
+        for card in row.get("extracted", []):
+            note = str(card.get("note", ""))
+            is_gen = note.lower().startswith("in general")
+            m = re.match(r"^(?:when|for|if|while)\s+([^,]*),", note, re.I)
+            words = [w for w in re.findall(r"[a-z]+", (m.group(1) if m else "").lower())
+                     if w not in _GENERIC_COND]
+            invented = bool(words) and not all(w[:5] in stems for w in words)
+            n += 1
+            wrong += (scoped and is_gen) or (not is_gen and invented)
+            if not scoped:
+                unscoped += 1
+                gen += is_gen
+    return ExtractionNoise(
+        miss=round(1.0 - float(metrics.get("recall", 1.0)), 4),
+        wrong_condition=round(wrong / n, 4) if n else 0.0,
+        general=round(gen / unscoped, 4) if unscoped else 0.0,
+        junk=round(1.0 - float(metrics.get("neutral_empty", 1.0)), 4),
+        source=str(p))
+
+
+DEFAULT_CONDITION = "responding to the user"
+WRONG_SCOPES = ("writing code", "writing code", "explaining math", "for medical questions",
+                "for logic puzzles")
+
+
 class ScriptedExtractor:
-    """Deterministic rule-based extractor for the scripted benchmark (see module doc).
+    """Deterministic rule-based extractor for the scripted benchmark (see module doc), with the
+    measured error profile as optional noise (`ExtractionNoise`).
     Implements the `Extractor` protocol: reads only the last user message."""
 
     def __init__(self, statement_confidence: float = 0.9, request_confidence: float = 0.7,
-                 task_confidence: float = 0.5):
+                 task_confidence: float = 0.5, noise: ExtractionNoise | None = None,
+                 seed: int = 0):
         self.conf = (statement_confidence, request_confidence, task_confidence)
+        self.noise = noise or ExtractionNoise()
+        self.seed = seed
 
     def extract(self, turns: Sequence[tuple[str, str]]) -> list[Preference]:
         if not turns or turns[-1][0] != "user":
@@ -449,17 +516,53 @@ class ScriptedExtractor:
         sents = [s for line in text.splitlines() for s in split_sentences(line)]
         out: dict[tuple[str, str], Preference] = {}
         prev = ""
-        for raw in sents:
+        found_statement = False
+        for j, raw in enumerate(sents):
             s = _FILLERS.sub("", raw.strip()).strip()
-            pref = self._statement(s) or self._task_request(s, prev)
+            pref = self._statement(s)
+            if pref is not None:
+                found_statement = True
+                pref = self._noisy(pref, rng_for(self.seed, "noise", raw, j))
+            else:
+                pref = self._task_request(s, prev)
             if pref is not None:
                 out.setdefault((pref.condition.lower(), pref.action.lower()), pref)
             if not raw.rstrip().endswith(":"):
                 prev = raw
+        if not found_statement and sents and self.noise.junk:
+            junk = self._junk(sents, rng_for(self.seed, "junk", text))
+            if junk is not None:
+                out.setdefault((junk.condition.lower(), junk.action.lower()), junk)
         return list(out.values())
 
+    def _noisy(self, pref: Preference, rnd: random.Random) -> Preference | None:
+        nz = self.noise
+        if not nz.active():
+            return pref
+        miss, wrong, gen = rnd.random(), rnd.random(), rnd.random()
+        if miss < nz.miss:
+            return None
+        scoped = pref.condition != DEFAULT_CONDITION
+        if wrong < nz.wrong_condition:
+            cond = "general" if scoped else rnd.choice(WRONG_SCOPES)
+        elif not scoped and gen < nz.general:
+            cond = "general"
+        else:
+            return pref
+        return pref.model_copy(update={"condition": cond})
+
+    def _junk(self, sents: list[str], rnd: random.Random) -> Preference | None:
+        if rnd.random() >= self.noise.junk:
+            return None
+        pick = _cut(rnd.choice(sents), MAX_ACTION - 1)
+        if len(pick.split()) < 2:
+            return None
+        cond = "general" if rnd.random() < self.noise.general else \
+            _cut(f"working on: {' '.join(sents[0].split()[:8])}", MAX_CONDITION - 1)
+        return Preference(condition=cond, action=pick, confidence=self.conf[2])
+
     def _statement(self, s: str) -> Preference | None:
-        cond = "responding to the user"
+        cond = DEFAULT_CONDITION
         m = _LEAD_CLAUSE.match(s)
         body = s
         if m:
