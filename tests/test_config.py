@@ -40,3 +40,23 @@ def test_missing_model_file_is_named(tmp_path):
 
     with pytest.raises((FileNotFoundError, OSError), match="no-such-model"):
         SentenceTransformerEmbedder(EmbeddingConfig(model=str(tmp_path / "no-such-model")))
+
+
+def test_unrelated_vars_env_is_ignored(monkeypatch):
+    # another tool's variable that happens to start with VARS_ must not break every command
+    monkeypatch.setenv("VARS_HOME", "/opt/other-tool")
+    monkeypatch.setenv("VARS_SOMETHING__ELSE", "1")
+    assert VARSConfig.from_yaml(None) == VARSConfig()
+
+
+def test_typo_in_a_declared_section_is_named(monkeypatch):
+    monkeypatch.setenv("VARS_LLM__BASEURL", "http://x")
+    with pytest.raises(ValueError, match=r"llm\.baseurl"):
+        VARSConfig.from_yaml(None)
+
+
+def test_explicit_override_wins_over_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("VARS_DATA_DIR", str(tmp_path / "env"))
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path / "yaml")}, data_dir=str(tmp_path / "arg"))
+    assert cfg.data_path == tmp_path / "arg"
+    assert VARSConfig.from_dict({"data_dir": str(tmp_path / "yaml")}).data_path == tmp_path / "env"

@@ -6,11 +6,12 @@ Nothing else in the package reads the environment. Unknown keys are errors that 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "VARS_"
 
@@ -30,6 +31,12 @@ class LLMConfig(_Strict):
     max_tokens: int = 512
     timeout: float = 120.0
     max_retries: int = 2
+    seed: int | None = None  # sent with each request: reproducible sampling (benchmarks)
+    frequency_penalty: float | None = None  # OpenAI-standard; llama.cpp and vLLM accept it
+    presence_penalty: float | None = None
+    # server-specific sampling fields, sent as extra body to non-OpenAI hosts (e.g. llama.cpp
+    # `repeat_penalty`, vLLM `repetition_penalty`)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
 class LocalServerConfig(_Strict):
@@ -65,19 +72,38 @@ class EmbeddingConfig(_Strict):
 
 
 class RerankerConfig(_Strict):
-    """embedding: cosine; llm: yes/no judge from token log-probs; cross_encoder: ST CrossEncoder."""
+    """embedding: cosine; llm: yes/no judge from token log-probs; cross_encoder: ST CrossEncoder.
+
+    Every backend's raw score is calibrated to s0 = log P(useful | query, note) by a fitted
+    logistic map (vars_langgraph/calibration.py; refit: `python benchmarks/rerank.py --fit`)."""
 
     backend: Literal["embedding", "llm", "cross_encoder", "none"] = "embedding"
     model: str | None = None  # cross-encoder name/path
     llm: LLMConfig | None = None
     max_candidates: int = 64
-    scale: float = 10.0  # embedding backend: s0 = scale * cos
+    calibration_path: str | None = None  # a calibration JSON of your own (None: the shipped maps)
+    global_bonus: float | None = None  # log-odds prior of global cards (None: the fitted one)
+    scale: float | None = None  # removed: an error that says what to use instead
+
+    @field_validator("scale")
+    @classmethod
+    def _no_scale(cls, v: float | None) -> None:
+        if v is not None:
+            raise ValueError(
+                "reranker.scale was removed: s0 is now the calibrated log P(useful) for every "
+                "backend. Drop the key; to change how strongly the user vector weighs against "
+                "s0 set policy.tau / policy.beta_long / policy.beta_short, and to recalibrate "
+                "run `python benchmarks/rerank.py --fit` and set reranker.calibration_path")
+        return None
 
 
 class RetrievalConfig(_Strict):
+    """Candidates: dense top-K plus every global card (up to max_global); k of them go in the
+    prompt, global cards included (the prompt budget; at most MAX_SELECT)."""
+
     top_k: int = 64  # dense candidates K
-    select_k: int = 3  # cards injected k
-    max_global: int = 10
+    select_k: int = Field(3, ge=0, le=6)  # notes injected k, global ones included
+    max_global: int = 64  # global cards added to the candidates (most confident first)
     dedup_threshold: float = 0.9
     flat_index_max: int = 200_000  # above: approximate (IVF) index
 
@@ -85,7 +111,7 @@ class RetrievalConfig(_Strict):
 class PolicyConfig(_Strict):
     """Constants of the user vector and REINFORCE update (vars-method.md, step 7)."""
 
-    item_dim: int = 256
+    item_dim: int = 384  # v = the first item_dim dims of the normalised embedding (all of MiniLM's)
     eta_long: float = 0.01
     eta_short: float = 0.05
     decay_short: float = 0.1  # lambda
@@ -95,8 +121,27 @@ class PolicyConfig(_Strict):
     beta_short: float = 5.0
     use_long: bool = True
     use_short: bool = True
-    sample: bool = False  # training mode: sample k from pi instead of top-k
-    projection_path: str | None = None  # .npy (item_dim x d) PCA matrix, optional mean row
+    # "sample": draw k from pi without replacement whenever the user vector is on (the method's
+    # training mode, on-policy); "top_k": deterministic top-k by s (the method's eval mode)
+    selection: Literal["sample", "top_k"] = "sample"
+    # "sequence": score function of the sampled sequence (exact for "sample"); "paper":
+    # (A/tau)(mean v_chosen - mu), the reference formula
+    gradient: Literal["sequence", "paper"] = "sequence"
+    sample: bool | None = None  # deprecated alias: true -> selection "sample", false -> "top_k"
+    seed: int | None = None  # seed of the sampling generator (one per engine); None: fresh entropy
+    projection_path: str | None = None  # .npy/.npz (item_dim x d) PCA matrix, optional mean
+
+    @model_validator(mode="after")
+    def _alias(self) -> PolicyConfig:
+        if self.sample is not None:
+            self.selection = "sample" if self.sample else "top_k"
+            self.sample = None
+        return self
+
+    @property
+    def learning(self) -> bool:
+        """The user vector is on (at least one of z_long, z_short)."""
+        return self.use_long or self.use_short
 
 
 class RewardConfig(_Strict):
@@ -118,6 +163,18 @@ class PostgresConfig(_Strict):
     pool_min: int = 1
     pool_max: int = 10
     retrieval: Literal["faiss", "pgvector"] = "faiss"  # faster: see docs/scaling.md
+
+
+class CacheConfig(_Strict):
+    """Per-process caches and threads (docs/scaling.md): the per-user index entries (an LRU
+    bounded by bytes), the query-embedding cache, and FAISS/torch CPU threads (1: best under
+    load, many turns in parallel; 0: the library's default) and FAISS's device."""
+
+    index_max_mb: float = 1024.0  # per-user index entries held in RAM (LRU); 10k cards ~ 25 MB
+    query_cache: int = 256  # query embeddings kept (reward and retrieve share one per turn)
+    faiss_threads: int = 1
+    torch_threads: int = 1
+    faiss_device: Literal["cpu", "gpu", "auto"] = "cpu"  # gpu/auto: needs faiss-gpu
 
 
 class BackgroundConfig(_Strict):
@@ -148,6 +205,7 @@ class VARSConfig(_Strict):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     fail_open: bool = False  # memory errors: answer without personalization instead of raising
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     max_concurrency: int = 8  # VARS node runs at once per process (sync and async callers)
 
@@ -170,6 +228,8 @@ class VARSConfig(_Strict):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> VARSConfig:
+        """Precedence, lowest first: `data` (a YAML file's content), then the environment's
+        declared `VARS_*` settings, then keyword `overrides` (a program's explicit choice)."""
         data = _merge(data, _env_overrides(os.environ))
         data = _merge(data, overrides)
         try:
@@ -179,18 +239,28 @@ class VARSConfig(_Strict):
             raise ValueError(f"invalid VARS config ({', '.join(bad)}): {e}") from e
 
 
-def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
-    """VARS_DATA_DIR=/x, VARS_LLM__BASE_URL=http://... -> nested dict (values parsed as YAML)."""
+def _env_overrides(env: Mapping[str, str], model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """VARS_DATA_DIR=/x, VARS_LLM__BASE_URL=http://... -> nested dict (values parsed as YAML).
+
+    Only declared settings are read: a variable that names no field of VARSConfig (another
+    tool's `VARS_HOME`, say) is ignored. A variable that names a declared section with an
+    unknown key (`VARS_LLM__BASEURL`) is still an error, so typos do not pass silently.
+    """
+    model = model or VARSConfig
     out: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == "VARS_CONFIG" \
-                or key.startswith(("VARS_TEST_", "VARS_SHARED_")):  # test-harness settings
+        if not key.startswith(ENV_PREFIX):
             continue
         parts = key[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in model.model_fields:
+            continue
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else raw
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = yaml.safe_load(raw) if raw else raw
     return out
 
 
