@@ -106,9 +106,23 @@ def test_item_vectors_truncate_pad_and_project():
 
 
 def test_stored_vector_with_nan_or_wrong_size_resets_safely():
-    bad = {"z_long": [float("nan"), 1.0], "z_short": [1.0], "baseline": float("inf"), "updates": 3}
+    bad = {"z_long": [float("nan"), 1.0], "z_short": [1.0, 2.0, 3.0], "baseline": float("inf"),
+           "updates": 3}  # z_short too wide (was: too narrow, which is now padded, see below)
     user = policy.UserVector.from_dict(bad, 2)
     assert user.z_long.tolist() == [0.0, 0.0] and user.z_short.tolist() == [0.0, 0.0]
     assert user.baseline == 0.0 and user.updates == 3
     good = policy.UserVector(np.array([0.5, -0.5], np.float32), np.zeros(2, np.float32), 0.1, 2, "t")
     assert policy.UserVector.from_dict(good.to_dict(), 2).z_long.tolist() == [0.5, -0.5]
+
+
+def test_narrower_stored_vector_is_padded_and_scores_as_before():
+    """Vectors of the old 256-dim item space (first dims) keep their scores in the full width."""
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(5, 8)).astype(np.float32)
+    old = policy.UserVector(rng.normal(size=4).astype(np.float32), np.zeros(4, np.float32))
+    new = policy.UserVector.from_dict(old.to_dict(), 8)
+    assert new.z_long.shape == (8,) and not new.z_long[4:].any()
+    cfg_old, cfg_new = PolicyConfig(item_dim=4), PolicyConfig(item_dim=8)
+    s_old = policy.scores(np.zeros(5), policy.item_vectors(e, 4), policy.effective_z(old, cfg_old))
+    s_new = policy.scores(np.zeros(5), policy.item_vectors(e, 8), policy.effective_z(new, cfg_new))
+    assert s_new == pytest.approx(s_old, rel=1e-5)

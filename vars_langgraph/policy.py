@@ -39,7 +39,10 @@ class UserVector:
 
     @classmethod
     def from_dict(cls, d: dict | None, dim: int) -> UserVector:
-        """Load a stored vector; missing, wrong-sized or non-finite parts reset to zero."""
+        """Load a stored vector; missing, too wide or non-finite parts reset to zero.
+
+        A narrower stored vector is zero-padded: vectors written when item vectors were the
+        first 256 embedding dims score every card exactly as before in the full width."""
         if not isinstance(d, dict) or not d:
             return cls.zeros(dim)
 
@@ -48,9 +51,9 @@ class UserVector:
                 v = np.asarray(d.get(key) or [], dtype=np.float32)
             except (TypeError, ValueError):
                 return np.zeros(dim, np.float32)
-            if v.shape != (dim,) or not np.all(np.isfinite(v)):
+            if v.ndim != 1 or len(v) > dim or not np.all(np.isfinite(v)):
                 return np.zeros(dim, np.float32)
-            return v
+            return np.pad(v, (0, dim - len(v))) if len(v) < dim else v
 
         def finite(x: object) -> bool:
             return isinstance(x, int | float) and not isinstance(x, bool) and bool(np.isfinite(x))
@@ -122,24 +125,47 @@ def softmax(s: np.ndarray, tau: float) -> np.ndarray:
 def select(
     s: np.ndarray, k: int, tau: float, sample: bool = False, rng: np.random.Generator | None = None
 ) -> list[int]:
-    """Top-k by score (eval), or k draws without replacement from pi (training)."""
+    """Top-k by score (eval), or k draws without replacement from pi (training), in draw order.
+
+    Sampling uses the Gumbel-top-k trick: the k largest s_i / tau + Gumbel noise are exactly
+    k sequential draws from softmax(s / tau), each renormalised over the cards not yet drawn."""
     n = len(s)
     k = min(k, n)
     if k <= 0:
         return []
+    x = np.asarray(s, np.float64)
     if sample:
         rng = rng or np.random.default_rng()
-        return [int(i) for i in rng.choice(n, size=k, replace=False, p=softmax(s, tau))]
-    return [int(i) for i in np.argsort(-np.asarray(s), kind="stable")[:k]]
+        x = x / tau + rng.gumbel(size=n)
+    return [int(i) for i in np.argsort(-x, kind="stable")[:k]]
 
 
 def policy_gradient(
     items: np.ndarray, pi: np.ndarray, chosen: list[int], advantage: float, tau: float
 ) -> np.ndarray:
-    """grad = (A / tau) (v_chosen - mu), mu = sum_i pi_i v_i (step 7)."""
+    """grad = (A / tau) (v_chosen - mu), mu = sum_i pi_i v_i (step 7, the reference formula)."""
     v_chosen = items[chosen].mean(axis=0)
     mu = pi @ items
     return (advantage / tau) * (v_chosen - mu)
+
+
+def sequence_gradient(
+    items: np.ndarray, pi: np.ndarray, chosen: list[int], advantage: float, tau: float
+) -> np.ndarray:
+    """(A / (k tau)) sum_j (v_{c_j} - mu_j): A/k times the gradient of log P(c_1, .., c_k), the
+    probability of the drawn sequence under sampling without replacement from pi (`select`).
+
+    mu_j is the mean item vector under pi renormalised over the cards not drawn before step j.
+    With k = 1 it equals `policy_gradient`; for sampled selections it is unbiased."""
+    p = np.asarray(pi, np.float64).copy()
+    grad = np.zeros(items.shape[1], np.float64)
+    for c in chosen:
+        total = p.sum()
+        if total <= 0:
+            break
+        grad += items[c] - (p @ items) / total
+        p[c] = 0.0
+    return (advantage / (tau * len(chosen))) * grad
 
 
 def reinforce_update(
@@ -151,15 +177,19 @@ def reinforce_update(
     gate: float,
     cfg: PolicyConfig,
 ) -> bool:
-    """Apply one REINFORCE step in place; returns False when skipped (|A| < 1e-6 or none chosen).
+    """Apply one REINFORCE step in place; returns False when skipped: |A| < 1e-6, none chosen,
+    or every candidate chosen (the policy had no choice: the selection's probability is 1 and
+    its score function 0).
 
     A = g (r - b); z_long += eta_L grad; z_short = (1 - lambda) z_short + eta_S grad;
-    b = (1 - alpha) b + alpha r (step 7).
+    b = (1 - alpha) b + alpha r (step 7). `chosen` is in draw order; grad is
+    `sequence_gradient` or the reference `policy_gradient` (cfg.gradient).
     """
     advantage = gate * (reward - user.baseline)
-    if not chosen or abs(advantage) < 1e-6 or len(items) == 0:
+    if not chosen or abs(advantage) < 1e-6 or len(items) == 0 or len(set(chosen)) >= len(items):
         return False
-    grad = policy_gradient(items, pi, chosen, advantage, cfg.tau).astype(np.float32)
+    fn = sequence_gradient if cfg.gradient == "sequence" else policy_gradient
+    grad = fn(items, pi, chosen, advantage, cfg.tau).astype(np.float32)
     if not np.all(np.isfinite(grad)):
         return False
     if cfg.use_long:

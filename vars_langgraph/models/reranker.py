@@ -1,9 +1,13 @@
-"""Rerankers: s0 for each (query, note) pair, higher is more useful.
+"""Rerankers: a raw score for each (query, note) pair, higher is more useful.
 
-- `EmbeddingReranker`: s0 = scale * cosine (CPU default; reuses the card embeddings).
-- `LLMReranker`: s0 = log P("yes") of a few-shot yes/no judge, from the top log-probs
+- `EmbeddingReranker`: the cosine (CPU default; reuses the card embeddings).
+- `LLMReranker`: log P("yes") of a few-shot yes/no judge, from the top log-probs
   (the method's Qwen3-Reranker signal, from any OpenAI-compatible chat endpoint).
-- `CrossEncoderReranker`: a sentence-transformers CrossEncoder; s0 = log sigmoid(logit).
+- `CrossEncoderReranker`: a sentence-transformers CrossEncoder; log sigmoid(logit).
+
+The rerank node maps every raw score to s0 = log P(useful) with the backend's fitted
+calibration (vars_langgraph/calibration.py), so the policy's constants mean the same thing
+whatever the backend.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ MISSING_LOGPROB = math.log(1e-6)
 
 
 class EmbeddingReranker:
-    """s0 = scale * cos(query, note) with the memory's embedder."""
+    """scale * cos(query, note) with the memory's embedder (the graph uses scale 1: the raw
+    cosine, calibrated afterwards)."""
 
-    def __init__(self, embedder: Embedder, scale: float = 10.0):
+    def __init__(self, embedder: Embedder, scale: float = 1.0):
         self.embedder = embedder
         self.scale = float(scale)
 
@@ -169,7 +174,7 @@ def load_reranker(cfg: VARSConfig, embedder: Embedder) -> Reranker | None:
     if rc.backend == "none":
         return None
     if rc.backend == "embedding":
-        return EmbeddingReranker(embedder, rc.scale)
+        return EmbeddingReranker(embedder)
     if rc.backend == "llm":
         return LLMReranker(resolve_llm(rc.llm, cfg))
     if rc.backend == "cross_encoder":

@@ -39,16 +39,20 @@ def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: i
 
 
 def pending_record(engine: VARSEngine, state: VARSState, answer: str) -> dict[str, Any]:
-    """What update needs when the user's next message arrives (stored, not kept in memory)."""
+    """What update needs when the user's next message arrives (stored, not kept in memory):
+    every candidate's pi, whether the policy chose it and in which draw (global cards too)."""
     query = state.get("query", "")
-    selected = [c for c in state.get("selected", []) if not c.get("global")]
+    selected = [c for c in state.get("selected", []) if c.get("chosen")]
     dense = [c["dense"] for c in state.get("selected", []) if c.get("dense") is not None]
     return {
         "query": query[:2000],
         "query_embedding": engine.embed_query(query[:MAX_QUERY_CHARS]).astype(float).tolist(),
         "answer": answer[:2000],
-        "candidates": [{"id": c["id"], "pi": c.get("pi", 0.0), "chosen": bool(c.get("chosen"))}
-                       for c in state.get("candidates", [])],
+        # chosen cards first, in draw order (the order the sequence gradient reads)
+        "candidates": [{"id": c["id"], "pi": c.get("pi", 0.0), "chosen": bool(c.get("chosen")),
+                        "rank": c.get("rank")} for c in sorted(
+            state.get("candidates", []),
+            key=lambda c: c["rank"] if c.get("chosen") and c.get("rank") is not None else 1 << 30)],
         "selected_ids": [c["id"] for c in state.get("selected", [])],
         "policy_selected": len(selected),
         "sim_notes_query": max(dense) if dense else 0.0,

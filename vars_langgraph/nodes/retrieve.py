@@ -1,4 +1,6 @@
-"""retrieve: dense top-K of this user's cards for the query (FAISS), plus global cards."""
+"""retrieve: the policy's candidates, dense top-K of this user's cards for the query (FAISS)
+plus every global card (up to `max_global`, most confident first). Nothing is injected here:
+global cards compete in rerank like any other card."""
 
 from __future__ import annotations
 
@@ -23,26 +25,22 @@ def make_retrieve(engine: VARSEngine):
         if not query.strip():
             return {"candidates": [], "selected": []}
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
-        hits = engine.index.search(user_id, qvec, rcfg.top_k + rcfg.max_global)
-        candidates, global_cards = [], []
-        for card, sim in hits:
-            row = {"id": card.id, "note": card.note, "dense": round(sim, 6),
-                   "confidence": card.confidence, "global": card.is_global}
-            (global_cards if card.is_global else candidates).append(row)
-        if rcfg.max_global:
-            # global cards bypass retrieval: all of them count, most confident first
-            ui = engine.index.get(user_id)
-            seen = {g["id"] for g in global_cards}
-            for c in ui.cards.values():
-                if c.is_global and c.id not in seen:
-                    sim = float(np.dot(np.asarray(c.embedding, np.float32), qvec))
-                    global_cards.append({"id": c.id, "note": c.note, "dense": round(sim, 6),
-                                         "confidence": c.confidence, "global": True})
-            global_cards.sort(key=lambda g: -g["confidence"])
-        return {
-            "query": query,
-            "candidates": candidates[: rcfg.top_k],
-            "selected": global_cards[: rcfg.max_global],
-        }
+        ui = engine.index.get(user_id)
+        hits = engine.index.search(user_id, qvec, rcfg.top_k)
+        candidates = [{"id": card.id, "note": card.note, "dense": round(sim, 6),
+                       "confidence": card.confidence, "global": card.is_global}
+                      for card, sim in hits]
+        room = rcfg.max_global - sum(c["global"] for c in candidates)
+        seen = {c["id"] for c in candidates}
+        extra = [cid for cid in ui.global_ids if cid not in seen and cid in ui.cards]
+        if extra and room > 0:
+            sims = ui.vectors(extra) @ np.asarray(qvec, np.float32)
+            order = sorted(range(len(extra)), key=lambda i: (-ui.cards[extra[i]].confidence, -sims[i]))
+            for i in order[:room]:
+                c = ui.cards[extra[i]]
+                candidates.append({"id": c.id, "note": c.note, "dense": round(float(sims[i]), 6),
+                                   "confidence": c.confidence, "global": True})
+        candidates.sort(key=lambda c: -c["dense"])
+        return {"query": query, "candidates": candidates, "selected": []}
 
     return retrieve

@@ -1,4 +1,7 @@
-"""reward: score the previous turn from this user message (keyword cues or an LLM judge)."""
+"""reward: score the previous turn from this user message (keyword cues or an LLM judge).
+
+The state's `reward` carries, per turn: value r, gate g, the similarities the gate read, and
+(added by update) the baseline b and the advantage A = g (r - b) that drove the update."""
 
 from __future__ import annotations
 
@@ -45,10 +48,11 @@ def make_reward(engine: VARSEngine):
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
         prev = np.asarray(pending.get("query_embedding") or [], np.float32)
         sim_q = float(prev @ qvec) if prev.shape == qvec.shape else None
-        cards = engine.index.get(user_id).cards
-        notes = [cards[i].embedding for i in pending.get("selected_ids", []) if i in cards]
-        sim_next = float(np.max(np.asarray(notes, np.float32) @ qvec)) if notes else 0.0
-        out: dict[str, Any] = {"sim_queries": sim_q, "backend": cfg.backend}
+        ui = engine.index.get(user_id)
+        ids = [i for i in pending.get("selected_ids", []) if i in ui.rows]
+        sim_next = float(np.max(ui.vectors(ids) @ qvec)) if ids else 0.0
+        out: dict[str, Any] = {"sim_queries": sim_q, "sim_notes_query": pending.get("sim_notes_query"),
+                               "sim_notes_next": sim_next, "backend": cfg.backend}
         if cfg.backend == "llm_judge":
             verdict = judge(engine, pending.get("query", ""), pending.get("answer", ""), query)
             if verdict is None or verdict.confidence < cfg.judge_min_confidence \

@@ -14,6 +14,12 @@ from vars_langgraph.memory.store import clean_pending
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
 
 
+def chosen_in_order(cands: list[dict[str, Any]]) -> list[int]:
+    """Indices of the chosen candidates in draw order (records without `rank`: list order)."""
+    picked = [(c.get("rank"), i) for i, c in enumerate(cands) if c.get("chosen")]
+    return [i for _, i in sorted(picked, key=lambda t: (t[0] is None, t[0] or 0, t[1]))]
+
+
 def make_update(engine: VARSEngine):
     pcfg = engine.config.policy
 
@@ -27,16 +33,17 @@ def make_update(engine: VARSEngine):
             pending = clean_pending(engine.memory.get_pending(user_id, tid)) if result else None
             applied = False
             if pending and "value" in result:
-                cards = engine.index.get(user_id).cards
-                cands = [c for c in pending.get("candidates", []) if c["id"] in cards]
+                ui = engine.index.get(user_id)
+                cands = [c for c in pending.get("candidates", []) if c["id"] in ui.rows]
+                result["baseline"] = float(user.baseline)
+                result["advantage"] = float(result["gate"] * (result["value"] - user.baseline))
                 if cands:
-                    items = engine.item_vectors(
-                        np.asarray([cards[c["id"]].embedding for c in cands], np.float32))
+                    items = engine.item_vectors(ui.vectors([c["id"] for c in cands]))
                     pi = np.asarray([c["pi"] for c in cands], np.float64)
                     pi = pi / pi.sum() if pi.sum() > 0 else np.full(len(cands), 1 / len(cands))
-                    chosen = [i for i, c in enumerate(cands) if c["chosen"]]
                     applied = policy.reinforce_update(
-                        user, items, pi, chosen, result["value"], result["gate"], pcfg)
+                        user, items, pi, chosen_in_order(cands), result["value"], result["gate"],
+                        pcfg)
             if applied or new_session or pending:
                 engine.memory.commit_update(user_id, tid, user.to_dict(),
                                             drop_pending=pending is not None)
