@@ -99,10 +99,10 @@ class RerankerConfig(_Strict):
 
 class RetrievalConfig(_Strict):
     """Candidates: dense top-K plus every global card (up to max_global); k of them go in the
-    prompt, global cards included (the prompt budget; at most MAX_SELECT)."""
+    prompt, global cards included (the prompt budget: 3 notes, as in the paper)."""
 
     top_k: int = 64  # dense candidates K
-    select_k: int = Field(3, ge=0, le=6)  # notes injected k, global ones included
+    select_k: int = Field(3, ge=0)  # notes injected k, global ones included
     max_global: int = 64  # global cards added to the candidates (most confident first)
     dedup_threshold: float = 0.9
     flat_index_max: int = 200_000  # above: approximate (IVF) index
@@ -151,9 +151,16 @@ class RewardConfig(_Strict):
 
 
 class PromptConfig(_Strict):
+    """How notes and history reach the answering model (nodes/augment.py, nodes/generate.py).
+
+    The defaults suit a small CPU model, which copies long earlier answers and notes instead
+    of answering (benchmarks/conversations.py); a large model may keep more history."""
+
     max_note_chars: int = 300
     max_context_tokens: int = 8192
     base_system: str = "You are a helpful assistant."
+    history_turns: int | None = 4  # user turns kept (the current one included); None: all that fit
+    history_answer_chars: int | None = 300  # earlier answers cut to this length; None: kept whole
 
 
 class PostgresConfig(_Strict):
