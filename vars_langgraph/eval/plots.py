@@ -12,7 +12,7 @@ PANELS = (
     ("recall", "recall of applicable preferences"),
     ("reward", "mean reward"),
     ("z_long_norm", "|z_long|"),
-    ("selection_changed", "turns where the vector changed the notes"),
+    ("selection_changed", "turns where the injected notes differ from RAG's"),
     ("note_tokens", "note tokens in the prompt / turn"),
 )
 STYLE = {"none": ("0.5", ":"), "all": ("tab:purple", "--"), "rag": ("tab:red", "-"),

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from vars_langgraph.config import VARSConfig, _merge
+from vars_langgraph.config import PolicyConfig, VARSConfig, _merge
 from vars_langgraph.eval.collab import (
     Problem,
     UserProfile,
@@ -73,8 +73,8 @@ log = logging.getLogger(__name__)
 ALL = 100_000
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("no memory (extraction off)", {"extractor": {"enabled": False}}),
-    "all": ("all memories in the prompt",
-            {"retrieval": {"top_k": ALL, "select_k": ALL},
+    "all": ("all memories in the prompt (reference, unbounded budget)",
+            {"retrieval": {"top_k": ALL, "max_global": ALL},
              "policy": {"use_long": False, "use_short": False}}),
     "rag": ("retrieval + rerank, no user vector",
             {"policy": {"use_long": False, "use_short": False}}),
@@ -84,6 +84,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 CURVES = ("enforcements", "user_words", "preference_words", "precision", "recall",
           "recall_stated", "reward", "turns", "cards", "z_long_norm", "selection_changed",
+          "vector_changed",
           "vector_shift", "note_tokens", "enforce_signal")
 
 
@@ -143,8 +144,13 @@ def method_config(method: str, settings: RunSettings, data_dir: Path) -> VARSCon
     # --set and the method's own settings are keyword overrides, so they win over VARS_* env
     # variables: with VARS_DATA_DIR set, every method still gets its own store.
     overrides = _merge(settings.vars_overrides, METHODS[method][1])
+    if "seed" in PolicyConfig.model_fields:  # sampled selection: reproducible per run seed
+        overrides = _merge({"policy": {"seed": settings.seed}}, overrides)
     overrides = _merge(overrides, {"data_dir": str(data_dir), "storage": "sqlite"})
-    return VARSConfig.from_dict(base, **overrides)
+    cfg = VARSConfig.from_dict(base, **overrides)
+    if method == "all":  # beyond the package's prompt budget on purpose: the reference
+        cfg.retrieval = cfg.retrieval.model_copy(update={"select_k": ALL})
+    return cfg
 
 
 # ------------------------------------------------------------------------------- results
@@ -170,7 +176,8 @@ class SessionRecord:
     cards: int = 0
     z_long_norm: float = 0.0
     ranked_turns: int = 0  # turns with more candidates than slots (the policy had a choice)
-    changed_turns: int = 0  # ... of which the user vector changed the selected set
+    changed_turns: int = 0  # ... of which the injected set differs from RAG's top-k by s0
+    vector_turns: int = 0  # ... of which the top-k by s differs from the top-k by s0
     shifts: list[float] = field(default_factory=list)  # max |s - s0| over candidates per turn
     kind: str = ""  # task kind of the problem
     note_tokens: list[int] = field(default_factory=list)  # prompt tokens of the notes, per turn
@@ -191,6 +198,8 @@ class SessionRecord:
             "cards": float(self.cards),
             "z_long_norm": self.z_long_norm,
             "selection_changed": (self.changed_turns / self.ranked_turns)
+            if self.ranked_turns else None,
+            "vector_changed": (self.vector_turns / self.ranked_turns)
             if self.ranked_turns else None,
             "vector_shift": float(np.mean(self.shifts)) if self.shifts else None,
             "note_tokens": float(np.mean(self.note_tokens)) if self.note_tokens else None,
@@ -390,8 +399,10 @@ class MethodRunner:
         return rec
 
     def _policy_effect(self, rec: SessionRecord, candidates: list[dict[str, Any]]) -> None:
-        """Did the user vector change what was injected? Compares the chosen set with the top-k
-        by reranker score alone, and records the largest |s - s0| among the candidates."""
+        """Did the policy inject something other than RAG's choice? RAG's choice is the top-k
+        by s0 over the same candidates in the same turn. `changed` compares it with what was
+        injected (the vector and, in sampling mode, the draw); `vector_changed` with the top-k
+        by s (the vector's effect on the ranking alone). Also the largest |s - s0|."""
         scored = [c for c in candidates if c.get("rerank") is not None and c.get("score") is not None]
         if not scored:
             return
@@ -399,9 +410,11 @@ class MethodRunner:
         k = sum(1 for c in scored if c.get("chosen"))
         if 0 < k < len(scored):
             rec.ranked_turns += 1
-            by_s0 = sorted(range(len(scored)), key=lambda i: -scored[i]["rerank"])[:k]
+            by_s0 = set(sorted(range(len(scored)), key=lambda i: -scored[i]["rerank"])[:k])
+            by_s = set(sorted(range(len(scored)), key=lambda i: -scored[i]["score"])[:k])
             chosen = {i for i, c in enumerate(scored) if c.get("chosen")}
-            rec.changed_turns += set(by_s0) != chosen
+            rec.changed_turns += by_s0 != chosen
+            rec.vector_turns += by_s0 != by_s
 
     def _stated_so_far(self, profile: UserProfile) -> set[str]:
         return set(self._stated.get(profile.user_id, set()))
@@ -418,7 +431,7 @@ class MethodRunner:
                "stated": msg.stated, "extracted": [c["note"] for c in out.get("extracted", [])],
                "injected": [{"note": c["note"], "dense": c.get("dense"), "s0": c.get("rerank"),
                              "score": c.get("score"), "pi": c.get("pi"),
-                             "global": c.get("is_global")} for c in out.get("selected", [])],
+                             "global": c.get("global")} for c in out.get("selected", [])],
                "rag_choice": [c["note"] for c in cands if c["id"] in rag_ids],
                "candidates": len(cands),
                "carried": carried, "reward": reward.get("value"), "gate": reward.get("gate"),
@@ -617,8 +630,9 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
         "",
         "| method | enforcements / session | first 5 | last 5 | clean sessions | user words / "
         "session | precision | recall | recall (stated) | reward | note tokens / turn "
-        "| turns re-ranked by vector | enforcements with signal | turn p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| injected != RAG's top-k | vector changed top-k | enforcements with signal "
+        "| turn p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         s = results[m]["summary"]
@@ -629,7 +643,8 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
             f"{_fmt(s['user_words'], 1)} | "
             f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['recall_stated'])} | "
             f"{_fmt(s['reward'])} | {_fmt(s['note_tokens'], 1)} | "
-            f"{_pct(s['selection_changed'])} | {_pct(s['enforce_signal'])} | "
+            f"{_pct(s['selection_changed'])} | {_pct(s['vector_changed'])} | "
+            f"{_pct(s['enforce_signal'])} | "
             f"{_fmt(t['turn_ms_p50'], 0)} |")
     cmp_rows = [(m, results[m]["vs_rag"]) for m in methods if "vs_rag" in results[m]]
     if cmp_rows:
