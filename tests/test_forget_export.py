@@ -116,7 +116,7 @@ def test_export_import_round_trip_via_cli(populated, tmp_path, capsys):
     out_file = tmp_path / "alice.json"
     assert main(["--data-dir", str(data), "export", "--user", ALICE, "--out", str(out_file)]) == 0
     exported = json.loads(out_file.read_text())
-    assert exported["format"] == "vars-langgraph/1" and exported["user_id"] == ALICE
+    assert exported["format"] == "vars-langgraph/2" and exported["user_id"] == ALICE
     assert {c["note"] for c in exported["cards"].values()} == {
         f"When discussing cooking, mention the code word {marker(1, 0)}.",
         f"When discussing travel, mention the code word {marker(1, 1)}."}

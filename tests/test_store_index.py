@@ -8,7 +8,7 @@ import pytest
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.memory.store import InvalidUserId, UserMemory
 from vars_langgraph.storage import open_store
-from vars_langgraph.types import CardSource, Preference
+from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
 
 @pytest.fixture
@@ -48,33 +48,51 @@ def test_near_duplicates_merge_keeping_higher_confidence_and_both_sources(engine
     assert len(engine.memory.list_cards("alice")) == 2
 
 
-def test_index_rebuilt_when_missing_stale_or_corrupt(tmp_path, engine):
+def test_index_sees_other_processes_writes(tmp_path, engine):
     engine.add_preferences("alice", prefs(("when writing code", "use type hints")), SRC)
     q = engine.embed_query("code")
     assert len(engine.index.search("alice", q, 5)) == 1
-    engine.index.flush()
-    d = next((tmp_path / "index").iterdir())
-    assert (d / "cards.faiss").exists() and json.loads((d / "meta.json").read_text())["ids"]
-
-    # a second process (fresh engine, same files) loads the index from disk: no rebuild
     cfg = engine.config
     other = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
-    assert len(other.index.search("alice", q, 5)) == 1 and other.index.rebuilds == 0
-
-    # the other process adds a card: this one sees its cache is stale and rebuilds
+    assert len(other.index.search("alice", q, 5)) == 1
+    # the other process adds a card: this one sees its entry is stale and reopens the user
     other.add_preferences("alice", prefs(("when writing emails", "keep them short")), SRC)
     assert len(engine.index.search("alice", q, 5)) == 2
+    assert engine.index.stats()["rebuilds"] == 2
 
-    # corrupt file on disk: detected and rebuilt from the store, nothing lost
-    (d / "cards.faiss").write_bytes(b"garbage")
-    third = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
-    assert len(third.index.search("alice", q, 5)) == 2 and third.index.rebuilds == 1
 
-    # missing files: rebuilt
+def test_ivf_index_file_loaded_when_fresh_rebuilt_when_missing_or_corrupt(tmp_path):
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path), "retrieval": {"flat_index_max": 3}})
+
+    def new_engine():
+        return VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+
+    engine = new_engine()
+    engine.add_preferences("alice", prefs(
+        ("when writing code", "use type hints"), ("when cooking", "suggest vegetarian recipes"),
+        ("when planning travel", "list train options first"), ("in general", "be concise"),
+        ("when explaining math", "show every step"), ("when drafting emails", "keep them short"),
+    ), SRC)
+    assert len(engine.memory.list_cards("alice")) == 6
+    q = engine.embed_query("help me write a python script")
+    want = [c.note for c, _ in engine.index.search("alice", q, 3)]
+    assert len(want) == 3
+    d = next(p for p in (tmp_path / "index").iterdir() if p.is_dir())
+    assert (d / "cards.faiss").exists() and len(json.loads((d / "meta.json").read_text())["ids"]) == 6
+
+    second = new_engine()  # a second process: loads the IVF file, no training
+    assert [c.note for c, _ in second.index.search("alice", q, 3)] == want
+    assert second.index.loads == 1
+
+    (d / "cards.faiss").write_bytes(b"garbage")  # corrupt: rebuilt from the store, nothing lost
+    third = new_engine()
+    assert [c.note for c, _ in third.index.search("alice", q, 3)] == want
+    assert third.index.loads == 0 and (d / "cards.faiss").stat().st_size > 100
+
     for f in d.iterdir():
         f.unlink()
-    fourth = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
-    assert len(fourth.index.search("alice", q, 5)) == 2
+    fourth = new_engine()
+    assert [c.note for c, _ in fourth.index.search("alice", q, 3)] == want
 
 
 def test_forget_removes_every_trace(tmp_path, engine):
@@ -119,3 +137,90 @@ def test_unreadable_card_items_are_skipped_not_deleted(engine):
 def test_embeddings_are_normalised(engine):
     v = engine.embedder.embed_documents(["hello world", "type hints"])
     assert v.shape == (2, engine.embedder.dim) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+
+
+def test_entry_has_global_ids_and_vectors_of_stored_cards(engine):
+    engine.add_preferences("alice", prefs(("in general", "be concise"),
+                                          ("when writing code", "use type hints")), SRC)
+    ui = engine.index.get("alice")
+    stored = {c.id: c for c in engine.memory.list_cards("alice")}
+    assert [stored[i].is_global for i in ui.global_ids] == [True] and len(ui.global_ids) == 1
+    ids = list(reversed(ui.ids))
+    vecs = ui.vectors(ids)
+    assert vecs.dtype == np.float32 and vecs.shape == (2, engine.embedder.dim)
+    assert np.array_equal(vecs, np.asarray([stored[i].embedding for i in ids], np.float32))
+    assert ui.cards[ids[0]].embedding == []  # in memory the vector lives in the matrix only
+    # a fresh open from the store gives the same entry (ids, globals, vectors)
+    engine.index.invalidate("alice")
+    again = engine.index.get("alice")
+    assert again.global_ids == ui.global_ids and np.array_equal(again.vectors(ids), vecs)
+
+
+def test_cards_are_stored_compactly_as_float16_base64(engine):
+    engine.add_preferences("alice", prefs(("when writing code", "use type hints")), SRC)
+    item = engine.store.search(UserMemory.ns("alice", "cards"))[0]
+    assert "embedding" not in item.value and len(item.value["emb16"]) == 4 * 384 * 2 // 3
+    assert len(json.dumps(item.value)) < 1800  # a float list alone was ~8 KB
+    card = engine.memory.list_cards("alice")[0]
+    assert len(card.embedding) == 384
+    assert abs(np.linalg.norm(card.embedding) - 1) < 1e-3
+
+
+def test_old_format_store_is_read_and_migrated_on_open(tmp_path, engine):
+    """A store written by format 1 (embeddings as JSON float lists) opens, serves the same
+    search results, and its items are rewritten in format 2 once, under the write lock."""
+    vecs = engine.embedder.embed_documents(["When writing code, use type hints.",
+                                            "In general, be concise."])
+    ns = UserMemory.ns("alice", "cards")
+    for (cond, act), v in zip([("when writing code", "use type hints"), ("in general", "be concise")],
+                              vecs, strict=True):
+        card = PreferenceCard.from_preference("alice", Preference(condition=cond, action=act,
+                                                                  confidence=0.8), SRC, v.tolist())
+        engine.store.put(ns, card.id, card.model_dump(mode="json"), index=False)  # format 1
+    engine.store.put(UserMemory.ns("alice", "state"), "meta", {"version": "v1"}, index=False)
+    q = engine.embed_query("write a python function")
+    hits = engine.index.search("alice", q, 2)
+    assert [c.note for c, _ in hits][0] == "When writing code, use type hints."
+    assert engine.index.migrated == 2
+    values = [it.value for it in engine.store.search(ns)]
+    assert all("emb16" in v and "embedding" not in v for v in values)
+    assert engine.memory.version("alice") == "v1"  # same cards: the version token stays
+    other = VARSEngine(engine.config, open_store(engine.config), index_dir=tmp_path / "index")
+    again = other.index.search("alice", q, 2)
+    assert other.index.migrated == 0
+    assert [c.id for c, _ in again] == [c.id for c, _ in hits]
+    assert np.allclose([s for _, s in again], [s for _, s in hits], atol=1e-3)
+    exported = engine.memory.export_user("alice")
+    assert exported["format"] == "vars-langgraph/2"
+
+
+def test_import_accepts_format_1_exports(engine):
+    v = engine.embedder.embed_documents(["When cooking, suggest vegetarian recipes."])[0]
+    card = PreferenceCard.from_preference("x", Preference(condition="when cooking",
+                                                          action="suggest vegetarian recipes"),
+                                          SRC, v.tolist())
+    data = {"format": "vars-langgraph/1", "user_id": "x",
+            "cards": {card.id: card.model_dump(mode="json")}}
+    assert engine.memory.import_user(data, user_id="carol") == 1
+    q = engine.embed_query("dinner ideas")
+    assert [c.note for c, _ in engine.index.search("carol", q, 1)] == [card.note]
+
+
+def test_lru_bounds_entry_bytes_and_counts_hits_and_misses(tmp_path):
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path), "cache": {"index_max_mb": 0.004}})
+    engine = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    for u in ("u1", "u2", "u3"):
+        engine.add_preferences(u, prefs((f"when talking to {u}", "use their name")), SRC)
+    idx = engine.index
+    for u in ("u1", "u2", "u3"):
+        idx.get(u)
+    st = idx.stats()
+    assert st["bytes"] <= st["max_bytes"] or st["users"] == 1
+    assert st["evictions"] >= 1 and st["users"] < 3
+    hits, misses = st["hits"], st["misses"]
+    idx.get("u3")  # the most recent entry stays
+    assert idx.stats()["hits"] == hits + 1 and idx.stats()["misses"] == misses
+    idx.get("u1")  # evicted: opened again from the store, results unchanged
+    assert idx.stats()["misses"] == misses + 1
+    q = engine.embed_query("talking to u1")
+    assert [c.note for c, _ in idx.search("u1", q, 3)] == ["When talking to u1, use their name."]

@@ -7,7 +7,6 @@ same engine, so models load once per process. Models load lazily on first use.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import threading
 import time
@@ -18,16 +17,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 from langgraph.store.base import BaseStore
 
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.memory.index import CardIndex
-from vars_langgraph.memory.store import UserMemory, check_user_id
+from vars_langgraph.memory.store import UserMemory, canonical_vector, check_user_id
 from vars_langgraph.models.base import Embedder, Extractor, Reranker
 from vars_langgraph.policy import UserVector, item_vectors
 from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
 log = logging.getLogger(__name__)
+
+
+def apply_threads(config: VARSConfig, torch_too: bool = False) -> None:
+    """FAISS OpenMP (and torch CPU) threads from `config.cache` (0: the library's own). The
+    torch setting is applied when the engine loads its embedder (process-wide, like FAISS's)."""
+    if config.cache.faiss_threads > 0:
+        import faiss
+
+        faiss.omp_set_num_threads(config.cache.faiss_threads)
+    if torch_too and config.cache.torch_threads > 0:
+        import torch
+
+        if torch.get_num_threads() != config.cache.torch_threads:
+            torch.set_num_threads(config.cache.torch_threads)
 
 
 class VARSEngine:
@@ -44,6 +58,9 @@ class VARSEngine:
                        "chat": chat_model}
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
+        self._held = threading.local()  # card write locks this thread holds (re-entrant)
+        self._file_lock: FileLock | None = None
+        apply_threads(config)
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._threads_seen: set[tuple[str, str]] = set()
         self._projection = self._load_projection()
@@ -55,6 +72,7 @@ class VARSEngine:
             return self._given["embedder"]
         from vars_langgraph.models.embedder import load_embedder
 
+        apply_threads(self.config, torch_too=True)
         return load_embedder(self.config.embedding)
 
     @cached_property
@@ -84,34 +102,45 @@ class VARSEngine:
 
     @cached_property
     def index(self) -> CardIndex:
-        make = getattr(self.store, "make_card_index", None)  # a store may pick (e.g. pgvector)
-        if make is not None:
-            return make(self.memory, self.embedder.dim, self._index_dir,
-                        self.config.retrieval.flat_index_max)
-        return CardIndex(self.memory, self.embedder.dim, self._index_dir,
-                         flat_max=self.config.retrieval.flat_index_max)
+        make = getattr(self.store, "make_card_index", None) or CardIndex  # a store may pick
+        if self.config.cache.faiss_device != "cpu":
+            from vars_langgraph.memory.index import set_faiss_device
+
+            set_faiss_device(self.config.cache.faiss_device)
+        return make(self.memory, self.embedder.dim, self._index_dir,
+                    flat_max=self.config.retrieval.flat_index_max,
+                    max_bytes=int(self.config.cache.index_max_mb * 2**20),
+                    write_lock=self.card_write_lock)
 
     # helpers ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def card_write_lock(self, user_id: str) -> Iterator[None]:
-        """Serialises card writes with other processes on the same data dir (a file lock in
-        index_dir; a store may provide `card_write_lock(user_id)` instead), so the in-memory
-        index's incremental update never misses a card another process wrote meanwhile."""
-        custom = getattr(self.store, "card_write_lock", None)
-        if custom is not None:
-            with custom(user_id):
-                yield
-            return
-        if not self._index_dir:
+        """Serialises card writes with other processes, so the in-memory index's incremental
+        update never misses a card another process wrote meanwhile: the store's own
+        `card_write_lock(user_id)` when it has one (Postgres: an advisory lock per user), else a
+        file lock in index_dir (`filelock`; one data dir). Re-entrant within a thread."""
+        held: set[str] = self._held.__dict__.setdefault("users", set())
+        if user_id in held:
             yield
             return
-        Path(self._index_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(self._index_dir) / ".cards.lock", "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        custom = getattr(self.store, "card_write_lock", None)
+        if custom is not None:
+            lock: Any = custom(user_id)
+        elif self._index_dir:
+            Path(self._index_dir).mkdir(parents=True, exist_ok=True)
+            with self._guard:
+                if self._file_lock is None:
+                    self._file_lock = FileLock(str(Path(self._index_dir) / ".cards.lock"),
+                                               thread_local=False)
+            lock = self._file_lock
+        else:
+            lock = contextlib.nullcontext()
+        with lock:
+            held.add(user_id)
             try:
                 yield
             finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+                held.discard(user_id)
 
     def user_lock(self, user_id: str) -> threading.RLock:
         """Serialises read-modify-write of one user's vector and cards within this process."""
@@ -128,7 +157,7 @@ class VARSEngine:
         vec = self.embedder.embed_query(text)
         with self._guard:
             self._qcache[text] = vec
-            while len(self._qcache) > 256:
+            while len(self._qcache) > max(self.config.cache.query_cache, 1):
                 self._qcache.popitem(last=False)
         return vec
 
@@ -170,12 +199,14 @@ class VARSEngine:
                     match.updated_at = time.time()
                     out[match.id] = match
                 else:
-                    card = PreferenceCard.from_preference(user_id, pref, source, emb.tolist())
+                    card = PreferenceCard.from_preference(user_id, pref, source, [])
                     out[card.id] = card
-                    vecs[card.id] = np.asarray(emb, np.float32)
+                    vecs[card.id] = canonical_vector(emb)
             cards = list(out.values())
-            new_version = self.memory.put_cards(user_id, cards)
-            self.index.apply(user_id, old_version, new_version, cards)
+            new_version = self.memory.put_cards(user_id, cards, vecs)
+            self.index.apply(user_id, old_version, new_version, cards, vecs)
+        for c in cards:
+            c.embedding = vecs[c.id].tolist()
         return cards
 
     @staticmethod
@@ -184,10 +215,10 @@ class VARSEngine:
         """The stored or pending card nearest to `emb` with cosine >= thr, else None."""
         best, best_sim = None, thr
         if len(ui):
-            sims, idx = ui.index.search(emb.reshape(1, -1).astype(np.float32), 1)
-            if idx[0][0] >= 0 and sims[0][0] >= best_sim:
-                cid = ui.ids[idx[0][0]]
-                best, best_sim = pending.get(cid) or ui.cards[cid], float(sims[0][0])
+            sims, rows = ui.search_rows(emb, 1)
+            if rows[0] >= 0 and sims[0] >= best_sim and ui.ids[rows[0]] in ui.cards:
+                cid = ui.ids[rows[0]]
+                best, best_sim = pending.get(cid) or ui.cards[cid], float(sims[0])
         for cid, c in pending.items():
             sim = float(np.dot(vecs[cid], emb))
             if sim >= best_sim:

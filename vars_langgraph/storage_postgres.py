@@ -41,7 +41,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from vars_langgraph.memory.index import CardIndex
-from vars_langgraph.memory.store import ROOT, UserMemory
+from vars_langgraph.memory.store import (
+    ROOT,
+    VEC_KEY,
+    UserMemory,
+    card_from_value,
+    decode_vector,
+    value_vector,
+)
 from vars_langgraph.storage import ThreadedAsyncSaver
 from vars_langgraph.types import PreferenceCard
 
@@ -159,9 +166,9 @@ class VARSPostgresStore(PostgresStore):
         # pgvector mode: index each card's note with the card's own embedding
         registered, out_ops = [], []
         for op in ops:
-            emb = op.value.get("embedding") if _is_card_put(op) else None
+            emb = value_vector(op.value) if _is_card_put(op) else None
             note = op.value.get(NOTE_FIELD) if _is_card_put(op) else None
-            if emb and isinstance(note, str) and note and len(emb) == self._vector_dim:
+            if emb is not None and isinstance(note, str) and note and len(emb) == self._vector_dim:
                 self.vectors.register(note, emb)
                 registered.append(note)
                 op = PutOp(op.namespace, op.key, op.value, index=[NOTE_FIELD], ttl=op.ttl)
@@ -222,10 +229,37 @@ class VARSPostgresStore(PostgresStore):
                         """,
                         (NOTE_FIELD, ROOT + ".%", "%.cards", dim),
                     )
-                    if cur.rowcount:
-                        log.info("pgvector: indexed %d cards written before", cur.rowcount)
+                    n = cur.rowcount
+                    n += self._backfill_compact(cur, dim)
+                    if n:
+                        log.info("pgvector: indexed %d cards written before", n)
             self._vector_dim = dim
             self.vectors = vectors
+
+    @staticmethod
+    def _backfill_compact(cur: Any, dim: int) -> int:
+        """Index format-2 cards (float16 base64 vectors) that have no vector row yet."""
+        cur.execute(
+            """
+            SELECT s.prefix, s.key, s.value->>%s AS v FROM store s
+            LEFT JOIN store_vectors sv
+              ON sv.prefix = s.prefix AND sv.key = s.key AND sv.field_name = %s
+            WHERE s.prefix LIKE %s AND s.prefix LIKE %s AND s.value ? %s AND sv.key IS NULL
+            """,
+            (VEC_KEY, NOTE_FIELD, ROOT + ".%", "%.cards", VEC_KEY),
+        )
+        rows = []
+        for r in cur.fetchall():
+            vec = decode_vector(r["v"])
+            if vec is not None and len(vec) == dim and np.all(np.isfinite(vec)):
+                rows.append((r["prefix"], r["key"], NOTE_FIELD,
+                             "[" + ",".join(map(repr, vec.tolist())) + "]"))
+        if rows:
+            cur.executemany(
+                "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
+                "VALUES (%s, %s, %s, %s::vector) ON CONFLICT (prefix, key, field_name) DO NOTHING",
+                rows)
+        return len(rows)
 
     def search_cards(self, memory: UserMemory, user_id: str, query: np.ndarray,
                      k: int) -> list[tuple[PreferenceCard, float]]:
@@ -243,21 +277,30 @@ class VARSPostgresStore(PostgresStore):
             if tuple(it.namespace) != ns or it.score is None:
                 continue
             try:
-                out.append((PreferenceCard.model_validate(it.value), float(it.score)))
+                out.append((card_from_value(it.value, with_embedding=False), float(it.score)))
             except ValueError:
                 continue
         return out
 
     def make_card_index(self, memory: UserMemory, dim: int, index_dir: str | Path | None,
-                        flat_max: int) -> CardIndex:
-        """The engine's card index for this store: the FAISS cache (default) or pgvector."""
+                        **kwargs: Any) -> CardIndex:
+        """The engine's card index for this store: the FAISS cache (default) or pgvector.
+        kwargs: `CardIndex`'s (flat_max, max_bytes, write_lock)."""
         if self.retrieval == "pgvector":
             if not self.has_pgvector():
                 raise RuntimeError("postgres.retrieval: pgvector, but the server has no "
                                    "`vector` extension (install postgresql-NN-pgvector)")
             self.enable_vectors(dim)
-            return PgVectorCardIndex(self, memory, dim, index_dir, flat_max=flat_max)
-        return CardIndex(memory, dim, index_dir, flat_max=flat_max)
+            return PgVectorCardIndex(self, memory, dim, index_dir, **kwargs)
+        return CardIndex(memory, dim, index_dir, **kwargs)
+
+    @contextmanager
+    def card_write_lock(self, user_id: str) -> Iterator[None]:
+        """One user's card writes, serialised across every process on this database: a
+        session advisory lock keyed by the user, on its own connection (the writes use the
+        pool; so a pool of one connection cannot deadlock)."""
+        with advisory_lock(self.url, f"vars-langgraph:cards:{user_id}"):
+            yield
 
     def close(self) -> None:
         if isinstance(self.conn, ConnectionPool):
@@ -269,8 +312,8 @@ class PgVectorCardIndex(CardIndex):
     nodes still read cards by id through `get()`, which stays the version-checked cache."""
 
     def __init__(self, store: VARSPostgresStore, memory: UserMemory, dim: int,
-                 index_dir: str | Path | None = None, flat_max: int = 200_000):
-        super().__init__(memory, dim, index_dir, flat_max=flat_max)
+                 index_dir: str | Path | None = None, **kwargs: Any):
+        super().__init__(memory, dim, index_dir, **kwargs)
         self.pg = store
 
     def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:

@@ -1,9 +1,19 @@
-"""Per-user FAISS index: a cache of the store's cards, rebuilt when missing, stale or corrupt.
+"""Per-user card index: a bounded, version-checked cache of the store's cards and vectors.
 
-Each user's index is kept in memory and persisted beside the store as
-`<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json` (card ids and the store version it reflects).
-Every search first compares that version with the store's, so a card written by another
-process or a crash between writes never yields stale results.
+A user's entry (`UserIndex`) holds the cards as compact JSON bytes (parsed on access), their
+embeddings as one float32 matrix, the global card ids, and the version token of the store it
+reflects; every `get` compares that token with the store's (one key read), so a card written by
+another process or a crash between writes never yields stale results.
+
+Search: exact inner product with FAISS (`faiss.knn` on the entry's matrix, no copy of the
+vectors inside a FAISS index) up to `flat_max` cards, above that an IVF index (nlist = 4 sqrt(N),
+nprobe 16) cached as `<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json`, since IVF
+training is the one slow part. Opening a cold user is one bulk read of its card items (their
+float16 vectors decode in one call), so the flat index needs no file.
+
+Entries are kept in an LRU bounded by bytes (`max_bytes`; hits/misses/evictions counted).
+Entries are replaced, never changed in place (`apply` builds a new one), so a reader holding an
+entry always sees one consistent snapshot.
 """
 
 from __future__ import annotations
@@ -14,17 +24,33 @@ import logging
 import os
 import shutil
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import faiss
 import numpy as np
+from pydantic import ValidationError
 
-from vars_langgraph.memory.store import UserMemory, check_user_id
+from vars_langgraph.memory.store import (
+    VEC_KEY,
+    UserMemory,
+    canonical_vector,
+    card_body_bytes,
+    check_user_id,
+    light_card_check,
+    value_vector,
+)
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
+
+PARSED_CACHE = 512  # parsed cards kept per user entry
+ENTRY_OVERHEAD = 200  # bytes per card of Python bookkeeping (dict slots, id strings, list)
 
 
 def user_dir_name(user_id: str) -> str:
@@ -56,59 +82,161 @@ def _remove_dead_tmp(d: Path) -> None:
             pass  # not ours to judge, or the writer is alive
 
 
+class CardTable(Mapping[str, PreferenceCard]):
+    """id -> `PreferenceCard` over compact JSON bytes; cards are parsed when read (a few per
+    turn) and the last `PARSED_CACHE` kept. A body that fails validation reads as absent."""
+
+    def __init__(self, raw: dict[str, bytes]):
+        self._raw = raw
+        self._parsed: dict[str, PreferenceCard] = {}
+
+    def __getitem__(self, card_id: str) -> PreferenceCard:
+        card = self._parsed.get(card_id)
+        if card is None:
+            try:
+                card = PreferenceCard.model_validate_json(self._raw[card_id])
+            except ValidationError:
+                raise KeyError(card_id) from None
+            if len(self._parsed) >= PARSED_CACHE:
+                self._parsed.clear()
+            self._parsed[card_id] = card
+        return card
+
+    def __contains__(self, card_id: object) -> bool:
+        return card_id in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self._raw.values())
+
+
 @dataclass
 class UserIndex:
-    """One user's cards, their embedding matrix and a FAISS inner-product index over it."""
+    """One user's cards (compact), their vectors (`matrix`, rows in `ids` order) and search."""
 
     version: str
     ids: list[str] = field(default_factory=list)
-    cards: dict[str, PreferenceCard] = field(default_factory=dict)
+    raw: dict[str, bytes] = field(default_factory=dict)
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    index: faiss.Index | None = None
     global_ids: list[str] = field(default_factory=list)
+    index: faiss.Index | None = None  # IVF only (above flat_max); None: exact faiss.knn
+    ivf_lock: threading.Lock = field(default_factory=threading.Lock)  # IVF add vs search
     rows: dict[str, int] = field(default_factory=dict)
+    cards: CardTable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cards = CardTable(self.raw)
+        self.rows = {cid: i for i, cid in enumerate(self.ids)}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def reindex(self) -> None:
-        """Recompute the id -> row map and the global card ids after ids/cards changed."""
-        self.rows = {cid: i for i, cid in enumerate(self.ids)}
-        self.global_ids = [cid for cid in self.ids if self.cards[cid].is_global]
+    @property
+    def nbytes(self) -> int:
+        """Bytes this entry holds (vectors, card bodies, bookkeeping; an IVF index's copy)."""
+        ivf = self.index.ntotal * (self.index.d * 4 + 8) if self.index is not None else 0
+        return int(self.matrix.nbytes + self.cards.nbytes + ENTRY_OVERHEAD * len(self.ids) + ivf)
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The (len(ids), d) float32 embeddings of these cards, in order (KeyError if unknown)."""
         if not ids:
-            return np.zeros((0, self.matrix.shape[1] if self.matrix.ndim == 2 else 0), np.float32)
+            return np.zeros((0, self.matrix.shape[1]), np.float32)
         return self.matrix[[self.rows[i] for i in ids]]
+
+    def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sims, rows) of the top-k rows by inner product with `query` (rows -1: none)."""
+        q = np.ascontiguousarray(np.asarray(query, np.float32).reshape(1, -1))
+        k = min(k, len(self.ids))
+        if self.index is not None:
+            with self.ivf_lock:
+                sims, rows = self.index.search(q, k)
+        elif _GPU.enabled:
+            sims, rows = _GPU.knn(q, self.matrix, k)
+        else:
+            sims, rows = faiss.knn(q, self.matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return sims[0], rows[0]
+
+
+class _GpuSearch:
+    """FAISS on a GPU when enabled (`cache.faiss_device`) and faiss-gpu is installed."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._res: Any = None
+
+    def enable(self, device: str) -> bool:
+        """device "gpu": required (error without one); "auto": when present; "cpu": off."""
+        has = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        if device == "gpu" and not has:
+            raise RuntimeError("cache.faiss_device: gpu, but FAISS has no GPU (install faiss-gpu)")
+        self.enabled = device != "cpu" and has
+        if self.enabled and self._res is None:
+            self._res = faiss.StandardGpuResources()
+        return self.enabled
+
+    def knn(self, q: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search on the GPU (IVF indexes, above flat_max, stay on the CPU)."""
+        return faiss.knn_gpu(self._res, q, xb, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+
+_GPU = _GpuSearch()
+
+
+def set_faiss_device(device: str) -> bool:
+    """Route FAISS searches to a GPU ("gpu", "auto") or keep them on CPU ("cpu")."""
+    return _GPU.enable(device)
 
 
 class CardIndex:
-    """FAISS indexes for many users over one `UserMemory`; thread-safe; disk optional."""
+    """Per-user indexes for many users over one `UserMemory`; thread-safe; disk optional.
+
+    `max_bytes` bounds the entries kept (LRU; the entry just used always stays); `write_lock`
+    (the engine's cross-process card write lock) guards the format-1 -> 2 migration."""
 
     def __init__(
         self, memory: UserMemory, dim: int, index_dir: str | Path | None = None,
-        flat_max: int = 200_000,
+        flat_max: int = 200_000, max_bytes: int = 1 << 30,
+        write_lock: Callable[[str], AbstractContextManager[Any]] | None = None,
     ):
         self.memory = memory
         self.dim = dim
         self.index_dir = Path(index_dir) if index_dir else None
         self.flat_max = flat_max
-        self._users: dict[str, UserIndex] = {}
+        self.max_bytes = max_bytes
+        self.write_lock = write_lock or (lambda _uid: nullcontext())
+        self._users: OrderedDict[str, UserIndex] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self.rebuilds = 0
+        self.rebuilds = 0  # entries built from the store (cold opens)
+        self.loads = 0  # IVF indexes loaded from their file
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.migrated = 0  # format-1 card items rewritten
 
     # public ---------------------------------------------------------------------------------
     def get(self, user_id: str) -> UserIndex:
         """The user's index, fresh with respect to the store's version token."""
         version = self.memory.version(user_id)
-        with self._lock(user_id):
+        with self._guard:
             cur = self._users.get(user_id)
             if cur is not None and cur.version == version:
+                self._users.move_to_end(user_id)
+                self.hits += 1
                 return cur
-            cur = self._load(user_id, version) or self._rebuild(user_id, version)
-            self._users[user_id] = cur
+        with self._lock(user_id):
+            with self._guard:
+                cur = self._users.get(user_id)
+            if cur is not None and cur.version == version:
+                return cur
+            cur = self._open(user_id, version)
+            self._put(user_id, cur)
             return cur
 
     def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
@@ -116,112 +244,186 @@ class CardIndex:
         ui = self.get(user_id)
         if not ui.ids or k <= 0:
             return []
-        q = np.asarray(query, np.float32).reshape(1, -1)
-        sims, idx = ui.index.search(q, min(k, len(ui.ids)))
-        return [(ui.cards[ui.ids[i]], float(s)) for s, i in zip(sims[0], idx[0], strict=True) if i >= 0]
+        sims, rows = ui.search_rows(query, k)
+        out = []
+        for s, r in zip(sims, rows, strict=True):
+            if r >= 0:
+                card = ui.cards.get(ui.ids[r])
+                if card is not None:
+                    out.append((card, float(s)))
+        return out
 
     def apply(self, user_id: str, old_version: str, new_version: str,
-              upserts: list[PreferenceCard]) -> None:
-        """Incremental update after a write of `upserts` moved the store old -> new version."""
+              upserts: list[PreferenceCard], vectors: Mapping[str, np.ndarray] | None = None) -> None:
+        """After a write of `upserts` (vectors: `vectors[id]`, else `card.embedding`) moved the
+        store old -> new version: a new entry with them (copy-on-write), or drop a stale one."""
+        vectors = vectors or {}
         with self._lock(user_id):
-            cur = self._users.get(user_id)
+            with self._guard:
+                cur = self._users.get(user_id)
             if cur is None or cur.version != old_version:
-                self._users.pop(user_id, None)  # rebuilt lazily on next get
+                with self._guard:  # stale or absent: rebuilt lazily on next get
+                    self._users.pop(user_id, None)
                 return
-            new = [c for c in upserts if c.id not in cur.cards]
+            raw, ids, new_vecs, globals_ = dict(cur.raw), list(cur.ids), [], list(cur.global_ids)
             for c in upserts:
-                cur.cards[c.id] = c
-            if new:
-                vecs = np.asarray([c.embedding for c in new], np.float32)
-                cur.ids.extend(c.id for c in new)
-                cur.matrix = vecs if cur.matrix.size == 0 else np.vstack([cur.matrix, vecs])
-                if cur.index is None:
-                    cur.index = self._new_index(len(cur.ids))
-                cur.index.add(vecs)
-            cur.reindex()
-            cur.version = new_version
+                vec = vectors.get(c.id)
+                vec = canonical_vector(c.embedding if vec is None else vec)
+                if vec.shape != (self.dim,) or not np.all(np.isfinite(vec)):
+                    continue
+                if c.id not in raw:
+                    ids.append(c.id)
+                    new_vecs.append(vec)
+                    if c.is_global:
+                        globals_.append(c.id)
+                raw[c.id] = card_body_bytes(c.model_dump(mode="json", exclude={"embedding"}))
+            if cur.index is None and len(ids) > self.flat_max:
+                with self._guard:  # grew past flat_max: reopened (IVF) on next get
+                    self._users.pop(user_id, None)
+                return
+            matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
+            new = UserIndex(version=new_version, ids=ids, raw=raw, matrix=matrix, global_ids=globals_,
+                            index=cur.index, ivf_lock=cur.ivf_lock)
+            if cur.index is not None and new_vecs:
+                with cur.ivf_lock:  # IVF rows are ids' order: append the new ones
+                    cur.index.add(np.vstack(new_vecs))
+            self._put(user_id, new)
 
     def invalidate(self, user_id: str, remove_files: bool = False) -> None:
         with self._lock(user_id):
-            self._users.pop(user_id, None)
+            with self._guard:
+                self._users.pop(user_id, None)
             if remove_files and self.index_dir:
                 remove_user_files(self.index_dir, user_id)
 
     def flush(self) -> None:
-        """Persist every in-memory index that is newer than its file."""
-        for uid, ui in list(self._users.items()):
+        """Persist every in-memory IVF index that is newer than its file."""
+        with self._guard:
+            items = list(self._users.items())
+        for uid, ui in items:
             with self._lock(uid):
                 self._save(uid, ui)
+
+    def stats(self) -> dict[str, int]:
+        """Entries and bytes held, the bound, and hit/miss/eviction/rebuild counters."""
+        with self._guard:
+            held = sum(ui.nbytes for ui in self._users.values())
+            return {"users": len(self._users), "bytes": held, "max_bytes": self.max_bytes,
+                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                    "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated}
 
     # internals ------------------------------------------------------------------------------
     def _lock(self, user_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(user_id, threading.Lock())
 
+    def _put(self, user_id: str, ui: UserIndex) -> None:
+        with self._guard:
+            self._users[user_id] = ui
+            self._users.move_to_end(user_id)
+            total = sum(e.nbytes for e in self._users.values())
+            while total > self.max_bytes and len(self._users) > 1:
+                uid, old = self._users.popitem(last=False)
+                total -= old.nbytes
+                self.evictions += 1
+                if len(self._locks) > 4 * len(self._users) + 1024:
+                    self._locks = {u: lk for u, lk in self._locks.items()
+                                   if u in self._users or lk.locked()}
+
     def _dir(self, user_id: str) -> Path:
         assert self.index_dir is not None
         return self.index_dir / user_dir_name(user_id)
 
-    def _new_index(self, n: int) -> faiss.Index:
-        if n > self.flat_max:
-            quant = faiss.IndexFlatIP(self.dim)
-            nlist = int(4 * np.sqrt(n))
-            ivf = faiss.IndexIVFFlat(quant, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            ivf.nprobe = 16
-            return ivf
-        return faiss.IndexFlatIP(self.dim)
-
-    def _usable(self, card: PreferenceCard) -> bool:
-        """Cards with a wrong-sized or non-finite embedding stay stored but are not served."""
-        return len(card.embedding) == self.dim and bool(np.all(np.isfinite(card.embedding)))
-
-    def _rebuild(self, user_id: str, version: str) -> UserIndex:
-        cards = [c for c in self.memory.iter_cards(user_id) if self._usable(c)]
-        ui = UserIndex(version=version, ids=[c.id for c in cards], cards={c.id: c for c in cards})
-        ui.matrix = (
-            np.asarray([c.embedding for c in cards], np.float32)
-            if cards else np.zeros((0, self.dim), np.float32)
-        )
-        ui.index = self._new_index(len(cards))
-        if cards:
-            if not ui.index.is_trained:
-                ui.index.train(ui.matrix)
-            ui.index.add(ui.matrix)
-        ui.reindex()
-        self.rebuilds += 1
-        self._save(user_id, ui)
+    def _open(self, user_id: str, version: str) -> UserIndex:
+        """Build the entry from one bulk read of the store (IVF: its index file when fresh)."""
+        with self._guard:
+            self.misses += 1
+        items = self.memory.card_items(user_id)
+        old_format = [k for k, v in items if isinstance(v, dict) and VEC_KEY not in v
+                      and "embedding" in v]
+        if old_format:
+            with self.write_lock(user_id):
+                n = self.memory.migrate_cards(user_id, old_format)
+            with self._guard:
+                self.migrated += n
+            if n:
+                log.info("user %r: %d cards rewritten in the compact format", user_id, n)
+        ids, raw, vecs, globals_ = [], {}, [], []
+        for key, value in items:
+            if not light_card_check(value) or key in raw:
+                continue  # unreadable item: skipped, never deleted
+            vec = value_vector(value)
+            if vec is None or vec.shape != (self.dim,) or not np.all(np.isfinite(vec)):
+                continue  # stays stored, not served
+            ids.append(key)
+            raw[key] = card_body_bytes(value)
+            vecs.append(vec)
+            if value.get("is_global") is True:
+                globals_.append(key)
+        index = None
+        if len(ids) > self.flat_max:
+            index, order = self._load_ivf(user_id, version, ids) or (None, None)
+            if order is not None:  # the file's row order
+                pos = {cid: i for i, cid in enumerate(ids)}
+                vecs = [vecs[pos[cid]] for cid in order]
+                ids = order
+                globals_ = [cid for cid in ids if cid in set(globals_)]
+        matrix = np.vstack(vecs) if vecs else np.zeros((0, self.dim), np.float32)
+        ui = UserIndex(version=version, ids=ids, raw=raw, matrix=matrix, global_ids=globals_,
+                       index=index)
+        if len(ids) > self.flat_max and ui.index is None:
+            self._build_ivf(user_id, ui)
+        with self._guard:
+            self.rebuilds += 1
         return ui
 
-    def _save(self, user_id: str, ui: UserIndex) -> None:
+    def _build_ivf(self, user_id: str, ui: UserIndex) -> None:
+        n = len(ui.ids)
+        nlist = max(1, min(int(4 * np.sqrt(n)), n))
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist,
+                                 faiss.METRIC_INNER_PRODUCT)
+        ivf.nprobe = 16
+        ivf.cp.min_points_per_centroid = 1  # no warning for small test indexes
+        ivf.train(ui.matrix)
+        ivf.add(ui.matrix)
+        ui.index = ivf
+        self._save(user_id, ui, force=True)
+
+    def _save(self, user_id: str, ui: UserIndex, force: bool = False) -> None:
         if self.index_dir is None or ui.index is None:
             return
         d = self._dir(user_id)
         d.mkdir(parents=True, exist_ok=True)
         meta = d / "meta.json"
         try:
-            if meta.exists() and json.loads(meta.read_text()).get("version") == ui.version:
+            if (not force and meta.exists()
+                    and json.loads(meta.read_text()).get("version") == ui.version):
                 return
         except (OSError, ValueError):
             pass
         tmp = d / f"cards.faiss.{os.getpid()}.tmp"
-        faiss.write_index(ui.index, str(tmp))
+        with ui.ivf_lock:
+            faiss.write_index(ui.index, str(tmp))
         os.replace(tmp, d / "cards.faiss")
         tmpm = d / f"meta.json.{os.getpid()}.tmp"
         tmpm.write_text(json.dumps({"version": ui.version, "ids": ui.ids, "dim": self.dim}))
         os.replace(tmpm, meta)  # meta last: a crash in between leaves a stale meta -> rebuild
         _remove_dead_tmp(d)
 
-    def _load(self, user_id: str, version: str) -> UserIndex | None:
-        """Load from disk if the file reflects `version` and agrees with itself; else None."""
+    def _load_ivf(self, user_id: str, version: str,
+                  ids: list[str]) -> tuple[faiss.Index, list[str]] | None:
+        """The IVF index file and its row order, if it reflects `version` and holds exactly
+        these ids; else None."""
         if self.index_dir is None:
             return None
         d = self._dir(user_id)
         try:
             meta = json.loads((d / "meta.json").read_text())
-            if meta.get("version") != version or meta.get("dim") != self.dim:
+            order = list(meta["ids"])
+            if (meta.get("version") != version or meta.get("dim") != self.dim
+                    or len(order) != len(ids) or set(order) != set(ids)):
                 return None
             index = faiss.read_index(str(d / "cards.faiss"))
-            ids = list(meta["ids"])
             if index.ntotal != len(ids) or index.d != self.dim:
                 raise ValueError("index and meta disagree")
         except FileNotFoundError:
@@ -229,17 +431,10 @@ class CardIndex:
         except Exception as e:  # corrupt file: rebuild from the store
             log.warning("index for user %r unreadable (%s); rebuilding from the store", user_id, e)
             return None
-        cards = {c.id: c for c in self.memory.iter_cards(user_id) if self._usable(c)}
-        if set(ids) != set(cards):
-            return None
-        ui = UserIndex(version=version, ids=ids, cards=cards, index=index)
-        ui.matrix = np.asarray([cards[i].embedding for i in ids], np.float32)
-        if isinstance(index, faiss.IndexFlat) and ids:
-            # the two files are replaced one after the other: check that the vectors really
-            # are those of `ids`, in order (a sample of rows; a mismatch means rebuild)
-            rows = np.unique(np.linspace(0, len(ids) - 1, min(len(ids), 64)).astype(int))
-            got = np.stack([index.reconstruct(int(r)) for r in rows])
-            if not np.allclose(got, ui.matrix[rows], atol=1e-5):
-                return None
-        ui.reindex()
-        return ui
+        if hasattr(index, "nprobe"):
+            index.nprobe = 16
+        with self._guard:
+            self.loads += 1
+        return index, order
+
+

@@ -6,16 +6,26 @@ change, so indexes know when they are stale); ("vars", <user>, "pending") one it
 ("vars", <user>, "threads") one item per conversation thread the user ran (so `forget` can
 delete the checkpointed threads even when the user id came from the runtime context).
 The store is the source of truth; nothing here caches.
+
+Card items (format 2): the card's fields without `embedding`, plus `emb16`: the embedding as
+little-endian float16 bytes in base64 (768 bytes -> 1,024 characters for 384-d; a JSON float
+list was ~8 KB). The float16-rounded vector is the card's vector everywhere (store, index,
+export), so every process computes the same scores. Format 1 items (`embedding`: a float list)
+are still read, and rewritten in format 2 when a user's cards are loaded (`migrate_cards`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+import orjson
 from langgraph.store.base import BaseStore, PutOp
 
 from vars_langgraph.types import PreferenceCard
@@ -24,6 +34,76 @@ ROOT = "vars"
 PARTS = ("cards", "state", "pending", "threads")  # every namespace a user's data lives in
 PAGE = 1000
 MAX_USER_ID = 256
+VEC_KEY = "emb16"  # format 2: base64 of the little-endian float16 embedding
+VEC_DTYPE = np.dtype("<f2")
+EXPORT_FORMAT = "vars-langgraph/2"
+_CARD_STR_FIELDS = ("id", "user_id", "condition", "action", "note")
+
+
+def canonical_vector(vec: Any) -> np.ndarray:
+    """The vector as stored: float16-rounded, as float32 (1-D)."""
+    return np.asarray(vec, np.float32).ravel().astype(VEC_DTYPE).astype(np.float32)
+
+
+def encode_vector(vec: Any) -> str:
+    return base64.b64encode(np.asarray(vec, np.float32).ravel().astype(VEC_DTYPE).tobytes()).decode()
+
+
+def decode_vector(text: Any) -> np.ndarray | None:
+    """float32 vector from `encode_vector` text; None when it is not valid base64 float16."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) % 2:
+        return None
+    return np.frombuffer(raw, VEC_DTYPE).astype(np.float32)
+
+
+def value_vector(value: Mapping[str, Any]) -> np.ndarray | None:
+    """A card item's embedding (format 2 or 1) as float32; None when absent or malformed."""
+    if VEC_KEY in value:
+        return decode_vector(value[VEC_KEY])
+    emb = value.get("embedding")
+    if isinstance(emb, list) and emb:
+        try:
+            return canonical_vector(np.asarray(emb, np.float64))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def card_value(card: PreferenceCard, vector: Any = None) -> dict[str, Any]:
+    """A card as a format-2 store item (`vector`, else `card.embedding`, as `emb16`)."""
+    value = card.model_dump(mode="json", exclude={"embedding"})
+    vec = card.embedding if vector is None else vector
+    if vec is not None and len(vec):
+        value[VEC_KEY] = encode_vector(vec)
+    return value
+
+
+def light_card_check(value: Any) -> bool:
+    """A cheap check that an item looks like a card (full validation happens on access)."""
+    return (isinstance(value, dict) and all(isinstance(value.get(f), str) for f in _CARD_STR_FIELDS)
+            and _finite(value.get("confidence")))
+
+
+def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
+    """A `PreferenceCard` from a store item of either format (ValueError when unreadable)."""
+    if not isinstance(value, dict):
+        raise ValueError("card item is not an object")
+    body = {k: v for k, v in value.items() if k not in (VEC_KEY, "embedding")}
+    if with_embedding:
+        vec = value_vector(value)
+        body["embedding"] = vec.tolist() if vec is not None else []
+    return PreferenceCard.model_validate(body)
+
+
+def card_body_bytes(value: dict[str, Any]) -> bytes:
+    """The card's fields without its embedding, as compact JSON (how the index keeps cards)."""
+    return orjson.dumps({k: v for k, v in value.items() if k not in (VEC_KEY, "embedding")})
 
 
 class InvalidUserId(ValueError):
@@ -91,19 +171,50 @@ class UserMemory:
 
     # cards --------------------------------------------------------------------------------
     def iter_cards(self, user_id: str) -> Iterator[PreferenceCard]:
+        """Every readable card, embedding included (unreadable items are skipped, never deleted)."""
+        for _key, value in self.card_items(user_id):
+            try:
+                yield card_from_value(value)
+            except ValueError:
+                continue
+
+    def card_items(self, user_id: str) -> list[tuple[str, Any]]:
+        """All of the user's card items as (key, value) in one bulk read. SQLite and Postgres
+        stores: one SELECT on LangGraph's `store` table (values parsed with orjson); any other
+        `BaseStore`: one `search` call."""
         ns = self.ns(user_id, "cards")
-        offset = 0
-        while True:
-            items = self.store.search(ns, limit=PAGE, offset=offset)
-            for it in items:
-                if tuple(it.namespace) == ns:
-                    try:
-                        yield PreferenceCard.model_validate(it.value)
-                    except ValueError:
-                        continue  # unreadable item: skip it, never delete it
-            if len(items) < PAGE:
-                return
-            offset += PAGE
+        prefix = ".".join(ns)
+        rows = _bulk_rows(self.store, prefix)
+        if rows is None:
+            items = self.store.search(ns, limit=10**9)
+            return [(it.key, it.value) for it in items if tuple(it.namespace) == ns]
+        out = []
+        for key, value in rows:
+            if isinstance(value, str | bytes):
+                try:
+                    value = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    continue
+            out.append((key, value))
+        return out
+
+    def migrate_cards(self, user_id: str, keys: Iterable[str]) -> int:
+        """Rewrite format-1 card items (float-list embeddings) as format 2. Call under the card
+        write lock; the version token stays (the cards are the same). Returns how many."""
+        ns = self.ns(user_id, "cards")
+        ops = []
+        for key in keys:
+            it = self.store.get(ns, key)
+            if it is None or VEC_KEY in it.value or not isinstance(it.value.get("embedding"), list):
+                continue
+            vec = value_vector(it.value)
+            value = {k: v for k, v in it.value.items() if k != "embedding"}
+            if vec is not None:
+                value[VEC_KEY] = encode_vector(vec)
+            ops.append(PutOp(ns, key, value, index=False))
+        if ops:
+            self.store.batch(ops)
+        return len(ops)
 
     def list_cards(self, user_id: str) -> list[PreferenceCard]:
         return list(self.iter_cards(user_id))
@@ -112,7 +223,7 @@ class UserMemory:
         """The card, or None when absent or unreadable (see `has_card`)."""
         it = self.store.get(self.ns(user_id, "cards"), card_id)
         try:
-            return PreferenceCard.model_validate(it.value) if it else None
+            return card_from_value(it.value) if it else None
         except ValueError:
             return None
 
@@ -120,14 +231,17 @@ class UserMemory:
         """Whether an item exists under this card id, readable or not (so it can be deleted)."""
         return self.store.get(self.ns(user_id, "cards"), card_id) is not None
 
-    def put_cards(self, user_id: str, cards: Iterable[PreferenceCard]) -> str:
-        """Write cards and a new version token in one batch; returns the new version."""
+    def put_cards(self, user_id: str, cards: Iterable[PreferenceCard],
+                  vectors: Mapping[str, Any] | None = None) -> str:
+        """Write cards (format 2; each card's vector from `vectors[card.id]`, else its own
+        `embedding`) and a new version token in one batch; returns the new version."""
         cards = list(cards)
         if any(c.user_id != user_id for c in cards):
             raise ValueError("card belongs to another user")
         version = uuid.uuid4().hex
+        vectors = vectors or {}
         ops = [
-            PutOp(self.ns(user_id, "cards"), c.id, c.model_dump(mode="json"), index=False)
+            PutOp(self.ns(user_id, "cards"), c.id, card_value(c, vectors.get(c.id)), index=False)
             for c in cards
         ]
         ops.append(PutOp(self.ns(user_id, "state"), "meta", {"version": version}, index=False))
@@ -182,22 +296,23 @@ class UserMemory:
 
     # whole user ---------------------------------------------------------------------------
     def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored for a user, as JSON-ready data."""
-        out: dict[str, Any] = {"user_id": user_id, "format": "vars-langgraph/1"}
+        """Everything stored for a user, as JSON-ready data (cards as stored: format 2)."""
+        out: dict[str, Any] = {"user_id": user_id, "format": EXPORT_FORMAT}
         for part in PARTS:
             out[part] = {k: v for k, v in self._items(user_id, part)}
         return out
 
     def import_user(self, data: dict[str, Any], user_id: str | None = None) -> int:
-        """Restore an export (optionally under another user id). Returns the number of items."""
+        """Restore an export, "vars-langgraph/1" (float-list embeddings) or "/2" (optionally
+        under another user id); cards are written in format 2. Returns the number of items."""
         uid = check_user_id(user_id or data.get("user_id"))
         ops: list[PutOp] = []
         for part in PARTS:
             for key, value in (data.get(part) or {}).items():
                 if part == "cards":
-                    value = PreferenceCard.model_validate({**value, "user_id": uid}).model_dump(
-                        mode="json"
-                    )
+                    vec = value_vector(value)
+                    card = card_from_value({**value, "user_id": uid}, with_embedding=False)
+                    value = card_value(card, vec if vec is not None else [])
                 ops.append(PutOp(self.ns(uid, part), str(key), value, index=False))
         ops.append(PutOp(self.ns(uid, "state"), "meta", {"version": uuid.uuid4().hex}, index=False))
         self.store.batch(ops)
@@ -232,3 +347,24 @@ class UserMemory:
             if len(items) < PAGE:
                 return
             offset += PAGE
+
+
+def _bulk_rows(store: BaseStore, prefix: str) -> list[tuple[str, Any]] | None:
+    """(key, value) rows of one namespace straight from LangGraph's SQLite/Postgres `store`
+    table (no paging, no `Item` objects); None for other stores. Our items carry no TTL."""
+    from langgraph.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        with store._cursor(transaction=False) as cur:
+            cur.execute("SELECT key, value FROM store WHERE prefix = ? ORDER BY key", (prefix,))
+            return cur.fetchall()
+    try:
+        from langgraph.store.postgres import PostgresStore
+    except ImportError:  # pragma: no cover - the postgres extra is a dependency
+        return None
+    if isinstance(store, PostgresStore):
+        with store._cursor() as cur:
+            cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s "
+                        "ORDER BY key", (prefix,))
+            return [(r["key"], r["value"]) for r in cur.fetchall()]
+    return None
