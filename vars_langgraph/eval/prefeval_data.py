@@ -8,8 +8,9 @@ data CC BY-NC 4.0: read at run time, never copied into this repository):
     implicit_preference/choice-based/<topic>.json        + conversation {query, assistant_options, ...}
     filtered_inter_turns.json                            [{conversation: [{role, content}, ...]}]
 
-Item i of a topic is the same preference and question in all three forms, so a simulated user
-(a seeded set of (topic, index) pairs from different topics) can be run in any form.
+Item i of a topic has the same question in all three forms (its preference worded alike; a few
+are reworded), so a simulated user (a seeded set of (topic, index) pairs from different topics)
+can be run in any form; each form's own preference text is what the judge checks against.
 """
 
 from __future__ import annotations
