@@ -59,6 +59,10 @@ class ExtractorConfig(_Strict):
     max_new_tokens: int = 512
     min_confidence: float = 0.45
     enabled: bool = True
+    # skip the LLM on messages the extraction gate finds neutral; None: on for the built-in
+    # LLM/transformers extractors, off for an extractor passed to the engine
+    gate: bool | None = None
+    gate_threshold: float | None = None  # None: the shipped value (extraction_gate.json)
 
 
 class EmbeddingConfig(_Strict):

@@ -77,49 +77,59 @@ Read the last user message (earlier lines are context only) and output JSON:
 "from now on ...") are preferences.
 - Negative requests ("don't ...", "never ...", "no more ...", "stop ...", "I hate ...") are \
 preferences: the action says what to avoid.
-- Complaints imply preferences ("too long" -> keep answers short).
-- A question or a task by itself is not a preference: {"preferences": []}. Neither are \
-thanks and small talk.
-- condition: when it applies ("writing code", "explaining math", or "general"). action: a \
-short imperative using the user's words."""
+- A complaint is feedback, not a preference ("no, that's not what I asked", "that's wrong"): \
+{"preferences": []}. Only a style it restates is one ("no, I said bullet points", "too long").
+- A question, a task or a one-off request ("this time ...", "translate that") is not a \
+preference: {"preferences": []}. Neither are thanks and small talk.
+- condition: the task or topic the user names ("recommending books", "writing SQL"); \
+"answering" when the user names none; "general" only when the user says "always", "in \
+general", "from now on" or "every answer". action: a short imperative using the user's words."""
 
 # (last user message, expected JSON) worked examples; none of them is in the labelled data.
+# Conditions are balanced: 3 "answering", 1 "general" (stated), 4 named tasks (1 of them code);
+# two complaints and a one-off request are negatives.
 FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("What's the population of Canada?", '{"preferences": []}'),
     (
-        "Never include console.log statements in the code you give me.",
-        '{"preferences": [{"condition": "writing code", "action": "do not include '
-        'console.log statements", "confidence": 0.9}]}',
+        "I like it when you bold the key terms.",
+        '{"preferences": [{"condition": "answering", "action": "bold the key terms", '
+        '"confidence": 0.9}]}',
     ),
     ("Write a function that sorts a list of dictionaries by a key.", '{"preferences": []}'),
-    (
-        "Always indent with tabs, not spaces.",
-        '{"preferences": [{"condition": "writing code", "action": "indent with tabs, not '
-        'spaces", "confidence": 0.9}]}',
-    ),
-    ("Perfect, that fixed it.", '{"preferences": []}'),
-    (
-        "Ugh, I can't read walls of text like that.",
-        '{"preferences": [{"condition": "general", "action": "write shorter answers", '
-        '"confidence": 0.7}]}',
-    ),
-    ("How does garbage collection work in Java?", '{"preferences": []}'),
     (
         "When you recommend books, only suggest ones available as audiobooks.",
         '{"preferences": [{"condition": "recommending books", "action": "only suggest '
         'audiobooks", "confidence": 0.9}]}',
     ),
-    ("Can you help me plan a birthday party for my son?", '{"preferences": []}'),
+    ("No, that's not what I asked. Give me the exact dates.", '{"preferences": []}'),
     (
-        "Use numpy instead of plain loops in your Python examples.",
-        '{"preferences": [{"condition": "writing Python examples", "action": "use numpy '
-        'instead of plain loops", "confidence": 0.9}]}',
+        "Never include console.log statements in the code you give me.",
+        '{"preferences": [{"condition": "writing code", "action": "do not include '
+        'console.log statements", "confidence": 0.9}]}',
+    ),
+    ("Perfect, that fixed it.", '{"preferences": []}'),
+    (
+        "From now on, always reply in a calm, neutral tone.",
+        '{"preferences": [{"condition": "general", "action": "reply in a calm, neutral tone", '
+        '"confidence": 0.9}]}',
+    ),
+    ("Can you translate that answer into German for my colleague?", '{"preferences": []}'),
+    (
+        "No, I said one paragraph only.",
+        '{"preferences": [{"condition": "answering", "action": "answer in one paragraph", '
+        '"confidence": 0.8}]}',
+    ),
+    ("How does garbage collection work in Java?", '{"preferences": []}'),
+    (
+        "For travel plans, list the costs in euros.",
+        '{"preferences": [{"condition": "making travel plans", "action": "list the costs in '
+        'euros", "confidence": 0.9}]}',
     ),
     (
-        "Skip the disclaimers, and keep variable names in English.",
-        '{"preferences": [{"condition": "general", "action": "skip the disclaimers", '
-        '"confidence": 0.8}, {"condition": "writing code", "action": "keep variable names '
-        'in English", "confidence": 0.8}]}',
+        "Skip the disclaimers, and when you explain chemistry, draw the structures.",
+        '{"preferences": [{"condition": "answering", "action": "skip the disclaimers", '
+        '"confidence": 0.8}, {"condition": "explaining chemistry", "action": "draw the '
+        'structures", "confidence": 0.8}]}',
     ),
 )
 
@@ -135,19 +145,32 @@ _DECISION_KEY = re.compile(r'"preferences"\s*:\s*\[')
 # ---------------------------------------------------------------- prompt building
 
 
-def _role(role: str) -> str:
-    r = role.lower()
-    return "user" if r in ("user", "human") else "assistant" if r in ("assistant", "ai") else r
+_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
 
 
-def dialogue_window(turns: Sequence[tuple[str, str]], window_turns: int) -> list[tuple[str, str]]:
-    """The last `window_turns` turns ending at the last user message ([] if there is none)."""
-    norm = [(_role(r), str(t or "")) for r, t in turns]
+def _turn(m: Any) -> tuple[str, str]:
+    """(role, text) of a (role, text) pair or a LangChain message; role "" when unknown."""
+    if isinstance(m, (tuple, list)) and len(m) == 2:
+        role, text = m
+        return _ROLES.get(str(role).lower(), ""), str(text or "")
+    from vars_langgraph.state import message_text  # lazy: state imports the store
+
+    role = m.get("role") or m.get("type") if isinstance(m, dict) else getattr(m, "type", "")
+    return _ROLES.get(str(role or "").lower(), ""), message_text(m)
+
+
+def dialogue_window(turns: Sequence[Any], window_turns: int) -> list[tuple[str, str]]:
+    """The last `window_turns` user/assistant turns ending at the last user message.
+
+    `turns` are (role, text) pairs or LangChain messages; empty turns and other roles are
+    dropped, each turn keeps its last MAX_TURN_CHARS * 2 characters. [] when no user message.
+    """
+    norm = [(r, t.strip()[-2 * MAX_TURN_CHARS :]) for r, t in map(_turn, turns)]
+    norm = [(r, t) for r, t in norm if r and t]
     last_user = max((i for i, (r, _) in enumerate(norm) if r == "user"), default=-1)
-    if last_user < 0 or not norm[last_user][1].strip():
+    if last_user < 0:
         return []
-    norm = [(r, t) for r, t in norm[: last_user + 1] if r in ("user", "assistant")]
-    return norm[-max(1, window_turns) :]
+    return norm[: last_user + 1][-max(1, window_turns) :]
 
 
 def format_window(window: Sequence[tuple[str, str]]) -> str:
@@ -282,6 +305,207 @@ def drop_example_echoes(prefs: list[Preference], message: str) -> list[Preferenc
     return out
 
 
+# ---------------------------------------------------------------- scope, feedback, one-offs
+
+UNSCOPED_CONDITION = "answering"  # the condition of a preference that names no task
+_GENERALITY = re.compile(
+    r"\b(?:always|never|in general|generally|from now on|going forward|in (?:the )?future|"
+    r"every|any|all|whatever|no matter|by default|at all times)\b", re.I
+)
+_ONE_OFF = re.compile(
+    r"\b(?:this time|this one|for this (?:answer|one|question|reply|email|time)|just this once|"
+    r"for now|right now)\b|^\s*(?:can you |could you |please )?(?:make|rewrite|shorten|redo|"
+    r"change|fix|turn|put|translate|convert)\b[^.?!]*\b(?:it|that|this)\b", re.I
+)
+_FEEDBACK = re.compile(
+    r"\b(?:that's not|that is not|thats not|not what i (?:asked|wanted|meant)|you didn't|"
+    r"you did not|wrong|incorrect|try again|doesn't help|not helpful)\b", re.I
+)
+# a complaint may restate a preference after one of these (to the end of the sentence)
+_RESTATE = re.compile(
+    r"\b(?:i said|i told you|i asked for|i asked you to|as i said|i already said|remember|"
+    r"you forgot|you keep|i want|i prefer|i hate|always|never|no more|no|stop|don't|"
+    r"please don't|again with|too)\b([^.!?]*)", re.I
+)
+# how-to-answer words: a card inside a complaint that uses one of them is a style preference
+_STYLE = re.compile(
+    r"\b(?:short|shorter|brief|concise|long|length|bullets?|lists?|numbered|tables?|markdown|"
+    r"emojis?|format\w*|tone|formal|casual|friendly|jargon|simple|simpler|summary|examples?|"
+    r"steps?|details?|verbose|paragraphs?|comments?|units?|metric|spelling|sentences?|preambles?|"
+    r"disclaimers?|exclamation|bold|headings?|latex|type hints?|syntax)\b", re.I
+)
+_MINOR_WORDS = (
+    "that that's thats what asked ask said told you your the this was not and for with are "
+    "it's just please again want need me my i'm have has had"
+)
+_MINOR = frozenset(_MINOR_WORDS.split())
+
+
+def _content(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9][a-z0-9'+#-]*", text.lower().replace("\u2019", "'"))
+    return {w[:5] for w in words if len(w) >= 3 and w not in _MINOR}
+
+
+def has_generality_marker(text: str) -> bool:
+    """Whether the user states a universal scope ("always", "in general", "from now on", ...)."""
+    return bool(_GENERALITY.search(text.replace("\u2019", "'")))
+
+
+def is_complaint(text: str) -> bool:
+    """Feedback on the last answer (the reward's negative cues)."""
+    from vars_langgraph.reward import has_negative_cue  # lazy: keeps import order simple
+
+    return has_negative_cue(text)
+
+
+def drop_feedback(prefs: list[Preference], message: str) -> list[Preference]:
+    """In a complaint, keep only restated preferences; drop one-off requests.
+
+    A complaint ("no, that's not what I asked. Tell me ...") is the reward of the previous
+    turn. A card survives it only when its action shares a content word with what follows a
+    restating phrase ("I said bullet points", "stop with the emojis") or names a style
+    ("too long" -> keep answers short), and never when it copies the complaint itself.
+    Outside complaints, a one-off request ("this time ...", "make it shorter") yields nothing
+    unless the user also states a scope ("always ...").
+    """
+    text = message.replace("\u2019", "'")
+    if _ONE_OFF.search(text) and not has_generality_marker(text):
+        return []
+    if not is_complaint(text):
+        return prefs
+    restated: set[str] = set()
+    for m in _RESTATE.finditer(text):
+        restated |= _content(m.group(1))
+    out = []
+    for p in prefs:
+        if _FEEDBACK.search(p.action):
+            continue
+        if _content(p.action) & restated or _STYLE.search(p.action):
+            out.append(p)
+    return out
+
+
+def fix_scope(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
+    """"general" only when the user says so; a condition must come from the dialogue.
+
+    - a global card whose message has no generality marker gets condition "answering";
+    - a task condition none of whose words occur in the window (a small model's habit:
+      "writing code" for "I prefer bullet points") becomes "answering";
+    - an unscoped card ("answering") whose message has a generality marker becomes "general".
+    """
+    message = window[-1][1] if window else ""
+    said = _content(" ".join(t for _, t in window))
+    marker = has_generality_marker(message)
+    out = []
+    for p in prefs:
+        words = _content(p.condition) - _content("answering responding replying general writing")
+        if p.is_global and not marker:
+            p = p.model_copy(update={"condition": UNSCOPED_CONDITION})
+        elif not p.is_global and words and not words & said:
+            p = p.model_copy(update={"condition": "general" if marker else UNSCOPED_CONDITION})
+        elif not p.is_global and not words and marker:
+            p = p.model_copy(update={"condition": "general"})
+        out.append(p)
+    return out
+
+
+def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
+    """The deterministic checks every extractor output goes through (feedback, then scope)."""
+    if not window:
+        return []
+    return fix_scope(drop_feedback(prefs, window[-1][1]), window)
+
+
+# ---------------------------------------------------------------- the fast path
+
+_LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re.I)
+_TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
+_LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and)[, ]+", re.I)
+_PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+please$", re.I)
+_NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
+_FIRST_PERSON = re.compile(
+    r"^i(?:'d| would)?\s+(?:really\s+)?(prefer|like|rather|want|don't like|do not like|hate|"
+    r"love)\s+(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$", re.I
+)
+_IMPERATIVE = re.compile(
+    r"^(?:always\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
+    r"show|start|end|put|be|skip|cite|mention|assume|tell|number|follow|quiz|ask|walk|suggest|"
+    r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get)\b\s*(.*)$",
+    re.I,
+)
+_NOT_PREFS = re.compile(
+    r"^(?:know|understand|worry|get it|need|think|care|mind|problem|worries|thanks|idea|way|i\b)", re.I
+)
+
+
+def _clean_clause(text: str) -> str:
+    return _PLEASE.sub("", text.strip(" ,.;:!")).strip(" ,.;:!")
+
+
+def fast_preferences(text: str) -> list[Preference]:
+    """Explicit first-person preferences of one message, by rules (no model, microseconds).
+
+    Matches "I prefer / I'd like / I want / I like it when you / I don't like / I hate X",
+    "(please) always X", "don't / never / no more / stop / avoid X", and "please <verb> X" or any
+    imperative with a "when(ever) ..." / leading "For/When/If ..., " condition. Questions,
+    complaints without a restated preference and one-off requests yield nothing.
+    Condition: the "when / for / if" clause if there is one; else "general" when the message
+    states a universal scope ("always", "in general", "from now on", "every", ...); else
+    "answering" (it applies to answers, but the user did not say "always").
+    Confidence 0.9. These are meant for the current answer; the LLM extractor stores cards.
+    """
+    text = " ".join(str(text or "").split())[:MAX_TURN_CHARS]
+    if not text or _ONE_OFF.search(text) and not has_generality_marker(text):
+        return []
+    out: list[Preference] = []
+    for sent in re.split(r"(?<=[.!?;])\s+|,\s+and\s+|\s+and\s+(?=please\b)", text):
+        if sent.rstrip().endswith("?"):
+            continue
+        pref = _sentence_preference(sent.strip(" ,.;:!"), text)
+        if pref is not None:
+            out.append(pref)
+    return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
+
+
+_STYLE_VERB_WORDS = "keep use avoid write answer respond reply format add include skip"
+_STYLE_VERBS = frozenset(_STYLE_VERB_WORDS.split())
+
+
+def _sentence_preference(sent: str, message: str) -> Preference | None:
+    sent = _LEAD_SCOPE.sub("", sent)
+    cond = None
+    if m := _LEAD_COND.match(sent):
+        cond, sent = m.group(1), m.group(2)
+    elif m := _TRAIL_COND.match(sent):
+        sent, cond = m.group(1), m.group(2)
+    polite = bool(re.match(r"^(?:please|pls|kindly)\b", sent, re.I))
+    sent = _clean_clause(_LEAD_SCOPE.sub("", _clean_clause(sent)))
+    action = None
+    if m := _NEG_START.match(sent):
+        action = None if _NOT_PREFS.match(m.group(1)) else sent
+    elif m := _FIRST_PERSON.match(sent):
+        verb, rest = m.group(1).lower(), m.group(2)
+        lead = sent[: len(sent) - len(rest)].lower()
+        direct = bool(re.search(r"\bit\s+(?:when|if)\s+you\s+$|\bto\s+$|\byou\s+$", lead))
+        if verb in ("don't like", "do not like", "hate"):
+            action = f"do not {rest}" if direct else f"avoid {rest}"
+        else:
+            action = rest if direct else f"prefer {rest}"
+    elif re.match(r"^always\s+", sent, re.I):
+        action = sent[len("always") :].strip()
+    elif m := _IMPERATIVE.match(sent):
+        verb = m.group(1).lower()
+        if m.group(2) and (cond or has_generality_marker(message) or polite and verb in _STYLE_VERBS):
+            action = sent
+    if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
+        return None
+    if cond is None:
+        cond = "general" if has_generality_marker(message) else UNSCOPED_CONDITION
+    if len(action) > 1 and action[1].islower():
+        action = action[0].lower() + action[1:]
+    return Preference(condition=cond[:MAX_CONDITION], action=action, confidence=0.9)
+
+
 # ---------------------------------------------------------------- the extractor
 
 
@@ -359,6 +583,7 @@ class LLMExtractor:
             log.warning("extractor returned no JSON: %.200r", content)
         if self.cfg.prompt == "few_shot":
             prefs = drop_example_echoes(prefs, window[-1][1])
+        prefs = postprocess(prefs, window)
         if decision.p_open is not None:
             prefs = [p.model_copy(update={"confidence": round(decision.p_open, 4)}) for p in prefs]
         kept = [p for p in prefs if p.confidence >= self.cfg.min_confidence]
@@ -509,7 +734,7 @@ class TransformersExtractor:
             steps.append((tok, tops))
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         decision = decision_from_logprobs(steps)
-        prefs = parse_preferences(text)
+        prefs = postprocess(parse_preferences(text), window)
         if decision.p_open is not None:
             prefs = [p.model_copy(update={"confidence": round(decision.p_open, 4)}) for p in prefs]
         return [p for p in prefs if p.confidence >= self.cfg.min_confidence]

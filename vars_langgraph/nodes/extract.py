@@ -8,27 +8,25 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.models.extraction_gate import worth_extracting
+from vars_langgraph.models.extractor import LLMExtractor, TransformersExtractor, dialogue_window
 from vars_langgraph.state import (
     VARSState,
     last_user_text,
-    message_text,
     resolve_user_id,
     thread_id,
 )
 from vars_langgraph.types import CardSource
 
-MAX_TURN_CHARS = 4000  # per message fed to the extractor; huge messages are cut, not refused
+__all__ = ["dialogue_window", "gate_on", "make_extract"]
 
 
-def dialogue_window(messages: list[Any], turns: int) -> list[tuple[str, str]]:
-    """The last `turns` user/assistant messages as (role, text), ending with the user's."""
-    out: list[tuple[str, str]] = []
-    for m in messages:
-        role = {"human": "user", "ai": "assistant"}.get(getattr(m, "type", ""))
-        text = message_text(m).strip()
-        if role and text:
-            out.append((role, text[-MAX_TURN_CHARS:]))
-    return out[-turns:]
+def gate_on(engine: VARSEngine) -> bool:
+    """Whether the extraction gate runs: `extractor.gate`, or (None) for built-in extractors."""
+    gate = engine.config.extractor.gate
+    if gate is not None:
+        return gate
+    return isinstance(engine.extractor, (LLMExtractor, TransformersExtractor))
 
 
 def make_extract(engine: VARSEngine):
@@ -41,7 +39,10 @@ def make_extract(engine: VARSEngine):
         query = last_user_text(messages)
         if not cfg.enabled or not query.strip():
             return {"query": query, "extracted": []}
-        prefs = engine.extractor.extract(dialogue_window(messages, cfg.window_turns))
+        window = dialogue_window(messages, cfg.window_turns)
+        if gate_on(engine) and not worth_extracting(window, engine.embedder, cfg.gate_threshold):
+            return {"query": query, "extracted": []}  # neutral message: no LLM call
+        prefs = engine.extractor.extract(window)
         prefs = [p for p in prefs if p.confidence >= cfg.min_confidence]
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
