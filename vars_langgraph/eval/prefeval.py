@@ -218,6 +218,20 @@ def method_config(method: str, settings: Settings, data_dir: Path) -> Any:
     return VARSConfig.from_dict(_merge(data, {"data_dir": str(data_dir), "storage": "sqlite"}))
 
 
+def _keep_gate(config: Any, extractor: CachingExtractor | None) -> Any:
+    """The extraction gate runs by default for the built-in LLM extractors only (checked by
+    type); the cache wrapper hides the type, so say it explicitly unless the config does."""
+    ecfg = config.extractor
+    if extractor is None or "gate" not in type(ecfg).model_fields or ecfg.gate is not None:
+        return config
+    from vars_langgraph.models import extractor as ex
+
+    builtin = tuple(getattr(ex, n) for n in ("LLMExtractor", "TransformersExtractor") if hasattr(ex, n))
+    if not isinstance(extractor.inner, builtin):
+        return config
+    return config.model_copy(update={"extractor": ecfg.model_copy(update={"gate": True})})
+
+
 def _memory_tokens(system: str, base: str) -> int:
     if not system or system == base:
         return 0
@@ -234,7 +248,7 @@ class Conversation:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        self.config = method_config(method, settings, work)
+        self.config = _keep_gate(method_config(method, settings, work), extractor)
         self.replay = ReplayChat(live=live_chat)
         self.store_k = settings.store_k or self.config.retrieval.select_k
         self.engine = None
