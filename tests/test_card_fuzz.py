@@ -16,7 +16,7 @@ from langgraph.store.memory import InMemoryStore
 from pydantic import ValidationError
 
 from vars_langgraph import VARSConfig
-from vars_langgraph.memory.store import InvalidUserId, UserMemory, check_user_id
+from vars_langgraph.memory.store import InvalidUserId, UserMemory, canonical_vector, check_user_id
 from vars_langgraph.parsing import parse_preferences
 from vars_langgraph.storage import open_store
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, CardSource, Preference, PreferenceCard
@@ -91,7 +91,8 @@ def cards_for(user: str, notes: list[tuple[str, str, float]]) -> list[Preference
             pref = Preference(condition=cond, action=act, confidence=conf)
         except ValidationError:
             continue
-        c = PreferenceCard.from_preference(user, pref, CardSource(query=act), [conf, -conf, 0.5])
+        vec = canonical_vector([conf, -conf, 0.5]).tolist()  # stored as float16 (format 2)
+        c = PreferenceCard.from_preference(user, pref, CardSource(query=act), vec)
         out[c.id] = c
     return list(out.values())
 

@@ -58,7 +58,36 @@ def test_index_sees_other_processes_writes(tmp_path, engine):
     # the other process adds a card: this one sees its entry is stale and reopens the user
     other.add_preferences("alice", prefs(("when writing emails", "keep them short")), SRC)
     assert len(engine.index.search("alice", q, 5)) == 2
-    assert engine.index.stats()["rebuilds"] == 2
+    assert engine.index.stats()["misses"] == 2
+
+
+def test_index_rebuilt_when_missing_stale_or_corrupt(tmp_path, engine):
+    engine.add_preferences("alice", prefs(("when writing code", "use type hints")), SRC)
+    q = engine.embed_query("code")
+    assert len(engine.index.search("alice", q, 5)) == 1
+    engine.index.flush()
+    d = next((tmp_path / "index").iterdir())
+    assert (d / "cards.faiss").exists() and json.loads((d / "meta.json").read_text())["ids"]
+
+    # a second process (fresh engine, same files) loads the index from disk: no rebuild
+    cfg = engine.config
+    other = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    assert len(other.index.search("alice", q, 5)) == 1 and other.index.rebuilds == 0
+
+    # the other process adds a card: this one sees its cache is stale and rebuilds
+    other.add_preferences("alice", prefs(("when writing emails", "keep them short")), SRC)
+    assert len(engine.index.search("alice", q, 5)) == 2
+
+    # corrupt file on disk: detected and rebuilt from the store, nothing lost
+    (d / "cards.faiss").write_bytes(b"garbage")
+    third = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    assert len(third.index.search("alice", q, 5)) == 2 and third.index.rebuilds == 1
+
+    # missing files: rebuilt
+    for f in d.iterdir():
+        f.unlink()
+    fourth = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    assert len(fourth.index.search("alice", q, 5)) == 2
 
 
 def test_ivf_index_file_loaded_when_fresh_rebuilt_when_missing_or_corrupt(tmp_path):

@@ -1,23 +1,25 @@
 """Per-user card index: a bounded, version-checked cache of the store's cards and vectors.
 
-A user's entry (`UserIndex`) holds the cards as compact JSON bytes (parsed on access), their
-embeddings as one float32 matrix, the global card ids, and the version token of the store it
-reflects; every `get` compares that token with the store's (one key read), so a card written by
+A user's entry (`UserIndex`) holds the cards as compact JSON bytes (parsed on access), a FAISS
+inner-product index over their embeddings (exact `IndexFlatIP` up to `flat_max` cards, IVF
+above: nlist = 4 sqrt(N), nprobe 16), the global card ids and the store version it reflects.
+For the flat index the FAISS storage is the only copy of the vectors (`matrix` is a view of
+it). Every `get` compares the version with the store's (one key read), so a card written by
 another process or a crash between writes never yields stale results.
 
-Search: exact inner product with FAISS (`faiss.knn` on the entry's matrix, no copy of the
-vectors inside a FAISS index) up to `flat_max` cards, above that an IVF index (nlist = 4 sqrt(N),
-nprobe 16) cached as `<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json`, since IVF
-training is the one slow part. Opening a cold user is one bulk read of its card items (their
-float16 vectors decode in one call), so the flat index needs no file.
+Opening a cold user is one bulk read of its card items; the vectors come from the index file
+`<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json` when it reflects that version
+(a sample of rows is checked against the store), else they are decoded from the items (all
+float16 base64 strings in one call) and the file is rewritten.
 
-Entries are kept in an LRU bounded by bytes (`max_bytes`; hits/misses/evictions counted).
-Entries are replaced, never changed in place (`apply` builds a new one), so a reader holding an
-entry always sees one consistent snapshot.
+Entries are kept in an LRU bounded by bytes (`max_bytes`; hits/misses/evictions counted) and
+replaced, never changed in place (`apply` builds a new one; only an IVF index is extended in
+place, under its lock), so a reader holding an entry sees one consistent snapshot.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -34,15 +36,19 @@ from urllib.parse import quote
 
 import faiss
 import numpy as np
+import orjson
 from pydantic import ValidationError
 
 from vars_langgraph.memory.store import (
+    VEC_DTYPE,
     VEC_KEY,
     UserMemory,
     canonical_vector,
     card_body_bytes,
     check_user_id,
+    encode_vector,
     light_card_check,
+    split_vector,
     value_vector,
 )
 from vars_langgraph.types import PreferenceCard
@@ -82,6 +88,14 @@ def _remove_dead_tmp(d: Path) -> None:
             pass  # not ours to judge, or the writer is alive
 
 
+def _b64_or(text: str, default: bytes) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        return default
+    return raw if len(raw) == len(default) else default
+
+
 class CardTable(Mapping[str, PreferenceCard]):
     """id -> `PreferenceCard` over compact JSON bytes; cards are parsed when read (a few per
     turn) and the last `PARSED_CACHE` kept. A body that fails validation reads as absent."""
@@ -97,6 +111,8 @@ class CardTable(Mapping[str, PreferenceCard]):
                 card = PreferenceCard.model_validate_json(self._raw[card_id])
             except ValidationError:
                 raise KeyError(card_id) from None
+            if card.id != card_id:
+                card = card.model_copy(update={"id": card_id})
             if len(self._parsed) >= PARSED_CACHE:
                 self._parsed.clear()
             self._parsed[card_id] = card
@@ -116,50 +132,73 @@ class CardTable(Mapping[str, PreferenceCard]):
         return sum(len(b) for b in self._raw.values())
 
 
+def flat_view(index: faiss.IndexFlat) -> np.ndarray:
+    """The (ntotal, d) float32 vectors inside a flat FAISS index, without a copy (valid while
+    the index lives and is not extended)."""
+    n, d = index.ntotal, index.d
+    if n == 0:
+        return np.zeros((0, d), np.float32)
+    return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+
+
+def flat_index(matrix: np.ndarray) -> faiss.IndexFlatIP:
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    if len(matrix):
+        index.add(np.ascontiguousarray(matrix, np.float32))
+    return index
+
+
 @dataclass
 class UserIndex:
-    """One user's cards (compact), their vectors (`matrix`, rows in `ids` order) and search."""
+    """One user's cards (compact), their FAISS index and vectors (`matrix`, rows in `ids`
+    order: a view of the flat index's storage, or its own array for IVF)."""
 
     version: str
+    index: faiss.Index
     ids: list[str] = field(default_factory=list)
     raw: dict[str, bytes] = field(default_factory=dict)
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     global_ids: list[str] = field(default_factory=list)
-    index: faiss.Index | None = None  # IVF only (above flat_max); None: exact faiss.knn
+    ivf_matrix: np.ndarray | None = None  # IVF only: the vectors (IVF lists are not rows)
     ivf_lock: threading.Lock = field(default_factory=threading.Lock)  # IVF add vs search
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(init=False)
     cards: CardTable = field(init=False)
+    matrix: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.cards = CardTable(self.raw)
         self.rows = {cid: i for i, cid in enumerate(self.ids)}
+        self.matrix = self.ivf_matrix if self.ivf_matrix is not None else flat_view(self.index)
+
+    @property
+    def is_flat(self) -> bool:
+        return self.ivf_matrix is None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def nbytes(self) -> int:
-        """Bytes this entry holds (vectors, card bodies, bookkeeping; an IVF index's copy)."""
-        ivf = self.index.ntotal * (self.index.d * 4 + 8) if self.index is not None else 0
+        """Bytes this entry holds: vectors (an IVF index's copy too), card bodies, bookkeeping."""
+        ivf = 0 if self.is_flat else self.index.ntotal * (self.index.d * 4 + 8)
         return int(self.matrix.nbytes + self.cards.nbytes + ENTRY_OVERHEAD * len(self.ids) + ivf)
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The (len(ids), d) float32 embeddings of these cards, in order (KeyError if unknown)."""
         if not ids:
-            return np.zeros((0, self.matrix.shape[1]), np.float32)
+            return np.zeros((0, self.index.d), np.float32)
         return self.matrix[[self.rows[i] for i in ids]]
 
     def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(sims, rows) of the top-k rows by inner product with `query` (rows -1: none)."""
         q = np.ascontiguousarray(np.asarray(query, np.float32).reshape(1, -1))
         k = min(k, len(self.ids))
-        if self.index is not None:
+        if not self.is_flat:
             with self.ivf_lock:
                 sims, rows = self.index.search(q, k)
         elif _GPU.enabled:
             sims, rows = _GPU.knn(q, self.matrix, k)
         else:
-            sims, rows = faiss.knn(q, self.matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
+            sims, rows = self.index.search(q, k)
         return sims[0], rows[0]
 
 
@@ -191,6 +230,89 @@ _GPU = _GpuSearch()
 def set_faiss_device(device: str) -> bool:
     """Route FAISS searches to a GPU ("gpu", "auto") or keep them on CPU ("cpu")."""
     return _GPU.enable(device)
+
+
+class _Rows:
+    """A user's card items, checked and split, with their vectors decoded only on demand.
+
+    Format-2 text rows: the vector member is cut out by string search and only the small
+    body is parsed (to check it); `decode()` turns all the base64 strings into one matrix in
+    one call. Unreadable items and wrong-sized vectors are left out (stored, never served);
+    `decode` also drops non-finite vectors."""
+
+    def __init__(self, dim: int, rows: list[tuple[str, Any]]):
+        self.dim = dim
+        self.ids: list[str] = []
+        self.bodies: dict[str, bytes] = {}
+        self.globals: list[str] = []
+        self.old_format: list[str] = []
+        self._src: list[str | np.ndarray] = []  # base64 text or a decoded vector, per id
+        want = len(encode_vector(np.zeros(dim, np.float32)))
+        for key, value in rows:
+            if key in self.bodies:
+                continue
+            if isinstance(value, str | bytes):
+                body, b64 = split_vector(value)
+                try:
+                    parsed = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    continue
+                if b64 is not None and len(b64) == want and light_card_check(parsed):
+                    self._add(key, body, b64, parsed)
+                    continue
+                if b64 is not None:
+                    parsed[VEC_KEY] = b64
+                value = parsed
+            if not light_card_check(value):
+                continue
+            if VEC_KEY not in value and "embedding" in value:
+                self.old_format.append(key)
+            vec = value_vector(value)
+            if vec is not None and vec.shape == (dim,):
+                self._add(key, card_body_bytes(value), vec, value)
+
+    def _add(self, key: str, body: bytes, src: str | np.ndarray, value: dict[str, Any]) -> None:
+        self.ids.append(key)
+        self.bodies[key] = body
+        self._src.append(src)
+        if value.get("is_global") is True:
+            self.globals.append(key)
+
+    def decode_some(self, positions: list[int]) -> np.ndarray:
+        return np.stack([self._vec(self._src[i]) for i in positions])
+
+    def _vec(self, src: str | np.ndarray) -> np.ndarray:
+        if isinstance(src, np.ndarray):
+            return src
+        return np.frombuffer(_b64_or(src, self._nan), VEC_DTYPE).astype(np.float32)
+
+    @property
+    def _nan(self) -> bytes:
+        return np.full(self.dim, np.nan, VEC_DTYPE).tobytes()
+
+    def decode(self) -> tuple[np.ndarray, list[str]]:
+        """(matrix, ids) of the cards with a finite vector, in row order."""
+        if not self.ids:
+            return np.zeros((0, self.dim), np.float32), []
+        texts = [s for s in self._src if isinstance(s, str)]
+        matrix = None
+        if len(texts) == len(self._src):
+            joined = "".join(texts)
+            n_raw = len(texts) * self.dim * VEC_DTYPE.itemsize
+            # no padding inside (768 bytes -> 1024 chars): one decode of them all; the decoder
+            # skips non-alphabet characters, so a wrong length means a bad string somewhere
+            if "=" not in joined:
+                buf = base64.b64decode(joined)
+                if len(buf) == n_raw:
+                    matrix = np.frombuffer(buf, VEC_DTYPE).reshape(len(texts), self.dim)
+        if matrix is None:
+            matrix = np.stack([self._vec(s) for s in self._src])
+        matrix = matrix.astype(np.float32)
+        ok = np.isfinite(matrix).all(axis=1)
+        if ok.all():
+            return matrix, list(self.ids)
+        keep = np.flatnonzero(ok)
+        return matrix[keep], [self.ids[i] for i in keep]
 
 
 class CardIndex:
@@ -277,16 +399,21 @@ class CardIndex:
                     if c.is_global:
                         globals_.append(c.id)
                 raw[c.id] = card_body_bytes(c.model_dump(mode="json", exclude={"embedding"}))
-            if cur.index is None and len(ids) > self.flat_max:
+            if cur.is_flat and len(ids) > self.flat_max:
                 with self._guard:  # grew past flat_max: reopened (IVF) on next get
                     self._users.pop(user_id, None)
                 return
-            matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
-            new = UserIndex(version=new_version, ids=ids, raw=raw, matrix=matrix, global_ids=globals_,
-                            index=cur.index, ivf_lock=cur.ivf_lock)
-            if cur.index is not None and new_vecs:
-                with cur.ivf_lock:  # IVF rows are ids' order: append the new ones
-                    cur.index.add(np.vstack(new_vecs))
+            if cur.is_flat:  # a new flat index (copy-on-write: readers keep the old one)
+                matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
+                new = UserIndex(version=new_version, index=flat_index(matrix), ids=ids, raw=raw,
+                                global_ids=globals_)
+            else:
+                matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
+                if new_vecs:
+                    with cur.ivf_lock:  # IVF rows are ids' order: append the new ones
+                        cur.index.add(np.vstack(new_vecs))
+                new = UserIndex(version=new_version, index=cur.index, ids=ids, raw=raw,
+                                global_ids=globals_, ivf_matrix=matrix, ivf_lock=cur.ivf_lock)
             self._put(user_id, new)
 
     def invalidate(self, user_id: str, remove_files: bool = False) -> None:
@@ -297,7 +424,7 @@ class CardIndex:
                 remove_user_files(self.index_dir, user_id)
 
     def flush(self) -> None:
-        """Persist every in-memory IVF index that is newer than its file."""
+        """Persist every in-memory index that is newer than its file."""
         with self._guard:
             items = list(self._users.items())
         for uid, ui in items:
@@ -335,59 +462,57 @@ class CardIndex:
         return self.index_dir / user_dir_name(user_id)
 
     def _open(self, user_id: str, version: str) -> UserIndex:
-        """Build the entry from one bulk read of the store (IVF: its index file when fresh)."""
+        """Build the entry from one bulk read of the store; the vectors from the index file
+        when it is fresh (no decoding), else decoded from the items (and the file rewritten)."""
         with self._guard:
             self.misses += 1
-        items = self.memory.card_items(user_id)
-        old_format = [k for k, v in items if isinstance(v, dict) and VEC_KEY not in v
-                      and "embedding" in v]
-        if old_format:
+        rows = _Rows(self.dim, self.memory.card_rows(user_id))
+        if rows.old_format:
             with self.write_lock(user_id):
-                n = self.memory.migrate_cards(user_id, old_format)
+                n = self.memory.migrate_cards(user_id, rows.old_format)
             with self._guard:
                 self.migrated += n
             if n:
                 log.info("user %r: %d cards rewritten in the compact format", user_id, n)
-        ids, raw, vecs, globals_ = [], {}, [], []
-        for key, value in items:
-            if not light_card_check(value) or key in raw:
-                continue  # unreadable item: skipped, never deleted
-            vec = value_vector(value)
-            if vec is None or vec.shape != (self.dim,) or not np.all(np.isfinite(vec)):
-                continue  # stays stored, not served
-            ids.append(key)
-            raw[key] = card_body_bytes(value)
-            vecs.append(vec)
-            if value.get("is_global") is True:
-                globals_.append(key)
-        index = None
+        loaded = self._load(user_id, version, rows)
+        if loaded is not None:
+            index, order = loaded
+            gset = set(rows.globals)
+            g_order = [cid for cid in order if cid in gset]
+            ivf_matrix = None
+            if not isinstance(index, faiss.IndexFlat):
+                matrix = rows.decode()[0]
+                pos = {cid: i for i, cid in enumerate(rows.ids)}
+                ivf_matrix = matrix[[pos[cid] for cid in order]]
+            with self._guard:
+                self.loads += 1
+            return UserIndex(version=version, index=index, ids=order, raw=rows.bodies,
+                             global_ids=g_order, ivf_matrix=ivf_matrix)
+        matrix, ids = rows.decode()
+        raw = {cid: rows.bodies[cid] for cid in ids}
+        gset = set(rows.globals)
+        globals_ = [cid for cid in ids if cid in gset]
         if len(ids) > self.flat_max:
-            index, order = self._load_ivf(user_id, version, ids) or (None, None)
-            if order is not None:  # the file's row order
-                pos = {cid: i for i, cid in enumerate(ids)}
-                vecs = [vecs[pos[cid]] for cid in order]
-                ids = order
-                globals_ = [cid for cid in ids if cid in set(globals_)]
-        matrix = np.vstack(vecs) if vecs else np.zeros((0, self.dim), np.float32)
-        ui = UserIndex(version=version, ids=ids, raw=raw, matrix=matrix, global_ids=globals_,
-                       index=index)
-        if len(ids) > self.flat_max and ui.index is None:
-            self._build_ivf(user_id, ui)
+            ui = UserIndex(version=version, index=self._train_ivf(matrix), ids=ids, raw=raw,
+                           global_ids=globals_, ivf_matrix=matrix)
+        else:
+            ui = UserIndex(version=version, index=flat_index(matrix), ids=ids, raw=raw,
+                           global_ids=globals_)
         with self._guard:
             self.rebuilds += 1
+        self._save(user_id, ui, force=True)
         return ui
 
-    def _build_ivf(self, user_id: str, ui: UserIndex) -> None:
-        n = len(ui.ids)
+    def _train_ivf(self, matrix: np.ndarray) -> faiss.Index:
+        n = len(matrix)
         nlist = max(1, min(int(4 * np.sqrt(n)), n))
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist,
                                  faiss.METRIC_INNER_PRODUCT)
         ivf.nprobe = 16
         ivf.cp.min_points_per_centroid = 1  # no warning for small test indexes
-        ivf.train(ui.matrix)
-        ivf.add(ui.matrix)
-        ui.index = ivf
-        self._save(user_id, ui, force=True)
+        ivf.train(matrix)
+        ivf.add(matrix)
+        return ivf
 
     def _save(self, user_id: str, ui: UserIndex, force: bool = False) -> None:
         if self.index_dir is None or ui.index is None:
@@ -410,11 +535,12 @@ class CardIndex:
         os.replace(tmpm, meta)  # meta last: a crash in between leaves a stale meta -> rebuild
         _remove_dead_tmp(d)
 
-    def _load_ivf(self, user_id: str, version: str,
-                  ids: list[str]) -> tuple[faiss.Index, list[str]] | None:
-        """The IVF index file and its row order, if it reflects `version` and holds exactly
-        these ids; else None."""
-        if self.index_dir is None:
+    def _load(self, user_id: str, version: str,
+              rows: _Rows) -> tuple[faiss.Index, list[str]] | None:
+        """The index file and its row order, if it reflects `version`, holds exactly these
+        ids, and a sample of its rows equals the store's vectors; else None (rebuild)."""
+        ids = rows.ids
+        if self.index_dir is None or not ids:
             return None
         d = self._dir(user_id)
         try:
@@ -431,10 +557,14 @@ class CardIndex:
         except Exception as e:  # corrupt file: rebuild from the store
             log.warning("index for user %r unreadable (%s); rebuilding from the store", user_id, e)
             return None
-        if hasattr(index, "nprobe"):
+        if isinstance(index, faiss.IndexFlat):
+            # the two files are replaced one after the other: check that the vectors really
+            # are those of `order` (a sample of rows; a mismatch means rebuild)
+            pos = {cid: i for i, cid in enumerate(ids)}
+            sample = np.unique(np.linspace(0, len(order) - 1, min(len(order), 64)).astype(int))
+            want = rows.decode_some([pos[order[r]] for r in sample])
+            if not np.array_equal(flat_view(index)[sample], want):
+                return None
+        elif hasattr(index, "nprobe"):
             index.nprobe = 16
-        with self._guard:
-            self.loads += 1
         return index, order
-
-

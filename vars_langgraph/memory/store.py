@@ -86,8 +86,13 @@ def card_value(card: PreferenceCard, vector: Any = None) -> dict[str, Any]:
 
 def light_card_check(value: Any) -> bool:
     """A cheap check that an item looks like a card (full validation happens on access)."""
-    return (isinstance(value, dict) and all(isinstance(value.get(f), str) for f in _CARD_STR_FIELDS)
-            and _finite(value.get("confidence")))
+    if type(value) is not dict:
+        return False
+    for f in _CARD_STR_FIELDS:
+        if type(value.get(f)) is not str:
+            return False
+    c = value.get("confidence")
+    return (type(c) is float or type(c) is int) and math.isfinite(c)
 
 
 def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
@@ -99,6 +104,31 @@ def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
         vec = value_vector(value)
         body["embedding"] = vec.tolist() if vec is not None else []
     return PreferenceCard.model_validate(body)
+
+
+_VEC_NAME = f'"{VEC_KEY}"'
+
+
+def split_vector(text: str | bytes) -> tuple[bytes, str | None]:
+    """A format-2 item's JSON text as (the text without its `emb16` member, the base64), by
+    string search instead of parsing the 1 KB string; (text, None) when there is no member.
+    (A `"emb16"` inside a JSON string value is escaped, `\\"emb16\\"`, so never matches.)"""
+    if isinstance(text, bytes):
+        text = text.decode()
+    i = text.find(_VEC_NAME)
+    if i < 0:
+        return text.encode(), None
+    try:
+        j = text.index('"', text.index(":", i + len(_VEC_NAME)) + 1)
+        k = text.index('"', j + 1)
+    except ValueError:
+        return text.encode(), None
+    left, right = text[:i].rstrip(), text[k + 1:].lstrip()
+    if left.endswith(","):
+        left = left[:-1]
+    elif right.startswith(","):
+        right = right[1:]
+    return (left + right).encode(), text[j + 1:k]
 
 
 def card_body_bytes(value: dict[str, Any]) -> bytes:
@@ -178,18 +208,21 @@ class UserMemory:
             except ValueError:
                 continue
 
-    def card_items(self, user_id: str) -> list[tuple[str, Any]]:
-        """All of the user's card items as (key, value) in one bulk read. SQLite and Postgres
-        stores: one SELECT on LangGraph's `store` table (values parsed with orjson); any other
-        `BaseStore`: one `search` call."""
+    def card_rows(self, user_id: str) -> list[tuple[str, Any]]:
+        """All of the user's card items as (key, JSON text or dict) in one bulk read: SQLite
+        and Postgres stores, one SELECT on LangGraph's `store` table (unparsed text); any other
+        `BaseStore`, one `search` call (dicts)."""
         ns = self.ns(user_id, "cards")
-        prefix = ".".join(ns)
-        rows = _bulk_rows(self.store, prefix)
+        rows = _bulk_rows(self.store, ".".join(ns))
         if rows is None:
             items = self.store.search(ns, limit=10**9)
             return [(it.key, it.value) for it in items if tuple(it.namespace) == ns]
+        return rows
+
+    def card_items(self, user_id: str) -> list[tuple[str, Any]]:
+        """All of the user's card items as (key, value dict) in one bulk read."""
         out = []
-        for key, value in rows:
+        for key, value in self.card_rows(user_id):
             if isinstance(value, str | bytes):
                 try:
                     value = orjson.loads(value)
@@ -356,7 +389,7 @@ def _bulk_rows(store: BaseStore, prefix: str) -> list[tuple[str, Any]] | None:
 
     if isinstance(store, SqliteStore):
         with store._cursor(transaction=False) as cur:
-            cur.execute("SELECT key, value FROM store WHERE prefix = ? ORDER BY key", (prefix,))
+            cur.execute("SELECT key, value FROM store WHERE prefix = ?", (prefix,))
             return cur.fetchall()
     try:
         from langgraph.store.postgres import PostgresStore
@@ -364,7 +397,6 @@ def _bulk_rows(store: BaseStore, prefix: str) -> list[tuple[str, Any]] | None:
         return None
     if isinstance(store, PostgresStore):
         with store._cursor() as cur:
-            cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s "
-                        "ORDER BY key", (prefix,))
+            cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s", (prefix,))
             return [(r["key"], r["value"]) for r in cur.fetchall()]
     return None
