@@ -484,7 +484,10 @@ def run_benchmark(settings: Settings, out_dir: Path, *, embedder: Any = None,
         from vars_langgraph.models.embedder import load_embedder
 
         embedder = load_embedder(base_cfg.embedding)
-    embedder = CachingEmbedder(embedder)
+    inner = embedder
+    embedder = CachingEmbedder(inner)
+    if getattr(inner, "name", None):  # the extraction gate keys its fitted weights on the name
+        embedder.name = inner.name
     extractor = CachingExtractor(extractor) if extractor is not None else None
     if extractor is None and any(m in ("vars", "rag", "all") for m in settings.methods):
         extractor = make_extractor(settings, base_cfg)
