@@ -25,6 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.store.memory import InMemoryStore
 
 from vars_langgraph import VARSContext, VARSMemory
+from vars_langgraph.background import get_learner
 from vars_langgraph.integrations import VARSMemoryState
 from vars_langgraph.state import message_text
 
@@ -60,19 +61,29 @@ def agent_model(url: str, capture: CaptureInput) -> ChatOpenAI:
                       max_tokens=48, extra_body={"max_tokens": 48}, callbacks=[capture])
 
 
+def drained(memory: VARSMemory) -> None:
+    """Wait for the background learning (the drop-in default) to finish its queued jobs."""
+    if memory.background:
+        assert get_learner(memory.engine).drain(400)
+
+
 def converse(invoke, memory: VARSMemory, capture: CaptureInput, alice: str, bob: str) -> None:
-    """The shared scenario; `invoke(text, user, thread)` runs one turn of the agent."""
+    """The shared scenario; `invoke(text, user, thread)` runs one turn of the agent. Learning
+    runs in the background (the default): the explicit preference is stored by the fast path
+    before the answer, the rest after it."""
+    assert memory.background
     out1 = invoke(PREFERENCE, alice, "t1")
     stated = [c for c in memory.cards(alice) if "bullet" in c["note"].lower()]
-    assert stated, memory.cards(alice)
+    assert stated, memory.cards(alice)  # at once, not after the background extraction
     pending = memory.engine.memory.get_pending(alice, "t1")
     assert pending and pending["query"] == PREFERENCE  # learn ran after the final answer
     assert pending["answer"] == message_text(out1["messages"][-1])[:2000]
 
     out2 = invoke(FOLLOW_UP, alice, "t1")  # the follow-up is the feedback on turn 1
     assert memory.engine.memory.get_pending(alice, "t1")["query"] == FOLLOW_UP
-    if "reward" in out2:  # agents whose state carries the VARS keys show it
-        assert isinstance(out2["reward"]["value"], float)
+    assert out2.get("reward") is None  # computed after the answer, by the worker
+    drained(memory)
+    assert isinstance(get_learner(memory.engine).last[(alice, "t1")]["reward"]["value"], float)
 
     n = len(capture.inputs)
     invoke(NEW_TOPIC, alice, "t2")
@@ -87,6 +98,7 @@ def converse(invoke, memory: VARSMemory, capture: CaptureInput, alice: str, bob:
     assert not any(json.dumps(n, ensure_ascii=False) in seen_by_bob for n in alice_notes)
     assert "bullet" not in seen_by_bob.lower(), seen_by_bob
     # bob's memory holds only what his own message gave the extractor, never alice's cards
+    drained(memory)
     for card in memory.cards(bob):
         assert card["user_id"] == bob and card["note"] not in alice_notes
         assert {s["thread_id"] for s in card["sources"]} == {"b1"}
@@ -261,6 +273,7 @@ def test_tool_loop_recalls_once_and_learns_from_the_final_answer(unit_memory, sc
     config = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
     out = agent.invoke({"messages": [("user", "How many words in 'a b c'?")]}, config)
     assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "ai"]
+    drained(memory)
     assert extractor.calls == 1  # the second model call (after the tool) did not recall again
     assert len(model.inputs) == 2
     for seen in model.inputs:  # both model calls carry the preference
@@ -350,4 +363,26 @@ def test_middleware_wiring_names_and_tools(unit_memory):
     assert system.type == "system" and system.content.startswith("You are terse.")
     assert "bullet points" in system.content and out["vars_turn"] and out["selected"]
     assert memory.engine.memory.get_pending("alice", "t1")["answer"] == "Fine."
+    drained(memory)
     assert extractor.calls == 1
+
+
+def test_background_is_the_drop_in_default_and_learns_after_the_answer(unit_memory):
+    """The LLM extractor runs after the model answered (the job is held until `learn`), and a
+    RuntimeStore-backed memory stays inline (a worker thread is outside the graph's run)."""
+    from vars_langgraph import VARSEngine
+    from vars_langgraph.integrations import RuntimeStore
+
+    memory, extractor = unit_memory
+    assert memory.background
+    state = {"messages": [HumanMessage("Use bullet points, please.", id="h1")]}
+    config = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
+    memory.recall(state, config)
+    learner = get_learner(memory.engine)
+    assert learner.drain(5) and extractor.calls == 0  # held: the answer is not there yet
+    assert len(learner.pending_jobs("alice")) == 1  # but already durable in the store
+    memory.learn({"messages": [*state["messages"], AIMessage("- ok")]}, config)
+    assert learner.drain(30) and extractor.calls == 1 and learner.pending_jobs("alice") == []
+    assert any("bullet" in c["note"] for c in memory.cards("alice"))
+    inline = VARSMemory(engine=VARSEngine(memory.config, RuntimeStore(), extractor=extractor))
+    assert not inline.background

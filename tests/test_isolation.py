@@ -293,7 +293,8 @@ def test_dropin_paths_and_tools_keep_users_apart(tmp_path):
     from vars_langgraph.integrations import VARSMemory, VARSMemoryState
 
     cfg = VARSConfig.from_dict({"data_dir": str(tmp_path / "data"),
-                                "retrieval": {"dedup_threshold": 0.99}})
+                                "retrieval": {"dedup_threshold": 0.99},
+                                "background": {"enabled": False}})  # inline: counts per turn
     engine = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "data" / "index",
                         extractor=MarkerExtractor(), chat_model=RecordingChat())
     memory = VARSMemory(engine=engine)
