@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vars_langgraph.bench import STAGES, bench_main, faiss_growth, synthetic_notes
+from vars_langgraph.bench import STAGES, bench_main, faiss_growth, jittered, synthetic_notes
 
 
 def test_synthetic_notes_are_distinct_and_deterministic():
@@ -40,14 +40,46 @@ def test_tiny_bench_writes_json_and_markdown(tmp_path: Path):
         assert o["p50"] >= r["stages_ms"]["search"]["p50"]
         assert r["faiss_bytes"] == r["cards"] * 384 * 4
         assert r["index_rebuild_s"] >= 0 and r["store_bytes"] > 0
+        # compact cards: float16 vectors in the store, one float32 matrix in RAM
+        assert 384 * 4 < r["ram_bytes_per_card"] < 3 * 1024
+        assert r["disk_bytes_per_card"] > 0 and r["index_file_bytes_per_card"] >= 384 * 4
     assert [g["cards"] for g in res["faiss"]] == [30, 120]
     for b in res["baselines"]:  # BaseStore.search needs SQLite with extension loading
         assert b["cards"] in (30, 120)
         if b.get("available"):
             assert b["search_ms"]["p50"] > 0
     md = (out / "bench.md").read_text()
-    assert "| 120 |" in md and "overhead" in md
+    assert "| 120 |" in md and "overhead" in md and "RAM B/card" in md
     assert not (out / "work").exists()
     # the cached embeddings are reused by a second run
     assert any((out / "cache").glob("notes-s0-120.npy"))
 
+
+
+def test_jittered_vectors_keep_the_real_ones_and_are_unit_length():
+    rng = np.random.default_rng(7)  # not jittered()'s seed
+    real = rng.normal(size=(10, 8)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    v = jittered(real, 25)
+    assert v.shape == (25, 8) and np.array_equal(v[:10], real)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert not np.allclose(v[10], real[0]) and float(v[10] @ real[0]) > 0.5
+
+
+def test_many_users_variant_reports_warm_and_cold_turns(tmp_path: Path):
+    out = tmp_path / "many"
+    rc = bench_main(["--sizes", "40", "--many", "12", "--queries", "8", "--out", str(out),
+                     "--no-progress", "--cache-mb", "0.2", "--embed-max", "20"])
+    assert rc == 0
+    res = json.loads((out / "bench.json").read_text())
+    r = res["many"][0]
+    assert r["users"] == 12 and r["cards_per_user"] == 40 and r["total_cards"] == 480
+    for kind in ("warm", "cold"):
+        o = r["turns"][kind]["overhead"]
+        assert o["p50"] is not None and o["p50"] <= o["p95"]
+    assert r["turns"]["cold"]["open"]["p50"] > r["turns"]["warm"]["open"]["p50"]
+    st = r["index_cache"]
+    assert st["misses"] >= 4 and st["hits"] > 0 and st["evictions"] > 0  # 0.2 MB: LRU evicts
+    assert st["bytes"] <= st["max_bytes"] or st["users"] == 1
+    assert res["settings"]["embedded_notes"] == 20
+    assert "many users" in (out / "bench.md").read_text()

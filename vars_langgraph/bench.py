@@ -23,6 +23,15 @@ LangGraph user would use instead: `BaseStore.search` on a `SqliteStore` with an 
 (sqlite-vec), and LangMem's `create_search_memory_tool` over that store when langmem is installed.
 The baselines get the query vector precomputed (their `search` time excludes the embedding, which
 is the same model call for every system; compare with VARS's search stage and overhead - embed).
+
+Bytes per card: in RAM, the index entry's own accounting (`UserIndex.nbytes`: vectors, card
+bodies, bookkeeping) and the measured RSS growth when the user is opened; on disk, the SQLite
+store (after a WAL checkpoint) and the index file cache, each divided by the cards. Cold open: a
+user not in the process's cache, opened from the index file (`index_load_s`) and from the store
+alone (`index_rebuild_s`, no file). `--many U` runs the many-users variant instead (U users x
+each size; warm and cold turns, LRU bound `--cache-mb`). `--embed-max M` embeds only the first M
+notes for real; the rest get jittered copies of those vectors (so a 100k row needs no 12-minute
+embedding pass); the JSON records it. The issue-15 numbers from before are printed beside.
 """
 
 from __future__ import annotations
@@ -50,6 +59,15 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 USER = "bench-user"
 STAGES = ("embed", "search", "rerank", "policy", "augment")
+# issue 15, measured before compact cards (same command, idle 2-core machine)
+BEFORE = {
+    1_000: {"overhead": "15.9 / 17.8", "search": "0.62 / 0.84", "faiss": "0.05 / 0.05",
+            "ram_kb": 12.6, "disk_kb": 19.0, "open_s": "0.10"},
+    10_000: {"overhead": "20.0 / 30.5", "search": "3.79 / 6.17", "faiss": "0.36 / 0.51",
+             "ram_kb": 14.3, "disk_kb": 11.9, "open_s": "2.5"},
+    100_000: {"overhead": "did not finish in 25 min (3.5 GB RSS)", "search": "–", "faiss": "–",
+              "ram_kb": None, "disk_kb": None, "open_s": "–"},
+}
 
 # ------------------------------------------------------------------------------ synthetic data
 
@@ -203,15 +221,40 @@ def timed_base_scores(sink: list[float]):
         rr.base_scores = orig
 
 
-def _cards(notes: Sequence[tuple[str, str]], embs: np.ndarray) -> list[Any]:
+def _cards(notes: Sequence[tuple[str, str]], embs: np.ndarray, user: str = USER) -> list[Any]:
     from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
     src = CardSource(thread_id="bench", turn=0, query="")
     out = []
     for (cond, act), e in zip(notes, embs, strict=True):
         pref = Preference(condition=cond, action=act, confidence=0.8)
-        out.append(PreferenceCard.from_preference(USER, pref, src, e.tolist()))
+        out.append(PreferenceCard.from_preference(user, pref, src, e.tolist()))
     return out
+
+
+def jittered(real: np.ndarray, n: int, seed: int = 0, noise: float = 0.35) -> np.ndarray:
+    """n unit vectors: `real` itself, then jittered copies of its rows (for rows past the
+    embedded ones: a stand-in with the same distribution, no model pass)."""
+    if n <= len(real):
+        return real[:n]
+    rng = np.random.default_rng(seed)
+    extra = real[np.arange(len(real), n) % len(real)]
+    extra = extra + rng.normal(0, noise / np.sqrt(real.shape[1]), extra.shape).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    return np.concatenate([real, extra.astype(np.float32)])
+
+
+def _checkpoint(store: Any) -> None:
+    """Fold SQLite's WAL into the database file, so the file size is the data's."""
+    conn = getattr(store, "conn", None)
+    if conn is not None and hasattr(conn, "execute") and "sqlite" in type(conn).__module__:
+        with getattr(store, "lock", None) or _nullcontext():
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+@contextmanager
+def _nullcontext():
+    yield
 
 
 def _dir_size(p: Path) -> int:
@@ -253,15 +296,29 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     out["rss_index_mb"] = round(rss_mb() - rss0, 1)
     out["faiss_bytes"] = int(ui.index.ntotal * ui.index.d * 4)
     out["index_type"] = type(ui.index).__name__
-    engine.index.invalidate(USER)
-    t0 = time.perf_counter()
-    engine.index.get(USER)
-    out["index_load_s"] = round(time.perf_counter() - t0, 3)
-    engine.index.invalidate(USER, remove_files=True)
-    t0 = time.perf_counter()
-    engine.index.get(USER)
-    out["index_rebuild_s"] = round(time.perf_counter() - t0, 3)
-    out["store_bytes"] = _dir_size(Path(config.data_path))
+    out["ram_bytes_per_card"] = round(ui.nbytes / max(n, 1), 1)  # the LRU's accounting
+    out["rss_bytes_per_card"] = round(out["rss_index_mb"] * 2**20 / max(n, 1), 1)
+    del ui
+    loads, opens = [], []
+    for _ in range(3):  # cold user in a warm process: from the index file, then from the store
+        engine.index.invalidate(USER)
+        t0 = time.perf_counter()
+        engine.index.get(USER)
+        loads.append(time.perf_counter() - t0)
+    out["index_load_s"] = round(min(loads), 4)
+    out["index_load_s_all"] = [round(x, 4) for x in loads]
+    out["index_file_bytes"] = _dir_size(workdir / "index")
+    for _ in range(3):
+        engine.index.invalidate(USER, remove_files=True)
+        t0 = time.perf_counter()
+        engine.index.get(USER)
+        opens.append(time.perf_counter() - t0)
+    out["index_rebuild_s"] = round(min(opens), 4)
+    out["index_rebuild_s_all"] = [round(x, 4) for x in opens]
+    _checkpoint(store)
+    out["store_bytes"] = _dir_size(Path(config.data_path)) - _dir_size(workdir / "index")
+    out["disk_bytes_per_card"] = round(out["store_bytes"] / max(n, 1), 1)
+    out["index_file_bytes_per_card"] = round(out["index_file_bytes"] / max(n, 1), 1)
     # a user vector that has learned something, so the policy does real work
     rng = np.random.default_rng(seed)
     dim = config.policy.item_dim
@@ -317,6 +374,80 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
                                                                   strict=True)])
     out["rerank_per_candidate_ms"] = pct(per_cand)
     out["reranker"] = config.reranker.backend
+    conn = getattr(store, "conn", None)
+    if conn is not None:
+        conn.close()
+    return out
+
+
+def run_many(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]],
+             embs: np.ndarray, queries: Sequence[str], users: int, workdir: Path,
+             seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """`users` users with len(notes) cards each in one store and one process: write them, then
+    time turns for users whose entry is in the LRU (warm) and users who are not (cold: opened
+    from the store or index file during the turn), under the configured byte bound."""
+    from langchain_core.messages import HumanMessage
+    from tqdm import tqdm
+
+    from vars_langgraph.engine import VARSEngine
+    from vars_langgraph.nodes import make_augment, make_rerank, make_retrieve
+    from vars_langgraph.storage import open_store
+
+    n = len(notes)
+    out: dict[str, Any] = {"users": users, "cards_per_user": n, "total_cards": users * n,
+                           "cache_mb": config.cache.index_max_mb}
+    store = open_store(config)
+    engine = VARSEngine(config, store, index_dir=workdir / "index", embedder=embedder,
+                        extractor=_NoExtractor(), chat_model=None)
+    uids = [f"user-{i:05d}" for i in range(users)]
+    t0 = time.perf_counter()
+    for u in tqdm(uids, desc=f"writing {users:,} users x {n:,} cards", disable=not progress,
+                  dynamic_ncols=True):
+        cards = _cards(notes, embs, user=u)
+        for i in range(0, n, 2000):
+            engine.memory.put_cards(u, cards[i:i + 2000])
+    out["write_s"] = round(time.perf_counter() - t0, 2)
+    _checkpoint(store)
+    out["store_bytes_per_card"] = round(_dir_size(Path(config.data_path)) / (users * n), 1)
+    retrieve, rerank, augment = make_retrieve(engine), make_rerank(engine), make_augment(engine)
+    engine.embed_query("warm-up")
+    rng = np.random.default_rng(seed)
+    rss0 = rss_mb()
+    hot = uids[: max(1, min(len(uids) // 10, 8))]  # a few active users
+    for u in hot:
+        engine.index.get(u)
+    kinds: dict[str, dict[str, list[float]]] = {
+        k: {"overhead": [], "search": [], "open": []} for k in ("warm", "cold")}
+    cold_pool = [u for u in uids if u not in hot]
+    rng.shuffle(cold_pool)
+    bar = tqdm(total=len(queries), desc=f"turns, {users:,} users", disable=not progress,
+               dynamic_ncols=True)
+    for i, q in enumerate(queries):
+        kind = "cold" if (i % 2 and cold_pool) else "warm"
+        u = cold_pool.pop() if kind == "cold" else hot[int(rng.integers(len(hot)))]
+        if kind == "cold":  # a user this process has not seen (or has evicted)
+            engine.index.invalidate(u)
+        cfg = {"configurable": {"user_id": u, "thread_id": f"t-{u}"}}
+        state: dict[str, Any] = {"messages": [HumanMessage(q)], "query": q}
+        t0 = time.perf_counter()
+        engine.embed_query(q)
+        t1 = time.perf_counter()
+        engine.index.get(u)  # the version check, and the open when cold
+        t2 = time.perf_counter()
+        state.update(retrieve(state, cfg, None))
+        t3 = time.perf_counter()
+        state.update(rerank(state, cfg, None))
+        state.update(augment(state, cfg))
+        t4 = time.perf_counter()
+        kinds[kind]["overhead"].append((t4 - t0) * 1000)
+        kinds[kind]["open"].append((t2 - t1) * 1000)
+        kinds[kind]["search"].append((t3 - t2) * 1000)
+        bar.update(1)
+    bar.close()
+    gc.collect()
+    out["rss_growth_mb"] = round(rss_mb() - rss0, 1)
+    out["turns"] = {k: {m: pct(v) for m, v in d.items()} for k, d in kinds.items()}
+    out["index_cache"] = engine.index.stats()
     conn = getattr(store, "conn", None)
     if conn is not None:
         conn.close()
@@ -473,7 +604,53 @@ def _f(v: Any, nd: int = 2) -> str:
     return "–" if v is None else f"{v:.{nd}f}"
 
 
+def _before_after(res: dict[str, Any]) -> list[str]:
+    """The issue-15 rows from before beside this run's, for the sizes both have."""
+    rows = [r for r in res["vars"] if r["cards"] in BEFORE]
+    if not rows:
+        return []
+    out = ["", "Before (issue 15, idle machine) -> this run (ms p50 / p95; KB per card):", "",
+           "| cards | overhead | VARS search | raw FAISS flat | RAM KB/card | disk KB/card "
+           "(store + index file) | cold open (s) |", "|---|---|---|---|---|---|---|"]
+    flat = {g["cards"]: g["flat_ms"] for g in res.get("faiss", [])}
+    for r in rows:
+        b, s, o = BEFORE[r["cards"]], r["stages_ms"]["search"], r["overhead_ms"]
+        f = flat.get(r["cards"]) or {"p50": None, "p95": None}
+        ram = r.get("rss_bytes_per_card", 0) / 1024
+        disk = (r.get("disk_bytes_per_card", 0) + r.get("index_file_bytes_per_card", 0)) / 1024
+        out.append(
+            f"| {r['cards']:,} | {b['overhead']} -> {_f(o['p50'])} / {_f(o['p95'])} | "
+            f"{b['search']} -> {_f(s['p50'])} / {_f(s['p95'])} | {b['faiss']} -> "
+            f"{_f(f['p50'])} / {_f(f['p95'])} | {_f(b['ram_kb'], 1)} -> {ram:.1f} | "
+            f"{_f(b['disk_kb'], 1)} -> {disk:.1f} | {b['open_s']} -> {r['index_load_s']:.3f} |")
+    return out
+
+
+def many_report(res: dict[str, Any]) -> str:
+    env = res["environment"]
+    lines = [f"# vars-langgraph bench, many users ({env['cpus']} CPUs, load average "
+             f"{env['loadavg_start']} at start, {env.get('loadavg_end')} at end; LRU bound "
+             f"{res['settings'].get('cache_mb')} MB; vectors: {res['settings'].get('vectors')})",
+             "", "Turns without LLM calls alternate between a few active users (warm: entry in the "
+             "LRU) and users this process has not seen (cold: opened during the turn). ms, "
+             "p50 / p95:", "",
+             "| users x cards | warm overhead | cold overhead | cold open | RSS growth (MB) | "
+             "entries held / MB | hits / misses / evictions | store B/card | write (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["many"]:
+        w, c, st = r["turns"]["warm"], r["turns"]["cold"], r["index_cache"]
+        lines.append(
+            f"| {r['users']:,} x {r['cards_per_user']:,} | {_f(w['overhead']['p50'])} / "
+            f"{_f(w['overhead']['p95'])} | {_f(c['overhead']['p50'])} / {_f(c['overhead']['p95'])}"
+            f" | {_f(c['open']['p50'])} / {_f(c['open']['p95'])} | {r['rss_growth_mb']:.1f} | "
+            f"{st['users']} / {st['bytes'] / 2**20:.1f} | {st['hits']} / {st['misses']} / "
+            f"{st['evictions']} | {r['store_bytes_per_card']:,.0f} | {r['write_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_report(res: dict[str, Any]) -> str:
+    if res.get("many") is not None:
+        return many_report(res)
     env = res["environment"]
     lines = [f"# vars-langgraph bench ({env['cpus']} CPUs, {env['machine']}, load average "
              f"{env['loadavg_start']} at start, {env['loadavg_end']} at end; threads: torch "
@@ -494,16 +671,22 @@ def markdown_report(res: dict[str, Any]) -> str:
             f"{_f(s['feedback']['p50'])} / {_f(s['feedback']['p95'])} |")
     lines += ["", "\\* overhead = embed + search + policy + augment (per turn, then p50/p95); "
               f"reranker backend: {res['vars'][0]['reranker'] if res['vars'] else '–'}.", "",
-              "Memory and index maintenance:", "",
-              "| cards | RSS of loaded index + cards (MB) | FAISS (MB) | store on disk (MB) | "
-              "write cards (s) | first index build (s) | index load from file (s) | "
-              "index rebuild from store (s) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "Memory and index maintenance (bytes per card: RAM = the index entry's accounting "
+              "/ measured RSS growth; disk = SQLite store after a WAL checkpoint / index file "
+              "cache; cold open = a user not in the process cache, best of 3):", "",
+              "| cards | RAM B/card (entry / RSS) | disk B/card (store / index file) | "
+              "RSS of loaded index + cards (MB) | store on disk (MB) | write cards (s) | "
+              "first open (s) | cold open from index file (ms) | cold open from store alone (ms) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in res["vars"]:
-        lines.append(f"| {r['cards']:,} | {r['rss_index_mb']:.1f} | {r['faiss_bytes'] / 2**20:.1f} | "
+        lines.append(f"| {r['cards']:,} | {r.get('ram_bytes_per_card', 0):,.0f} / "
+                     f"{r.get('rss_bytes_per_card', 0):,.0f} | "
+                     f"{r.get('disk_bytes_per_card', 0):,.0f} / "
+                     f"{r.get('index_file_bytes_per_card', 0):,.0f} | {r['rss_index_mb']:.1f} | "
                      f"{r['store_bytes'] / 2**20:.1f} | {r['write_cards_s']:.2f} | "
-                     f"{r['index_build_s']:.2f} | {r['index_load_s']:.2f} | "
-                     f"{r['index_rebuild_s']:.2f} |")
+                     f"{r['index_build_s']:.2f} | {r['index_load_s'] * 1000:.0f} | "
+                     f"{r['index_rebuild_s'] * 1000:.0f} |")
+    lines += _before_after(res)
     lines += ["", "Search-time growth, FAISS flat vs IVF (ms, p50 / p95; top-K = "
               f"{res['settings']['top_k']}):", "",
               "| cards | flat | IVF | IVF nlist / nprobe | IVF recall@K | IVF build (s) |",
@@ -565,6 +748,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--faiss-threads", type=int, default=None,
                     help="FAISS OpenMP threads (default: FAISS's own; 1 avoids OpenMP "
                          "oversubscription when other processes load the CPU)")
+    ap.add_argument("--many", type=int, default=0, metavar="U",
+                    help="many-users variant: U users with each size's cards in one process")
+    ap.add_argument("--cache-mb", type=float, default=None,
+                    help="cache.index_max_mb (the LRU bound of per-user entries)")
+    ap.add_argument("--embed-max", type=int, default=None, metavar="M",
+                    help="embed only the first M notes; jittered copies of them beyond")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--keep-data", action="store_true", help="keep the stores in <out>/work")
@@ -615,17 +804,39 @@ def run_bench(args: argparse.Namespace, embedder: Any = None,
                      "flat_index_max": base.retrieval.flat_index_max},
         "vars": [], "faiss": [], "baselines": [],
     }
+    if args.cache_mb is not None:
+        base.cache.index_max_mb = args.cache_mb
     notes = synthetic_notes(sizes[-1], args.seed)
     from vars_langgraph.types import Preference
 
     note_texts = [Preference(condition=c, action=a).note for c, a in notes]
-    embs = embed_cached(embedder, note_texts, cache, f"notes-s{args.seed}-{sizes[-1]}",
+    m = min(args.embed_max or len(note_texts), len(note_texts))
+    embs = embed_cached(embedder, note_texts[:m], cache, f"notes-s{args.seed}-{m}",
                         batch=args.batch_size, progress=progress, family=f"notes-s{args.seed}")
+    embs = jittered(embs, len(note_texts), args.seed)
+    res["settings"].update(embedded_notes=m, cache_mb=base.cache.index_max_mb,
+                           vectors="real" if m == len(note_texts) else
+                           f"real for the first {m:,} notes, jittered copies beyond")
     queries = synthetic_queries(args.queries, args.seed + 1)
     qvecs = embed_cached(embedder, queries, cache, f"queries-{len(queries)}-s{args.seed}",
                          batch=args.batch_size, progress=False)
     work = out_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
+    if args.many:
+        res["many"] = []
+        for n in sizes:
+            d = work / f"many-{args.many}x{n}"
+            cfg = base.model_copy(deep=True)
+            cfg.data_dir, cfg.storage = str(d), "sqlite"
+            log_fn(f"[bench] {args.many:,} users x {n:,} cards")
+            res["many"].append(run_many(cfg, embedder, notes[:n], embs[:n], queries, args.many, d,
+                                        args.seed, progress))
+            if not args.keep_data:
+                shutil.rmtree(d, ignore_errors=True)
+            res["environment"]["loadavg_end"] = _loadavg()
+            _write(out_dir, res)
+        shutil.rmtree(work, ignore_errors=True)
+        return res
     for n in sizes:
         d = work / f"vars-{n}"
         cfg = base.model_copy(deep=True)
