@@ -253,3 +253,27 @@ def test_lru_bounds_entry_bytes_and_counts_hits_and_misses(tmp_path):
     assert idx.stats()["misses"] == misses + 1
     q = engine.embed_query("talking to u1")
     assert [c.note for c, _ in idx.search("u1", q, 3)] == ["When talking to u1, use their name."]
+
+
+def test_device_settings_fall_back_to_cpu_without_a_gpu(tmp_path):
+    """The GPU path is chosen by config; on a CPU-only build "auto" stays on the CPU and "gpu"
+    is a clear error (scripts/gpu_check.py runs the GPU path on a GPU machine)."""
+    import faiss
+    import torch
+
+    from vars_langgraph.memory.index import set_faiss_device
+    from vars_langgraph.models.embedder import resolve_device
+
+    assert resolve_device("cuda:1") == "cuda:1"
+    if torch.cuda.is_available() or (hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus()):
+        pytest.skip("this machine has a GPU: scripts/gpu_check.py covers it")
+    assert resolve_device("auto") == "cpu"
+    assert set_faiss_device("auto") is False
+    with pytest.raises(RuntimeError, match="faiss-gpu"):
+        set_faiss_device("gpu")
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path), "cache": {"faiss_device": "auto"}})
+    engine = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    engine.add_preferences("alice", prefs(("when writing code", "use type hints")), SRC)
+    q = engine.embed_query("code")
+    assert [c.note for c, _ in engine.index.search("alice", q, 1)] == ["When writing code, use type hints."]
+    set_faiss_device("cpu")

@@ -41,6 +41,16 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def resolve_device(device: str) -> str:
+    """`embedding.device`: "auto" is the first CUDA GPU when torch sees one, else "cpu";
+    anything else ("cpu", "cuda", "cuda:1", "mps") is passed to torch as is."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class SentenceTransformerEmbedder:
     """Embedder over `sentence_transformers.SentenceTransformer`, L2-normalised float32."""
 
@@ -52,7 +62,7 @@ class SentenceTransformerEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             self.model = SentenceTransformer(
-                path, device=cfg.device, trust_remote_code=cfg.trust_remote_code
+                path, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code
             )
         except OSError as e:
             raise FileNotFoundError(f"cannot load embedding model '{cfg.model}' ({path}): {e}") from e
