@@ -1,0 +1,92 @@
+"""Answers, not echoes (issue 12): a multi-turn chat on the CPU default model must answer each
+message instead of copying an injected note, its own earlier answer or the user's message.
+
+The rules are the ones `benchmarks/conversations.py` scores with (loaded from that file, so the
+test and the benchmark cannot drift apart). The LLM test runs the issue's own four-turn chat
+through the real graph on the session's llama.cpp server, with the shipped decoding defaults
+(a fixed seed, 48 new tokens).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from vars_langgraph import build_graph
+from vars_langgraph.config import LLMConfig
+from vars_langgraph.state import message_text
+from vars_langgraph.types import CardSource, Preference
+
+_spec = importlib.util.spec_from_file_location(
+    "conversations_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "conversations.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+NOTE = "In general, please keep them short."
+
+
+def test_copy_rules():
+    assert bench.echo_of(NOTE, [NOTE], [])["echo_note"]
+    assert bench.echo_of("In general, please keep it short.", [NOTE], [])["echo_note"]  # ratio
+    ack = bench.echo_of("Understood, I will keep my answers short.", [NOTE], [])
+    assert not ack["echo"]
+    prev = "Heat water to 80 C, add the leaves and steep them for two to three minutes."
+    again = bench.echo_of(prev + " Enjoy!", [], [prev])
+    assert again["echo_answer"] and not again["echo_note"]
+    assert bench.echo_of("I prefer short answers.", [], [], "I prefer short answers.")["echo_user"]
+    assert bench.echo_of("   ", [], [])["echo"]  # an empty answer answers nothing
+    fresh = bench.echo_of("Use water at 75 degrees and steep for two minutes.", [NOTE], [prev])
+    assert not fresh["echo"]
+
+
+def test_checks_and_terms():
+    assert bench.check({"type": "bullets"}, "- a\n- b")
+    assert not bench.check({"type": "bullets"}, "a sentence only")
+    assert bench.check({"type": "numbered"}, "1. a\n2) b")
+    assert not bench.check({"type": "max_words", "n": 3}, "one two three four")
+    assert bench.check({"type": "ends_with_question"}, "Answer.\nAnything else?")
+    # a key term the user already wrote does not count for the answer
+    assert bench.term_hits("Tea: steep it.", ["tea", "steep"], "How do I brew tea?") == ["steep"]
+    with pytest.raises(ValueError):
+        bench.check({"type": "nope"}, "x")
+
+
+def test_split_is_fixed_and_disjoint():
+    rows = bench.load()
+    assert len(rows) >= 20
+    parts = bench.split_ids([r["id"] for r in rows])
+    assert not set(parts["tune"]) & set(parts["report"])
+    assert len(parts["tune"]) == bench.N_TUNE and len(parts["report"]) == len(rows) - bench.N_TUNE
+    assert parts == bench.split_ids(list(reversed([r["id"] for r in rows])))
+
+
+CHAT = [
+    "I prefer answers in bullet points, and please keep them short.",
+    "How do I brew green tea?",
+    "no, that's not what I asked. Tell me the water temperature and steeping time.",
+    "Thanks. And how many times can I re-steep the same leaves?",
+]
+
+
+@pytest.mark.llm
+def test_four_turn_chat_does_not_echo(llm_base_url, make_config):
+    cfg = make_config(llm_url=llm_base_url, extractor={"enabled": False},
+                      background={"enabled": False},
+                      llm={"temperature": LLMConfig().temperature, "seed": 3})
+    graph = build_graph(cfg)
+    graph.engine.add_preferences("alice", [
+        Preference(condition="in general", action="please keep them short", confidence=0.9),
+        Preference(condition="in general", action="answer in bullet points", confidence=0.9),
+    ], CardSource(thread_id="earlier"))
+    run = {"configurable": {"thread_id": "first-chat", "user_id": "alice"}}
+    earlier: list[str] = []
+    for text in CHAT:
+        out = graph.invoke({"messages": [("user", text)]}, run)
+        answer = message_text(out["messages"][-1])
+        notes = [c["note"] for c in out["selected"]]
+        assert NOTE in notes  # the issue's note was injected
+        verdict = bench.echo_of(answer, notes, earlier, text)
+        assert not verdict["echo"], (text, answer, verdict)
+        earlier.append(answer)
