@@ -107,6 +107,7 @@ class RunSettings:
     sim_base_url: str | None = None
     sim_model: str | None = None
     sim_prompt: str | None = None
+    sim_max_tokens: int = 1024
     split: str = "report"  # tune | report | all (collab.profile_split)
     p_scoped: float = 0.5  # share of unscoped profile preferences given a task-kind scope
     kind_primary: float = 0.5  # weight of each user's primary task kind
@@ -504,7 +505,8 @@ def make_simulator(settings: RunSettings) -> Any:
                 base_url = local_base_url(cfg)
         return LLMSimulator(openai_completer(base_url, model or "local",
                                              api_key=os.environ.get("VARS_SIM_API_KEY",
-                                                                    "not-needed")),
+                                                                    "not-needed"),
+                                             max_tokens=settings.sim_max_tokens),
                             prompt=load_user_prompt(settings.sim_prompt))
     raise ValueError(f"unknown simulator {settings.simulator!r} (scripted, llm)")
 
@@ -617,16 +619,19 @@ def _pct(v: Any) -> str:
 def markdown_summary(results: dict[str, Any], settings: RunSettings,
                      plots: Sequence[Path] = ()) -> str:
     methods = list(results)
+    nz = settings.noise
     n_users = len(results[methods[0]]["per_user"]) if methods else 0
     lines = [
         f"# MultiSessionCollab, {settings.simulator} simulator: {n_users} users "
         f"(split {settings.split}) x {settings.sessions} sessions, seed {settings.seed}",
         "",
         f"Scoped preferences: p_scoped {settings.p_scoped}, primary task kind weight "
-        f"{settings.kind_primary}; extractor noise: miss {settings.noise.miss}, wrong condition "
-        f"{settings.noise.wrong_condition}, general {settings.noise.general}, junk "
-        f"{settings.noise.junk} ({settings.noise.source}). `all` is a reference (every card "
-        "in the prompt, at its note-token cost), not a method at the same budget.",
+        f"{settings.kind_primary}; " + (
+            f"scripted extractor noise: miss {nz.miss}, wrong condition {nz.wrong_condition}, "
+            f"general {nz.general}, junk {nz.junk} ({Path(nz.source).name})"
+            if settings.extractor == "scripted" else f"extractor: {settings.extractor}")
+        + ". `all` is a reference (every card in the prompt, at its note-token cost), not a "
+        "method at the same budget.",
         "",
         "| method | enforcements / session | first 5 | last 5 | clean sessions | user words / "
         "session | precision | recall | recall (stated) | reward | note tokens / turn "
@@ -714,6 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-prompt", help="user-simulator prompt for --simulator llm (default: "
                     "the benchmark's prompts/user_system_prompt_profile_with_preferences.txt "
                     "beside the profiles file)")
+    ap.add_argument("--sim-max-tokens", type=int, default=1024,
+                    help="tokens per simulator reply (1024; a CPU smoke run: 200)")
     ap.add_argument("--split", choices=("tune", "report", "all"), default="report",
                     help="which half of the profiles (fixed by a hash of the id; tune on "
                          "'tune', report on 'report'; default report)")
@@ -778,6 +785,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         max_turns=args.max_turns, match_threshold=args.match_threshold,
         vars_overrides=parse_set(args.set), config_file=args.config,
         sim_base_url=args.sim_base_url, sim_model=args.sim_model, sim_prompt=sim_prompt,
+        sim_max_tokens=args.sim_max_tokens,
         split=args.split, p_scoped=args.p_scoped, kind_primary=args.kind_primary, noise=noise)
 
 

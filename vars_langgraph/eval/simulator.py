@@ -607,6 +607,12 @@ class CachingEmbedder:
         self._queries: dict[str, np.ndarray] = {}
         self.hits = self.misses = 0
 
+    def __getattr__(self, name: str) -> Any:
+        """Everything else (`name`, ...) is the wrapped embedder's (the extraction gate reads it)."""
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if t not in self._docs]
         self.hits += len(texts) - len(todo)
