@@ -163,6 +163,7 @@ class UserIndex:
     rows: dict[str, int] = field(init=False)
     cards: CardTable = field(init=False)
     matrix: np.ndarray = field(init=False)
+    _nbytes: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.cards = CardTable(self.raw)
@@ -178,9 +179,13 @@ class UserIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes this entry holds: vectors (an IVF index's copy too), card bodies, bookkeeping."""
-        ivf = 0 if self.is_flat else self.index.ntotal * (self.index.d * 4 + 8)
-        return int(self.matrix.nbytes + self.cards.nbytes + ENTRY_OVERHEAD * len(self.ids) + ivf)
+        """Bytes this entry holds: vectors (an IVF index's copy too), card bodies, bookkeeping
+        (computed once: an entry is not changed after it is built)."""
+        if self._nbytes is None:
+            ivf = 0 if self.is_flat else self.index.ntotal * (self.index.d * 4 + 8)
+            self._nbytes = int(self.matrix.nbytes + self.cards.nbytes
+                               + ENTRY_OVERHEAD * len(self.ids) + ivf)
+        return self._nbytes
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The (len(ids), d) float32 embeddings of these cards, in order (KeyError if unknown)."""
@@ -333,6 +338,7 @@ class CardIndex:
         self.max_bytes = max_bytes
         self.write_lock = write_lock or (lambda _uid: nullcontext())
         self._users: OrderedDict[str, UserIndex] = OrderedDict()
+        self._bytes = 0  # sum of the held entries' nbytes
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.rebuilds = 0  # entries built from the store (cold opens)
@@ -384,8 +390,7 @@ class CardIndex:
             with self._guard:
                 cur = self._users.get(user_id)
             if cur is None or cur.version != old_version:
-                with self._guard:  # stale or absent: rebuilt lazily on next get
-                    self._users.pop(user_id, None)
+                self._drop(user_id)  # stale or absent: rebuilt lazily on next get
                 return
             raw, ids, new_vecs, globals_ = dict(cur.raw), list(cur.ids), [], list(cur.global_ids)
             for c in upserts:
@@ -400,8 +405,7 @@ class CardIndex:
                         globals_.append(c.id)
                 raw[c.id] = card_body_bytes(c.model_dump(mode="json", exclude={"embedding"}))
             if cur.is_flat and len(ids) > self.flat_max:
-                with self._guard:  # grew past flat_max: reopened (IVF) on next get
-                    self._users.pop(user_id, None)
+                self._drop(user_id)  # grew past flat_max: reopened (IVF) on next get
                 return
             if cur.is_flat:  # a new flat index (copy-on-write: readers keep the old one)
                 matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
@@ -418,8 +422,7 @@ class CardIndex:
 
     def invalidate(self, user_id: str, remove_files: bool = False) -> None:
         with self._lock(user_id):
-            with self._guard:
-                self._users.pop(user_id, None)
+            self._drop(user_id)
             if remove_files and self.index_dir:
                 remove_user_files(self.index_dir, user_id)
 
@@ -434,8 +437,7 @@ class CardIndex:
     def stats(self) -> dict[str, int]:
         """Entries and bytes held, the bound, and hit/miss/eviction/rebuild counters."""
         with self._guard:
-            held = sum(ui.nbytes for ui in self._users.values())
-            return {"users": len(self._users), "bytes": held, "max_bytes": self.max_bytes,
+            return {"users": len(self._users), "bytes": self._bytes, "max_bytes": self.max_bytes,
                     "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
                     "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated}
 
@@ -444,14 +446,21 @@ class CardIndex:
         with self._guard:
             return self._locks.setdefault(user_id, threading.Lock())
 
-    def _put(self, user_id: str, ui: UserIndex) -> None:
+    def _drop(self, user_id: str) -> None:
         with self._guard:
+            old = self._users.pop(user_id, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+
+    def _put(self, user_id: str, ui: UserIndex) -> None:
+        size = ui.nbytes
+        with self._guard:
+            old = self._users.pop(user_id, None)
+            self._bytes += size - (old.nbytes if old is not None else 0)
             self._users[user_id] = ui
-            self._users.move_to_end(user_id)
-            total = sum(e.nbytes for e in self._users.values())
-            while total > self.max_bytes and len(self._users) > 1:
-                uid, old = self._users.popitem(last=False)
-                total -= old.nbytes
+            while self._bytes > self.max_bytes and len(self._users) > 1:
+                _, gone = self._users.popitem(last=False)
+                self._bytes -= gone.nbytes
                 self.evictions += 1
                 if len(self._locks) > 4 * len(self._users) + 1024:
                     self._locks = {u: lk for u, lk in self._locks.items()
