@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 PARSED_CACHE = 512  # parsed cards kept per user entry
 ENTRY_OVERHEAD = 200  # bytes per card of Python bookkeeping (dict slots, id strings, list)
+LOCK_STRIPES = 256  # per-user open/apply locks, striped
 
 
 def user_dir_name(user_id: str) -> str:
@@ -339,7 +340,7 @@ class CardIndex:
         self.write_lock = write_lock or (lambda _uid: nullcontext())
         self._users: OrderedDict[str, UserIndex] = OrderedDict()
         self._bytes = 0  # sum of the held entries' nbytes
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._guard = threading.Lock()
         self.rebuilds = 0  # entries built from the store (cold opens)
         self.loads = 0  # IVF indexes loaded from their file
@@ -363,9 +364,21 @@ class CardIndex:
                 cur = self._users.get(user_id)
             if cur is not None and cur.version == version:
                 return cur
-            cur = self._open(user_id, version)
+            cur, old_format = self._open(user_id, version)
             self._put(user_id, cur)
-            return cur
+        if old_format:  # outside the index lock: the write lock may be waited for
+            self._migrate(user_id, old_format)
+        return cur
+
+    def _migrate(self, user_id: str, keys: list[str]) -> None:
+        """Rewrite the user's format-1 items as format 2 under the card write lock (same
+        cards, same version token: the entry just built stays valid)."""
+        with self.write_lock(user_id):
+            n = self.memory.migrate_cards(user_id, keys)
+        with self._guard:
+            self.migrated += n
+        if n:
+            log.info("user %r: %d cards rewritten in the compact format", user_id, n)
 
     def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
         """Top-k cards of this user by cosine with `query` (L2-normalised)."""
@@ -443,8 +456,8 @@ class CardIndex:
 
     # internals ------------------------------------------------------------------------------
     def _lock(self, user_id: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(user_id, threading.Lock())
+        """One of LOCK_STRIPES locks (by a hash of the user): bounded however many users."""
+        return self._locks[hash(user_id) % LOCK_STRIPES]
 
     def _drop(self, user_id: str) -> None:
         with self._guard:
@@ -462,27 +475,18 @@ class CardIndex:
                 _, gone = self._users.popitem(last=False)
                 self._bytes -= gone.nbytes
                 self.evictions += 1
-                if len(self._locks) > 4 * len(self._users) + 1024:
-                    self._locks = {u: lk for u, lk in self._locks.items()
-                                   if u in self._users or lk.locked()}
 
     def _dir(self, user_id: str) -> Path:
         assert self.index_dir is not None
         return self.index_dir / user_dir_name(user_id)
 
-    def _open(self, user_id: str, version: str) -> UserIndex:
+    def _open(self, user_id: str, version: str) -> tuple[UserIndex, list[str]]:
         """Build the entry from one bulk read of the store; the vectors from the index file
-        when it is fresh (no decoding), else decoded from the items (and the file rewritten)."""
+        when it is fresh (no decoding), else decoded from the items (and the file rewritten).
+        Also returns the keys of format-1 items (to migrate)."""
         with self._guard:
             self.misses += 1
         rows = _Rows(self.dim, self.memory.card_rows(user_id))
-        if rows.old_format:
-            with self.write_lock(user_id):
-                n = self.memory.migrate_cards(user_id, rows.old_format)
-            with self._guard:
-                self.migrated += n
-            if n:
-                log.info("user %r: %d cards rewritten in the compact format", user_id, n)
         loaded = self._load(user_id, version, rows)
         if loaded is not None:
             index, order = loaded
@@ -496,7 +500,7 @@ class CardIndex:
             with self._guard:
                 self.loads += 1
             return UserIndex(version=version, index=index, ids=order, raw=rows.bodies,
-                             global_ids=g_order, ivf_matrix=ivf_matrix)
+                             global_ids=g_order, ivf_matrix=ivf_matrix), rows.old_format
         matrix, ids = rows.decode()
         raw = {cid: rows.bodies[cid] for cid in ids}
         gset = set(rows.globals)
@@ -510,7 +514,7 @@ class CardIndex:
         with self._guard:
             self.rebuilds += 1
         self._save(user_id, ui, force=True)
-        return ui
+        return ui, rows.old_format
 
     def _train_ivf(self, matrix: np.ndarray) -> faiss.Index:
         n = len(matrix)
