@@ -11,7 +11,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.memory.store import InvalidUserId
 from vars_langgraph.storage import open_checkpointer, open_store
-from vars_langgraph.types import Preference
+from vars_langgraph.types import CardSource, Preference
 
 RULES = {
     "bullet": ("when answering questions", "use bullet points"),
@@ -50,7 +50,8 @@ def test_graph_has_the_seven_nodes_in_order(tmp_path):
 
 
 def test_preference_reaches_a_later_session_and_not_another_user(tmp_path):
-    g = make_graph(tmp_path, retrieval={"select_k": 1})
+    # top-k (not sampled) selection: this test is about wiring, the top candidate must be used
+    g = make_graph(tmp_path, retrieval={"select_k": 1}, policy={"selection": "top_k"})
     out = run(g, "Please always use bullet points and write Python code", "s1", "alice")
     assert {c["action"] for c in out["extracted"]} == {"use bullet points", "use Python with type hints"}
     out = run(g, "write a function that sorts a list", "s2", "alice")
@@ -121,3 +122,84 @@ def test_async_invoke_and_stream(tmp_path):
     out, seen = asyncio.run(go())
     assert out["messages"][-1].content == "ok."
     assert seen == ["reward", "update", "extract", "retrieve", "rerank", "augment", "generate"]
+
+
+STYLES = ["keep answers short", "be friendly", "use bullet points", "avoid jargon",
+          "do not use emojis", "use British spelling", "give the answer first",
+          "include a concrete example", "use a formal tone", "ask before long answers",
+          "cite sources at the end", "write numbers as digits"]
+
+
+def general(action: str, confidence: float = 0.9) -> Preference:
+    return Preference(condition="general", action=action, confidence=confidence)
+
+
+def test_every_global_card_is_a_candidate_and_none_bypasses_the_budget(tmp_path):
+    g = make_graph(tmp_path, retrieval={"select_k": 3})
+    src = CardSource(thread_id="s0")
+    g.engine.add_preferences("alice", [general(a, 0.95 - 0.05 * i) for i, a in enumerate(STYLES)],
+                             src)
+    g.engine.add_preferences("alice", [Preference(condition="when writing SQL",
+                                                  action="assume PostgreSQL")], src)
+    out = run(g, "write a query that lists all customers", "s1", "alice")
+    cands = out["candidates"]
+    assert sum(c["global"] for c in cands) == 12 and len(cands) == 13
+    assert all("pi" in c and c["rerank"] <= 0 for c in cands)  # s0 = log P(useful)
+    assert len(out["selected"]) == 3 and all(c["chosen"] for c in out["selected"])
+    assert out["system_prompt"].count('\n- "') == 3  # nothing injected outside the budget
+
+
+def test_a_global_card_beyond_the_tenth_can_be_chosen(tmp_path):
+    g = make_graph(tmp_path, retrieval={"select_k": 2}, policy={"selection": "top_k"})
+    src = CardSource(thread_id="s0")
+    g.engine.add_preferences("alice", [general(a, 0.95 - 0.05 * i) for i, a in enumerate(STYLES)],
+                             src)
+    ui = g.engine.index.get("alice")
+    assert len(ui.global_ids) == 12
+    least = min(ui.global_ids, key=lambda i: ui.cards[i].confidence)  # the 12th by confidence
+    user = g.engine.load_vector("alice")
+    user.z_long = 2.0 * g.engine.item_vectors(ui.vectors([least]))[0]  # a vector that favours it
+    g.engine.save_vector("alice", user)
+    out = run(g, "tell me about the weather", "s1", "alice")
+    assert least in [c["id"] for c in out["selected"]]
+
+
+def test_after_a_complaint_with_only_general_notes_injected_z_long_moves(tmp_path):
+    g = make_graph(tmp_path, retrieval={"select_k": 2}, policy={"selection": "top_k"})
+    src = CardSource(thread_id="s0")
+    g.engine.add_preferences("alice", [general("keep answers short"), general("be friendly")], src)
+    g.engine.add_preferences("alice", [Preference(condition="when writing SQL", action="assume PostgreSQL"),
+                                       Preference(condition="when cooking", action="leave out meat")],
+                             src)
+    out = run(g, "How long should green tea steep?", "s1", "alice")
+    assert [c["global"] for c in out["selected"]] == [True, True]
+    out = run(g, "No, that's not what I asked. Tell me the water temperature.", "s1", "alice")
+    rew = out["reward"]
+    assert rew["applied"] and rew["value"] < 0 and rew["advantage"] < 0
+    assert {"gate", "baseline", "advantage"} <= set(rew)
+    assert out["user_vector"]["z_long_norm"] > 0
+
+
+@pytest.mark.parametrize("selection,junk", [
+    ("sample", "no, that is not what I asked, tell me more"),
+    ("top_k", "explain how things work and why they happen"),  # s0 ranks it first
+])
+def test_a_bad_global_card_is_learned_away(tmp_path, selection, junk):
+    """The user complains whenever a junk "always" card is injected and thanks otherwise; the
+    policy learns to leave it out (at first it is chosen at least half the time)."""
+    g = make_graph(tmp_path, retrieval={"select_k": 2},
+                   policy={"eta_long": 0.5, "eta_short": 0.0, "tau": 0.5, "seed": 0,
+                           "selection": selection})
+    src = CardSource(thread_id="s0")
+    g.engine.add_preferences("alice", [general(junk, 0.99),
+                                       general("keep answers short"), general("be friendly"),
+                                       general("use bullet points")], src)
+    bad = next(c.id for c in g.engine.index.get("alice").cards.values() if junk in c.note)
+    questions = ["explain how a hash map works", "how do vaccines work", "what is inflation",
+                 "why is the sky blue", "how do I bake bread", "what is a black hole"]
+    hits = []
+    for t in range(36):
+        out = run(g, questions[t % len(questions)], "s1", "alice")
+        hits.append(bad in [c["id"] for c in out["selected"]])
+        run(g, "No, that's wrong, redo it" if hits[-1] else "Thanks, great, that helps", "s1", "alice")
+    assert sum(hits[:6]) >= 3 and sum(hits[-12:]) <= 3, hits

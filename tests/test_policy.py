@@ -57,7 +57,7 @@ def test_gradient_matches_finite_differences(tau):
 
 
 def test_reinforce_update_on_known_numbers():
-    cfg = PolicyConfig(item_dim=2)  # paper constants
+    cfg = PolicyConfig(item_dim=2, eta_long=0.01, eta_short=0.05)  # paper constants (defaults x10)
     user = policy.UserVector(np.zeros(2, np.float32), np.array([1.0, 1.0], np.float32), baseline=0.2)
     items = np.array([[1.0, 0.0], [0.0, 1.0]])
     pi = np.array([0.25, 0.75])
@@ -126,3 +126,94 @@ def test_narrower_stored_vector_is_padded_and_scores_as_before():
     s_old = policy.scores(np.zeros(5), policy.item_vectors(e, 4), policy.effective_z(old, cfg_old))
     s_new = policy.scores(np.zeros(5), policy.item_vectors(e, 8), policy.effective_z(new, cfg_new))
     assert s_new == pytest.approx(s_old, rel=1e-5)
+
+
+def _sequences(n, k):
+    from itertools import permutations
+
+    return list(permutations(range(n), k))
+
+
+def _seq_prob(pi, seq):
+    p, left = 1.0, np.asarray(pi, np.float64).copy()
+    for c in seq:
+        p *= left[c] / left.sum()
+        left[c] = 0.0
+    return p
+
+
+def test_sampling_frequencies_match_pi_and_sequential_draws():
+    s = np.array([0.5, 0.0, -0.3, -1.0, 0.2])
+    pi = policy.softmax(s, 0.7)
+    rng = np.random.default_rng(0)
+    n = 20000
+    first = np.bincount([policy.select(s, 1, 0.7, sample=True, rng=rng)[0] for _ in range(n)],
+                        minlength=5) / n
+    assert first == pytest.approx(pi, abs=0.012)
+    pairs = [tuple(policy.select(s, 2, 0.7, sample=True, rng=rng)) for _ in range(n)]
+    for seq in [(0, 4), (4, 0), (1, 3), (3, 2)]:  # ordered draws without replacement from pi
+        assert pairs.count(seq) / n == pytest.approx(_seq_prob(pi, seq), abs=0.01)
+    assert all(len(set(p)) == 2 for p in pairs)
+
+
+def test_sequence_gradient_is_unbiased_for_the_sampled_policy():
+    """E[R(S) k grad_seq] over every ordered draw equals d E[R] / dz (exact enumeration)."""
+    rng = np.random.default_rng(2)
+    n, k, d, tau = 5, 2, 3, 0.8
+    items, s0, z = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=d) * 0.3
+    value = rng.normal(size=n)
+
+    def reward(seq):
+        return float(value[list(seq)].sum() + 0.5 * value[seq[0]] * value[seq[1]])
+
+    def expected(zz):
+        pi = policy.softmax(s0 + items @ zz, tau)
+        return sum(_seq_prob(pi, q) * reward(q) for q in _sequences(n, k))
+
+    pi = policy.softmax(s0 + items @ z, tau)
+    estimate = sum(_seq_prob(pi, q) * k * policy.sequence_gradient(items, pi, list(q), reward(q), tau)
+                   for q in _sequences(n, k))
+    eps = 1e-6
+    exact = np.array([(expected(z + eps * e) - expected(z - eps * e)) / (2 * eps) for e in np.eye(d)])
+    assert estimate == pytest.approx(exact, rel=1e-5, abs=1e-8)
+    # the reference formula is the same for one draw, and not an unbiased estimator for two
+    assert policy.sequence_gradient(items, pi, [3], 0.7, tau) == pytest.approx(
+        policy.policy_gradient(items, pi, [3], 0.7, tau))
+    paper = sum(_seq_prob(pi, q) * policy.policy_gradient(items, pi, list(q), reward(q), tau)
+                for q in _sequences(n, k))
+    assert not np.allclose(paper, exact, rtol=1e-3)
+
+
+def _bandit(selection, gradient, steps=400, seed=0):
+    """6 arms (one-hot items), k = 2; only arm 5 pays (+1 when chosen) and s0 ranks it last."""
+    cfg = PolicyConfig(item_dim=6, eta_long=0.3, use_short=False, tau=0.5, selection=selection,
+                       gradient=gradient)  # type: ignore[arg-type]
+    s0 = np.array([0.0, -0.1, -0.2, -0.3, -0.4, -1.5])
+    items = np.eye(6)
+    user = policy.UserVector.zeros(6)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        s = policy.scores(s0, items, policy.effective_z(user, cfg))
+        chosen = policy.select(s, 2, cfg.tau, sample=selection == "sample", rng=rng)
+        r = 1.0 if 5 in chosen else 0.0
+        policy.reinforce_update(user, items, policy.softmax(s, cfg.tau), chosen, r, 1.0, cfg)
+    return policy.select(policy.scores(s0, items, policy.effective_z(user, cfg)), 2, cfg.tau)
+
+
+def test_sampling_learns_an_arm_that_s0_ranks_last_and_top_k_never_does():
+    assert 5 in _bandit("sample", "sequence")
+    assert 5 not in _bandit("top_k", "paper")  # deterministic top-k never tries it
+
+
+def test_no_update_when_every_candidate_was_chosen():
+    user = policy.UserVector.zeros(2)
+    items, pi = np.eye(2), np.array([0.3, 0.7])
+    assert not policy.reinforce_update(user, items, pi, [1, 0], -1.0, 0.9, PolicyConfig(item_dim=2))
+    assert user.updates == 0
+
+
+def test_selection_config_and_deprecated_sample_alias():
+    assert PolicyConfig().selection == "top_k" and PolicyConfig().gradient == "auto"
+    assert PolicyConfig(sample=False).selection == "top_k"
+    assert PolicyConfig(sample=True, selection="top_k").selection == "sample"
+    assert not PolicyConfig(use_long=False, use_short=False).learning

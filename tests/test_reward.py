@@ -54,3 +54,24 @@ def test_judge_verdict_parsing():
     assert rw.parse_verdict('{"label": "made_up", "confidence": 0.9}') is None
     assert rw.parse_verdict('{"label": "pos_praise", "confidence": 7}') is None
     assert rw.parse_verdict("not json") is None
+
+
+ENFORCEMENTS = [
+    "No, that's not what I asked for. I said I prefer bullet points.",
+    "You didn't follow my preference. As I said, I prefer short answers.",
+    "That is not what I wanted. Again: I'd like you to show every step.",
+    "No, I told you before. I prefer answers without emojis.",
+]
+
+
+@pytest.mark.parametrize("text", ENFORCEMENTS)
+@pytest.mark.parametrize("sim_q", [0.1, 0.25, 0.45])  # the restated preference vs the last query
+@pytest.mark.parametrize("sim_notes", [0.05, 0.3, 0.6])  # injected notes vs the last query
+@pytest.mark.parametrize("baseline", [-0.3, 0.0, 0.3])
+def test_enforcement_turns_give_a_learning_signal(text, sim_q, sim_notes, baseline):
+    """A negative cue plus a restated preference is a negative reward whatever the similarities,
+    and the gate never silences it: |A| = g |r - b| stays well above the 1e-6 skip threshold."""
+    r = rw.keyword_reward(text, sim_q)
+    g = rw.gate(r, sim_notes, sim_notes)
+    assert r <= -0.5 and g >= 0.2
+    assert abs(g * (r - baseline)) >= 0.04

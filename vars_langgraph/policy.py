@@ -183,12 +183,14 @@ def reinforce_update(
 
     A = g (r - b); z_long += eta_L grad; z_short = (1 - lambda) z_short + eta_S grad;
     b = (1 - alpha) b + alpha r (step 7). `chosen` is in draw order; grad is
-    `sequence_gradient` or the reference `policy_gradient` (cfg.gradient).
+    `sequence_gradient` or the reference `policy_gradient` (cfg.gradient; "auto": the former
+    when selection is sampled).
     """
     advantage = gate * (reward - user.baseline)
     if not chosen or abs(advantage) < 1e-6 or len(items) == 0 or len(set(chosen)) >= len(items):
         return False
-    fn = sequence_gradient if cfg.gradient == "sequence" else policy_gradient
+    seq = cfg.gradient == "sequence" or (cfg.gradient == "auto" and cfg.selection == "sample")
+    fn = sequence_gradient if seq else policy_gradient
     grad = fn(items, pi, chosen, advantage, cfg.tau).astype(np.float32)
     if not np.all(np.isfinite(grad)):
         return False
