@@ -48,6 +48,7 @@ class LocalServerConfig(_Strict):
     n_ctx: int = 4096
     n_threads: int | None = None
     startup_timeout: float = 180.0
+    tool_calls: bool = True  # a model's textual tool call is returned as OpenAI tool_calls
 
 
 class ExtractorConfig(_Strict):
