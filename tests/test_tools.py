@@ -103,3 +103,54 @@ def test_explicit_preference_merges_and_is_retrieved_by_recall(memory):
     assert cards[0]["confidence"] == 1.0 and cards[0]["is_global"]
     hits = memory.search("alice", "how should answers look?")
     assert hits and hits[0]["id"] == cards[0]["id"]
+
+
+# tool calls on the default local server -------------------------------------------------------
+def test_textual_tool_calls_become_openai_tool_calls():
+    """The server-side parser (models/_server_tools.py): only JSON calls of requested tools
+    become tool_calls; prose, unknown tools and broken JSON stay text."""
+    from vars_langgraph.models._server_tools import fix_request, parse_tool_calls, with_tool_calls
+
+    names = {"remember_preference", "search_preferences"}
+    one = parse_tool_calls('<tool_call>\n{"name": "remember_preference", "arguments": '
+                           '{"action": "use bullets"}}\n</tool_call>', names)
+    assert [c["function"]["name"] for c in one] == ["remember_preference"]
+    assert one[0]["function"]["arguments"] == '{"action": "use bullets"}'
+    two = parse_tool_calls('{"name": "search_preferences", "arguments": {"query": "x"}}\n'
+                           '{"name": "remember_preference", "arguments": "{\\"action\\": \\"y\\"}"}',
+                           names)
+    assert [c["function"]["name"] for c in two] == ["search_preferences", "remember_preference"]
+    for text in ("Sure! I will use bullets.", '{"name": "rm_rf", "arguments": {}}',
+                 '{"name": "search_preferences", "arguments": {"query": ', "",
+                 'Here: {"name": "search_preferences", "arguments": {}}'):
+        assert parse_tool_calls(text, names) is None, text
+    resp = {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": '{"name": "search_preferences", "arguments": {}}'}}]}
+    msg = with_tool_calls(resp, names)["choices"][0]
+    assert msg["finish_reason"] == "tool_calls" and msg["message"]["content"] is None
+    fixed = fix_request(b'{"messages": [{"role": "assistant", "content": null, "tool_calls": []}]}')
+    assert b'"content": ""' in fixed and fix_request(b"not json") == b"not json"
+
+
+@pytest.mark.llm
+def test_memory_tool_executes_on_the_default_local_server(make_config, llm_base_url):
+    """A real tool call: Qwen2.5-0.5B on the local llama.cpp server, through ChatOpenAI's
+    `bind_tools` (what create_agent/create_react_agent send); the call runs in a ToolNode and
+    the follow-up request (assistant tool_calls with null content + the tool result) is
+    accepted. Two model calls, 48 tokens each."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_openai import ChatOpenAI
+
+    memory = VARSMemory(make_config(storage="memory"), store=InMemoryStore())
+    llm = ChatOpenAI(base_url=llm_base_url, api_key="x", model="local", temperature=0.0,
+                     max_tokens=48, extra_body={"max_tokens": 48}).bind_tools(memory.tools)
+    msgs = [SystemMessage("You are a helpful assistant with memory tools."),
+            HumanMessage("Please remember that I want answers in bullet points.")]
+    ai = llm.invoke(msgs)
+    assert ai.tool_calls and ai.tool_calls[0]["name"] == "remember_preference", ai
+    out = tool_graph(memory).invoke({"messages": [ai]},
+                                    {"configurable": {"thread_id": "t1", "user_id": "alice"}})
+    assert out["messages"][-1].content.startswith("Remembered [")
+    assert any("bullet" in c["note"].lower() for c in memory.cards("alice"))
+    follow = llm.invoke([*msgs, ai, out["messages"][-1]])  # the server accepts the tool turn
+    assert isinstance(follow.content, str)

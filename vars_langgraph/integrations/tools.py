@@ -54,7 +54,8 @@ def memory_tools(memory: VARSMemory) -> list[BaseTool]:
         cfg = runtime.config or {}
         card = memory.remember(run_user(runtime), action, condition, thread=thread_id(cfg),
                                query=f"{condition}: {action}")
-        return f"Remembered [{card['id']}] {card['note']}"
+        # the last sentence keeps small models from calling the tool again in a loop
+        return f"Remembered [{card['id']}] {card['note']} It is stored; now answer the user."
 
     @tool
     def forget_preference(preference_id: str, runtime: ToolRuntime[Any, Any]) -> str:

