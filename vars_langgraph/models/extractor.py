@@ -424,8 +424,10 @@ _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|an
 _PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+please$", re.I)
 _NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
 _FIRST_PERSON = re.compile(
-    r"^i(?:'d| would)?\s+(?:really\s+)?(prefer|like|rather|want|don't like|do not like|hate|"
-    r"love)\s+(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$", re.I
+    r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+)?"
+    r"(prefer|like|rather|want|don't like|do not like|hate|love)\s+"
+    r"(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$",
+    re.I,
 )
 _IMPERATIVE = re.compile(
     r"^(?:always\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
@@ -458,7 +460,7 @@ def fast_preferences(text: str) -> list[Preference]:
     if not text or _ONE_OFF.search(text) and not has_generality_marker(text):
         return []
     out: list[Preference] = []
-    for sent in re.split(r"(?<=[.!?;])\s+|,\s+and\s+|\s+and\s+(?=please\b)", text):
+    for sent in re.split(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)", text):
         if sent.rstrip().endswith("?"):
             continue
         pref = _sentence_preference(sent.strip(" ,.;:!"), text)
@@ -469,6 +471,7 @@ def fast_preferences(text: str) -> list[Preference]:
 
 _STYLE_VERB_WORDS = "keep use avoid write answer respond reply format add include skip"
 _STYLE_VERBS = frozenset(_STYLE_VERB_WORDS.split())
+_BARE_VERBS = frozenset(("use", "keep", "avoid", "skip"))  # accepted as the message's first word
 
 
 def _sentence_preference(sent: str, message: str) -> Preference | None:
@@ -495,7 +498,9 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
         action = sent[len("always") :].strip()
     elif m := _IMPERATIVE.match(sent):
         verb = m.group(1).lower()
-        if m.group(2) and (cond or has_generality_marker(message) or polite and verb in _STYLE_VERBS):
+        bare = verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
+        if m.group(2) and (cond or has_generality_marker(message) or bare
+                           or polite and verb in _STYLE_VERBS):  # fmt: skip
             action = sent
     if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
         return None

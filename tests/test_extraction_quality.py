@@ -1,0 +1,173 @@
+"""Extraction quality without an LLM: the label scorer, the complaint/one-off filter, the scope
+check, the rule-based fast path, the extraction gate (real MiniLM), the merged dialogue window."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from vars_langgraph import VARSConfig, VARSEngine
+from vars_langgraph.config import EmbeddingConfig
+from vars_langgraph.extraction_eval import is_unscoped, polarity_conflict, score_message
+from vars_langgraph.models.embedder import load_embedder
+from vars_langgraph.models.extraction_gate import LABELLED, load_gate, worth_extracting
+from vars_langgraph.models.extractor import (
+    dialogue_window,
+    drop_feedback,
+    fast_preferences,
+    fix_scope,
+    has_generality_marker,
+    postprocess,
+)
+from vars_langgraph.nodes.extract import make_extract
+from vars_langgraph.storage import open_store
+from vars_langgraph.types import Preference
+
+WATER = "no, that's not what I asked. Tell me the water temperature and steeping time."
+BULLETS = "I prefer answers in bullet points, and please keep them short."
+
+
+def P(condition: str, action: str) -> Preference:  # noqa: N802 - reads like a literal
+    return Preference(condition=condition, action=action, confidence=0.9)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder(EmbeddingConfig())
+
+
+# ---------------------------------------------------------------- scorer
+
+
+def test_polarity_conflict_catches_inversions_only():
+    assert polarity_conflict("show code in JavaScript", "don't show JavaScript")
+    assert polarity_conflict("use emojis", "no emojis")
+    assert not polarity_conflict("use pytest, not unittest", "don't show unittest examples")
+    assert not polarity_conflict("give hints, not the final answer", "do not give the final answer")
+
+
+def test_scorer_needs_action_polarity_and_condition(embedder):
+    general = [{"condition": "general", "action": "use bullet points", "global": False}]
+    assert score_message([P("answering", "use bullet points")], general, embedder).matched == 1
+    wrong_cond = score_message([P("writing code", "write answers in bullet points")], general, embedder)
+    assert (wrong_cond.matched, wrong_cond.matched_action) == (0, 1)
+    python = [{"condition": "writing code", "action": "show code in Python, not JavaScript", "global": False}]
+    inverted = score_message([P("general", "show code in JavaScript")], python, embedder)
+    assert inverted.matched_action == 0  # polarity: JavaScript negated in the label
+    unrelated = score_message([P("answering", "tell me the water temperature")], general, embedder)
+    assert unrelated.matched_action == 0
+    sql = [{"condition": "answering SQL questions", "action": "assume PostgreSQL", "global": False}]
+    assert score_message([P("writing SQL queries", "assume PostgreSQL")], sql, embedder).matched == 1
+    assert score_message([P("general", "assume PostgreSQL")], sql, embedder).matched == 0  # too broad
+    assert is_unscoped(P("general", "x")) and not is_unscoped(P("writing code", "x"))
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_complaint_keeps_only_a_restated_preference():
+    copied = [P("general", WATER), P("general", "tell me the water temperature and steeping time")]
+    assert drop_feedback(copied, WATER) == []
+    said = "No, I said bullet points."
+    assert [p.action for p in drop_feedback([P("answering", "use bullet points")], said)] == [
+        "use bullet points"
+    ]
+    assert drop_feedback([P("answering", "keep answers short")], "That was way too long.")
+    assert drop_feedback([P("answering", "answer in Go")], "Wrong language, I need this one in Go.") == []
+
+
+def test_one_off_requests_are_not_preferences():
+    assert drop_feedback([P("answering", "make answers shorter")], "Make it shorter.") == []
+    assert drop_feedback([P("answering", "skip the code")], "Just for this answer, skip the code.") == []
+    assert drop_feedback([P("answering", "use bullet points")], "Use bullet points.")  # not one-off
+
+
+def test_general_only_when_the_user_says_so():
+    w = [("user", BULLETS)]
+    out = fix_scope([P("general", "keep them short"), P("writing code", "use bullet points")], w)
+    assert [(p.condition, p.is_global) for p in out] == [("answering", False), ("answering", False)]
+    always = fix_scope([P("answering", "answer in under 100 words")], [("user", "Always answer briefly.")])
+    assert always[0].is_global
+    sql = fix_scope([P("writing SQL", "assume PostgreSQL")],
+                    [("user", "For SQL questions, assume PostgreSQL.")])  # fmt: skip
+    assert sql[0].condition == "writing SQL"  # grounded in the message: kept
+    assert has_generality_marker("From now on, answer in Spanish") and not has_generality_marker(BULLETS)
+    assert postprocess([P("general", WATER)], [("user", "How do I brew tea?"), ("user", WATER)]) == []
+
+
+# ---------------------------------------------------------------- fast path
+
+
+def test_fast_preferences_explicit_statements():
+    notes = [p.note for p in fast_preferences(BULLETS)]
+    assert notes == ["When answering, prefer answers in bullet points.", "When answering, keep them short."]
+    (never,) = fast_preferences("Never apologize, just fix the problem.")
+    assert never.is_global and never.action.startswith("never apologize")
+    (sql,) = fast_preferences("For SQL questions, assume PostgreSQL.")
+    assert sql.condition == "For SQL questions" and not sql.is_global
+    (dont,) = fast_preferences("I don't like it when you repeat my question back to me.")
+    assert dont.action == "do not repeat my question back to me"
+    assert fast_preferences("Please add type hints whenever you write Python functions.")[0].condition == (
+        "whenever you write Python functions"
+    )
+
+
+@pytest.mark.parametrize("text", [
+    "What's the capital of Australia?", "Please summarize the main causes of World War I.",
+    "Can you explain how a hash map works?", WATER, "Make it shorter.", "ok", "",
+    "Write a haiku about autumn.", "No, I meant the other file.",
+])  # fmt: skip
+def test_fast_preferences_ignores_questions_tasks_and_complaints(text):
+    assert fast_preferences(text) == []
+
+
+# ---------------------------------------------------------------- gate
+
+
+def test_gate_on_the_heldout_split(embedder):
+    """Stated thresholds: on held-out, >= 60% of neutral messages skipped and >= 80% of preference
+    messages passed to the LLM (measured: 86% and 86%, results/extraction.json)."""
+    gate = load_gate(embedder)
+    lines = [json.loads(ln) for ln in LABELLED.read_text().splitlines() if ln.strip()]
+    held = [d for i, d in enumerate(lines) if i % 3 == 2]
+    passed = [(d["has_preference"], gate.passes_text(d["text"])) for d in held]
+    pos = [p for h, p in passed if h]
+    neg = [p for h, p in passed if not h]
+    assert sum(pos) / len(pos) >= 0.8
+    assert sum(not p for p in neg) / len(neg) >= 0.6
+
+
+class CountingExtractor:
+    def __init__(self):
+        self.calls = 0
+
+    def extract(self, turns):
+        self.calls += 1
+        return [P("answering", "use bullet points")]
+
+
+def test_neutral_message_skips_the_extractor(tmp_path, embedder):
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path), "extractor": {"gate": True}})
+    counting = CountingExtractor()
+    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index", embedder=embedder,
+                        extractor=counting)  # fmt: skip
+    node = make_extract(engine)
+    cfg = {"configurable": {"thread_id": "t", "user_id": "alice"}}
+    out = node({"messages": [HumanMessage("What's the capital of Australia?")]}, cfg, None)
+    assert out["extracted"] == [] and counting.calls == 0
+    out = node({"messages": [HumanMessage("I prefer answers in bullet points.")]}, cfg, None)
+    assert counting.calls == 1 and out["extracted"]
+    assert worth_extracting([("user", "Thanks, that worked!")], embedder) is False
+
+
+# ---------------------------------------------------------------- window
+
+
+def test_one_dialogue_window_for_messages_and_pairs():
+    msgs = [HumanMessage("a"), AIMessage("b"), HumanMessage(" "), HumanMessage("c"), AIMessage("d")]
+    assert dialogue_window(msgs, 6) == [("user", "a"), ("assistant", "b"), ("user", "c")]
+    assert dialogue_window([("human", "x"), ("ai", "y")], 6) == [("user", "x")]
+    assert dialogue_window([("assistant", "b")], 6) == []
+    assert dialogue_window([("user", "x" * 10_000)], 1)[0][1] == "x" * 4000
