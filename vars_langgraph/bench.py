@@ -252,6 +252,13 @@ def _checkpoint(store: Any) -> None:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def _pg_bytes(store: Any) -> int:
+    """Postgres: the size of LangGraph's `store` table with its indexes and TOAST."""
+    with store._cursor() as cur:  # (dead rows of earlier sizes count until autovacuum)
+        cur.execute("SELECT pg_total_relation_size('store') AS b")
+        return int(cur.fetchone()["b"])
+
+
 @contextmanager
 def _nullcontext():
     yield
@@ -281,6 +288,7 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     store = open_store(config)
     engine = VARSEngine(config, store, index_dir=workdir / "index", embedder=embedder,
                         extractor=_NoExtractor(), chat_model=None)
+    engine.memory.forget_user(USER)  # a shared database (Postgres) may hold an earlier size
     cards = _cards(notes, embs)
     t0 = time.perf_counter()
     for i in range(0, n, 2000):
@@ -316,7 +324,9 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     out["index_rebuild_s"] = round(min(opens), 4)
     out["index_rebuild_s_all"] = [round(x, 4) for x in opens]
     _checkpoint(store)
-    out["store_bytes"] = _dir_size(Path(config.data_path)) - _dir_size(workdir / "index")
+    out["storage"] = "sqlite" if config.storage == "sqlite" else "postgres"
+    out["store_bytes"] = (_dir_size(Path(config.data_path)) - _dir_size(workdir / "index")
+                          if config.storage == "sqlite" else _pg_bytes(store))
     out["disk_bytes_per_card"] = round(out["store_bytes"] / max(n, 1), 1)
     out["index_file_bytes_per_card"] = round(out["index_file_bytes"] / max(n, 1), 1)
     # a user vector that has learned something, so the policy does real work
@@ -748,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--faiss-threads", type=int, default=None,
                     help="FAISS OpenMP threads (default: FAISS's own; 1 avoids OpenMP "
                          "oversubscription when other processes load the CPU)")
+    ap.add_argument("--storage", default=None,
+                    help="sqlite (default) or a postgresql:// URL (the VARS side of the bench)")
     ap.add_argument("--many", type=int, default=0, metavar="U",
                     help="many-users variant: U users with each size's cards in one process")
     ap.add_argument("--cache-mb", type=float, default=None,
@@ -840,8 +852,8 @@ def run_bench(args: argparse.Namespace, embedder: Any = None,
     for n in sizes:
         d = work / f"vars-{n}"
         cfg = base.model_copy(deep=True)
-        cfg.data_dir, cfg.storage = str(d), "sqlite"
-        log_fn(f"[bench] {n:,} cards: VARS turns")
+        cfg.data_dir, cfg.storage = str(d), args.storage or "sqlite"
+        log_fn(f"[bench] {n:,} cards: VARS turns ({cfg.storage.split('@')[-1]})")
         r = run_vars(cfg, embedder, notes[:n], embs[:n], queries, d, args.seed, progress)
         res["vars"].append(r)
         res["faiss"].append(faiss_growth(embs[:n], qvecs, base.retrieval.top_k))

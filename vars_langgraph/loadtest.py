@@ -267,7 +267,7 @@ def run_retrieval_bench(args: argparse.Namespace) -> dict[str, Any]:
     memory = UserMemory(store)
     faiss_index = CardIndex(memory, dim, None)
     store.enable_vectors(dim)
-    vec_index = store.make_card_index(memory, dim, None, 200_000)
+    vec_index = store.make_card_index(memory, dim, None, flat_max=200_000)
     rng = np.random.default_rng(0)
     run_id = uuid.uuid4().hex[:6]
     out: dict[str, Any] = {"dim": dim, "top_k": k, "reps": reps, "sizes": {}}
