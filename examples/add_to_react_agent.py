@@ -4,7 +4,8 @@
 
 On CPU this starts the local llama.cpp server (Qwen2.5-Coder-0.5B); set VARS_LLM__BASE_URL to
 use any OpenAI-compatible server instead. Alice states a preference on Monday; on Friday, in a
-new thread, the model's input carries it.
+new thread, the model's input carries it. The explicit preference is stored before the first
+answer (the fast path); the LLM extraction runs in the background after it.
 """
 
 import warnings
@@ -21,9 +22,8 @@ warnings.filterwarnings("ignore", message="create_react_agent has been moved")
 
 config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 64, "temperature": 0}})
 llm = chat_model(resolve_llm(config.llm, config))  # stands for your agent's model (any BaseChatModel)
-# Your agent's tools go here. The CPU default server (llama.cpp with the GGUF's chat template)
-# returns a small model's tool calls as plain text, so this demo binds none; with a server that
-# returns structured tool calls (vLLM, OpenAI, ...) tools work unchanged.
+# Your agent's tools go here (none in this demo, to keep it short on CPU). They work on the CPU
+# default too: the local server returns the model's tool calls as OpenAI tool_calls.
 TOOLS: list = []
 
 

@@ -43,25 +43,31 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=lvl, format="%(levelname)s %(name)s: %(message)s", force=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(lvl)
-    if lvl > logging.INFO:
+    if lvl > logging.INFO:  # no model-loading progress bars or notices either
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
-                write: Any = None) -> tuple[dict[str, Any], dict[str, float]]:
+                write: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one turn, writing the answer's tokens as they come; returns (final state, timings):
     `memory_s` (the recall path: every node before generate), `ttft_s` (first token),
-    `total_s`, `tokens` (streamed chunks with text) and `tokens_per_s` (after the first)."""
+    `total_s`, `tokens` (streamed chunks with text), `tokens_per_s` (after the first) and
+    `nodes` (seconds from the start to each node's output)."""
     t0 = time.perf_counter()
     memory_s = ttft = None
+    nodes: dict[str, float] = {}
     tokens = 0
     final: dict[str, Any] = {}
     for mode, data in graph.stream({"messages": [("user", text)]}, run_cfg,
                                    stream_mode=["messages", "updates", "values"]):
         now = time.perf_counter() - t0
-        if mode == "updates" and memory_s is None and "augment" in data:
-            memory_s = now
+        if mode == "updates":
+            for name in data:
+                nodes.setdefault(name, now)
+            if memory_s is None and "augment" in data:
+                memory_s = now
         elif mode == "messages":
             chunk, meta = data
             if meta.get("langgraph_node") == "generate" and getattr(chunk, "content", ""):
@@ -79,6 +85,7 @@ def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
         "memory_s": memory_s if memory_s is not None else float("nan"),
         "ttft_s": ttft if ttft is not None else total, "total_s": total, "tokens": tokens,
         "tokens_per_s": (tokens - 1) / gen if tokens > 1 and gen > 0 else float("nan"),
+        "nodes": nodes,
     }
 
 
@@ -148,6 +155,8 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
     if learner is not None:  # learned in the background: the last finished job's reward
         reward = (learner.last.get((user, session)) or {}).get("reward")
     value = reward.get("value") if isinstance(reward, dict) else reward
+    if value is None and learner is not None:
+        value = "not yet (learning in the background)"
     v = engine.load_vector(user).norms()
     console.print(
         f"(first token {t['ttft_s']:.2f}s, total {t['total_s']:.1f}s, "

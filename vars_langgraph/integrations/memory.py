@@ -11,6 +11,10 @@ the VARS graph does, before retrieval, so the policy and a session reset take ef
 once), then extract, retrieve, rerank, augment. `learn` runs after the model answered and
 records the turn (query, candidates with their pi, chosen cards, answer) as the pending
 feedback that the user's next message in this thread will reward.
+
+By default (`background.enabled` unset) reward, update and the LLM extraction are recorded as
+a durable job in `recall` and run by a background worker once `learn` saw the final answer
+(background.py); explicit "I prefer ..." statements are stored at once by the fast path.
 """
 
 from __future__ import annotations
