@@ -55,7 +55,7 @@ from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
 
-PARSED_CACHE = 512  # parsed cards kept per user entry
+PARSED_CACHE = 4096  # parsed cards kept per process (all users together)
 ENTRY_OVERHEAD = 200  # bytes per card of Python bookkeeping (dict slots, id strings, list)
 LOCK_STRIPES = 256  # per-user open/apply locks, striped
 
@@ -97,26 +97,47 @@ def _b64_or(text: str, default: bytes) -> bytes:
     return raw if len(raw) == len(default) else default
 
 
+class _ParsedCards:
+    """A process-wide LRU of parsed cards, keyed by their compact JSON bytes (so a changed
+    card is a new key); bounded by count, whatever the number of users (~1.5 KB a card)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._lru: OrderedDict[bytes, PreferenceCard] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, body: bytes) -> PreferenceCard:
+        with self._lock:
+            card = self._lru.get(body)
+            if card is not None:
+                self._lru.move_to_end(body)
+                return card
+        card = PreferenceCard.model_validate_json(body)  # ValidationError: unreadable
+        with self._lock:
+            self._lru[body] = card
+            while len(self._lru) > self.size:
+                self._lru.popitem(last=False)
+        return card
+
+
+PARSED = _ParsedCards(PARSED_CACHE)
+
+
 class CardTable(Mapping[str, PreferenceCard]):
-    """id -> `PreferenceCard` over compact JSON bytes; cards are parsed when read (a few per
-    turn) and the last `PARSED_CACHE` kept. A body that fails validation reads as absent."""
+    """id -> `PreferenceCard` over compact JSON bytes; cards are parsed when read (a turn reads
+    its candidates) through the process-wide `PARSED` LRU. A body that fails validation reads
+    as absent. Treat the cards as read-only (they may be shared)."""
 
     def __init__(self, raw: dict[str, bytes]):
         self._raw = raw
-        self._parsed: dict[str, PreferenceCard] = {}
 
     def __getitem__(self, card_id: str) -> PreferenceCard:
-        card = self._parsed.get(card_id)
-        if card is None:
-            try:
-                card = PreferenceCard.model_validate_json(self._raw[card_id])
-            except ValidationError:
-                raise KeyError(card_id) from None
-            if card.id != card_id:
-                card = card.model_copy(update={"id": card_id})
-            if len(self._parsed) >= PARSED_CACHE:
-                self._parsed.clear()
-            self._parsed[card_id] = card
+        try:
+            card = PARSED.get(self._raw[card_id])
+        except ValidationError:
+            raise KeyError(card_id) from None
+        if card.id != card_id:
+            raise KeyError(card_id)
         return card
 
     def __contains__(self, card_id: object) -> bool:
