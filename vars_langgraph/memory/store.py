@@ -37,7 +37,6 @@ MAX_USER_ID = 256
 VEC_KEY = "emb16"  # format 2: base64 of the little-endian float16 embedding
 VEC_DTYPE = np.dtype("<f2")
 EXPORT_FORMAT = "vars-langgraph/2"
-_CARD_STR_FIELDS = ("id", "user_id", "condition", "action", "note")
 
 
 def canonical_vector(vec: Any) -> np.ndarray:
@@ -85,14 +84,10 @@ def card_value(card: PreferenceCard, vector: Any = None) -> dict[str, Any]:
 
 
 def light_card_check(value: Any) -> bool:
-    """A cheap check that an item looks like a card (full validation happens on access)."""
-    if type(value) is not dict:
-        return False
-    for f in _CARD_STR_FIELDS:
-        if type(value.get(f)) is not str:
-            return False
-    c = value.get("confidence")
-    return (type(c) is float or type(c) is int) and math.isfinite(c)
+    """A cheap check that an item looks like a card (an id and a note); the full validation
+    happens when the card is read (an invalid one then reads as absent)."""
+    return (type(value) is dict and type(value.get("id")) is str
+            and type(value.get("note")) is str)
 
 
 def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
@@ -106,29 +101,35 @@ def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
     return PreferenceCard.model_validate(body)
 
 
-_VEC_NAME = f'"{VEC_KEY}"'
+_VEC_NAME = f'"{VEC_KEY}"'.encode()
+_VEC_TAILS = (f',"{VEC_KEY}":"'.encode(), f', "{VEC_KEY}": "'.encode())  # orjson, json.dumps
 
 
 def split_vector(text: str | bytes) -> tuple[bytes, str | None]:
     """A format-2 item's JSON text as (the text without its `emb16` member, the base64), by
-    string search instead of parsing the 1 KB string; (text, None) when there is no member.
+    byte search instead of parsing the 1 KB string; (text, None) when there is no member.
     (A `"emb16"` inside a JSON string value is escaped, `\\"emb16\\"`, so never matches.)"""
-    if isinstance(text, bytes):
-        text = text.decode()
+    if isinstance(text, str):
+        text = text.encode()
+    if text.endswith(b'"}'):  # fast path: the member is last (as `card_value` writes it)
+        for tail in _VEC_TAILS:
+            i = text.rfind(tail, max(0, len(text) - 8192))
+            if i > 0 and b'"' not in text[i + len(tail):-2]:
+                return text[:i] + b"}", text[i + len(tail):-2].decode("ascii", "replace")
     i = text.find(_VEC_NAME)
     if i < 0:
-        return text.encode(), None
+        return text, None
     try:
-        j = text.index('"', text.index(":", i + len(_VEC_NAME)) + 1)
-        k = text.index('"', j + 1)
+        j = text.index(b'"', text.index(b":", i + len(_VEC_NAME)) + 1)
+        k = text.index(b'"', j + 1)
     except ValueError:
-        return text.encode(), None
+        return text, None
     left, right = text[:i].rstrip(), text[k + 1:].lstrip()
-    if left.endswith(","):
+    if left.endswith(b","):
         left = left[:-1]
-    elif right.startswith(","):
+    elif right.startswith(b","):
         right = right[1:]
-    return (left + right).encode(), text[j + 1:k]
+    return left + right, text[j + 1:k].decode("ascii", "replace")
 
 
 def card_body_bytes(value: dict[str, Any]) -> bytes:
