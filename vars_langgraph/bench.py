@@ -180,6 +180,14 @@ def embed_cached(embedder: Any, texts: Sequence[str], cache: Path | None, name: 
 
 
 def rss_mb() -> float:
+    """Resident memory of this process (MB), after handing freed heap back to the OS (glibc
+    `malloc_trim`), so growth measures what is still held."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -289,12 +297,10 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     engine = VARSEngine(config, store, index_dir=workdir / "index", embedder=embedder,
                         extractor=_NoExtractor(), chat_model=None)
     engine.memory.forget_user(USER)  # a shared database (Postgres) may hold an earlier size
-    cards = _cards(notes, embs)
     t0 = time.perf_counter()
-    for i in range(0, n, 2000):
-        engine.memory.put_cards(USER, cards[i:i + 2000])
+    for i in range(0, n, 2000):  # cards made per batch: 100k cards with float lists are GBs
+        engine.memory.put_cards(USER, _cards(notes[i:i + 2000], embs[i:i + 2000]))
     out["write_cards_s"] = round(time.perf_counter() - t0, 3)
-    del cards
     gc.collect()
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -413,9 +419,8 @@ def run_many(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     t0 = time.perf_counter()
     for u in tqdm(uids, desc=f"writing {users:,} users x {n:,} cards", disable=not progress,
                   dynamic_ncols=True):
-        cards = _cards(notes, embs, user=u)
         for i in range(0, n, 2000):
-            engine.memory.put_cards(u, cards[i:i + 2000])
+            engine.memory.put_cards(u, _cards(notes[i:i + 2000], embs[i:i + 2000], user=u))
     out["write_s"] = round(time.perf_counter() - t0, 2)
     _checkpoint(store)
     out["store_bytes_per_card"] = round(_dir_size(Path(config.data_path)) / (users * n), 1)
