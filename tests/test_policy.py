@@ -205,11 +205,17 @@ def test_sampling_learns_an_arm_that_s0_ranks_last_and_top_k_never_does():
     assert 5 not in _bandit("top_k", "paper")  # deterministic top-k never tries it
 
 
-def test_no_update_when_every_candidate_was_chosen():
-    user = policy.UserVector.zeros(2)
-    items, pi = np.eye(2), np.array([0.3, 0.7])
-    assert not policy.reinforce_update(user, items, pi, [1, 0], -1.0, 0.9, PolicyConfig(item_dim=2))
-    assert user.updates == 0
+def test_every_candidate_chosen_still_updates_as_the_reference_does():
+    """K <= k: the reference formula still moves z (it reorders the injected cards among
+    themselves); the exact sequence gradient's mean over draw orders is zero."""
+    items, pi = np.eye(3), np.array([0.2, 0.3, 0.5])
+    user = policy.UserVector.zeros(3)
+    assert policy.reinforce_update(user, items, pi, [2, 1, 0], -1.0, 0.9,
+                                   PolicyConfig(item_dim=3, gradient="paper"))
+    assert np.linalg.norm(user.z_long) > 0
+    mean = sum(_seq_prob(pi, q) * policy.sequence_gradient(items, pi, list(q), 1.0, 1.0)
+               for q in _sequences(3, 3))
+    assert mean == pytest.approx(np.zeros(3), abs=1e-12)
 
 
 def test_selection_config_and_deprecated_sample_alias():

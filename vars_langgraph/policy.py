@@ -177,9 +177,11 @@ def reinforce_update(
     gate: float,
     cfg: PolicyConfig,
 ) -> bool:
-    """Apply one REINFORCE step in place; returns False when skipped: |A| < 1e-6, none chosen,
-    or every candidate chosen (the policy had no choice: the selection's probability is 1 and
-    its score function 0).
+    """Apply one REINFORCE step in place; returns False when skipped (|A| < 1e-6 or none chosen).
+
+    When every candidate was chosen the step still runs, as in the reference code: it then only
+    changes how these cards rank among themselves (for the exact sequence gradient it is a
+    zero-mean term), which matters once the user has more cards than slots.
 
     A = g (r - b); z_long += eta_L grad; z_short = (1 - lambda) z_short + eta_S grad;
     b = (1 - alpha) b + alpha r (step 7). `chosen` is in draw order; grad is
@@ -187,7 +189,7 @@ def reinforce_update(
     when selection is sampled).
     """
     advantage = gate * (reward - user.baseline)
-    if not chosen or abs(advantage) < 1e-6 or len(items) == 0 or len(set(chosen)) >= len(items):
+    if not chosen or abs(advantage) < 1e-6 or len(items) == 0:
         return False
     seq = cfg.gradient == "sequence" or (cfg.gradient == "auto" and cfg.selection == "sample")
     fn = sequence_gradient if seq else policy_gradient
