@@ -508,19 +508,27 @@ def run_benchmark(settings: Settings, out_dir: Path, *, embedder: Any = None,
                                          work / f"{form}-{n}-{method}", embedder, extractor,
                                          judge, live, progress,
                                          per_user_turns + n * len(users)))
+                    partial = _results(settings, topics, users, runs, extractor, judge, k)
+                    (out_dir / "results.partial.json").write_text(json.dumps(partial, indent=1))
     finally:
         if not keep_data:
             shutil.rmtree(work, ignore_errors=True)
-    results = {"settings": asdict(settings), "topics": topics, "users": [asdict(u) for u in users],
-               "runs": runs, "extraction": _extraction_info(extractor),
-               "machine": _machine(), "store_k": k,
-               "judge": {"base_url": judge["base_url"], "model": settings.judge_model,
-                         "prompts": settings.judge_prompts or "built-in restatement"}
-               if judge else None}
+    results = _results(settings, topics, users, runs, extractor, judge, k)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "results.partial.json").unlink(missing_ok=True)
     png = plot(results, out_dir / "prefeval.png")
     (out_dir / "summary.md").write_text(markdown(results, png))
     return results
+
+
+def _results(settings: Settings, topics: list[str], users: list[SimUser],
+             runs: list[dict[str, Any]], extractor: Any, judge: Any, k: int) -> dict[str, Any]:
+    return {"settings": asdict(settings), "topics": topics, "users": [asdict(u) for u in users],
+            "runs": runs, "extraction": _extraction_info(extractor), "machine": _machine(),
+            "store_k": k,
+            "judge": {"base_url": judge["base_url"], "model": settings.judge_model,
+                      "prompts": settings.judge_prompts or "built-in restatement"}
+            if judge else None}
 
 
 def _run_one(method: str, form: str, n: int, settings: Settings, users: list[SimUser],
