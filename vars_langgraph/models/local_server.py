@@ -285,6 +285,9 @@ class LocalServer:
             # logprobs need logits for every position; 0.3.x defaults to true, pinned here
             "--logits_all", "true",
             "--verbose", "false",
+            # a request arriving while an answer streams must wait, not cut that answer off
+            # (the default ends the stream early; e.g. a background extraction of another user)
+            "--interrupt_requests", "false",
         ]  # fmt: skip
 
     def alive(self) -> bool:
