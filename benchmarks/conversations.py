@@ -10,11 +10,11 @@ retrieve, rerank and augment run inline, so each turn sees the same memory on ev
 The LLM extractor is off by default so the injected notes do not depend on it
 (`--extract llm` turns it on). Every answer is judged by rules that need no LLM:
 
-- **echo**: the answer copies an injected note, an earlier answer of the same conversation, or
-  the user's own message (reported apart; a copy of it answers nothing either):
+- **echo**: the answer copies an injected note or an earlier answer of the same conversation:
   the share of the answer's word 3-grams found in the source (1-grams for answers under 3
   words) >= ECHO_CONTAINED, or difflib's ratio of the two normalised texts (lower case,
-  punctuation removed) >= ECHO_RATIO (a near-verbatim copy). An empty answer counts as one.
+  punctuation removed) >= ECHO_RATIO (a near-verbatim copy). A copy of the user's own message
+  (share >= ECHO_USER: an answer may restate the question) and an empty answer count too.
 - **on topic**: a key term of the turn that is not in the user's own message occurs in the
   answer (at a word start), or MiniLM cosine(answer, reference) >= ON_TOPIC_SIM.
 - **preference honoured**: each conversation's `checks` apply to every non-"preference" turn
@@ -51,6 +51,7 @@ SPLIT_SEED = 12
 N_TUNE = 6
 ECHO_CONTAINED = 0.6  # share of the answer's 3-grams found in the source
 ECHO_RATIO = 0.8  # difflib ratio: near-verbatim copies
+ECHO_USER = 0.9  # share of the answer's 3-grams found in the user's own message
 ON_TOPIC_SIM = 0.5
 BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S")
 NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S")
@@ -93,7 +94,7 @@ def echo_of(answer: str, notes: list[str], earlier: list[str], user: str = "") -
 
     note = any(is_copy(answer, n) for n in notes)
     prev = any(is_copy(answer, e) for e in earlier)
-    said = bool(user) and is_copy(answer, user)
+    said = bool(user) and copy_score(answer, user)[0] >= ECHO_USER
     empty = not normalise(answer)
     return {"note_scores": worst(notes), "answer_scores": worst(earlier), "empty": empty,
             "echo_note": note, "echo_answer": prev, "echo_user": said,
@@ -260,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rates": rates(turns),
         "latency_s": {"turn_p50": pct(latencies, 0.5), "turn_p95": pct(latencies, 0.95),
                       "generate_p50": pct(gen_times, 0.5), "generate_p95": pct(gen_times, 0.95)},
-        "thresholds": {"echo_contained": ECHO_CONTAINED, "echo_ratio": ECHO_RATIO,
+        "thresholds": {"echo_contained": ECHO_CONTAINED, "echo_ratio": ECHO_RATIO, "echo_user": ECHO_USER,
                        "on_topic_sim": ON_TOPIC_SIM},
         "split_def": {"seed": SPLIT_SEED, "n_tune": N_TUNE, **parts},
         "config": {"max_tokens": args.max_tokens, "extract": args.extract, "seed": args.seed,
@@ -269,6 +270,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "prompt": cfg.prompt.model_dump()},
         "git": _git(), "load": os.getloadavg(), "per_turn": turns,
     }
+
+
+def rescore(path: Path) -> dict[str, Any]:
+    """Judge the saved answers of an earlier run again with the rules of this file."""
+    from vars_langgraph import VARSConfig
+    from vars_langgraph.models.embedder import load_embedder
+
+    res = json.loads(path.read_text())
+    convs = {c["id"]: c for c in load()}
+    emb = load_embedder(VARSConfig().embedding)
+    earlier: dict[str, list[str]] = {}
+    for t in res["per_turn"]:
+        conv = convs[t["conv"]]
+        prev = earlier.setdefault(t["conv"], [])
+        t.update(judge(emb, conv, conv["turns"][t["turn"]], t["answer"], t["notes"], prev))
+        prev.append(t["answer"])
+    res["rates"] = rates(res["per_turn"])
+    res["thresholds"] = {"echo_contained": ECHO_CONTAINED, "echo_ratio": ECHO_RATIO,
+                         "echo_user": ECHO_USER, "on_topic_sim": ON_TOPIC_SIM}
+    res["rescored"] = True
+    return res
 
 
 def _git() -> str:
@@ -288,23 +310,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=["report", "tune", "all"], default="report")
     ap.add_argument("--limit", type=int, default=0, help="first N conversations of the split")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=7, help="base sampling seed (each turn sends its own: seed + 1000 * conversation + turn)")
+    ap.add_argument("--seed", type=int, default=7,
+                    help="base sampling seed; each turn sends seed + 1000 * conversation + turn")
     ap.add_argument("--extract", choices=["off", "llm"], default="off")
     ap.add_argument("--llm-url", default=os.environ.get("VARS_TEST_LLM_URL"))
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="config override (tuning on the tune split), repeatable")
+    ap.add_argument("--rescore", metavar="RESULTS_JSON",
+                    help="judge the answers saved in a results file again (no LLM), write --out")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", default="results/conversations.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    res = {"label": args.label, **run(args)}
+    res = rescore(Path(args.rescore)) if args.rescore else {"label": args.label, **run(args)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, ensure_ascii=False))
     r, lat = res["rates"], res["latency_s"]
     hon = "n/a" if r["preference_honoured"] is None else f"{r['preference_honoured']:.0%}"
-    print(f"{args.label or 'run'} [{args.split}: {len(res['conversations'])} conversations, "
+    print(f"{res['label'] or 'run'} [{res['split']}: {len(res['conversations'])} conversations, "
           f"{res['turns']} turns, git {res['git']}, load {res['load'][0]:.1f}]")
     print(f"no echo {r['no_echo']:.0%} (notes {r['no_note_echo']:.0%}, earlier answers "
           f"{r['no_answer_echo']:.0%}) | on topic {r['on_topic']:.0%} | good {r['good']:.0%} | "

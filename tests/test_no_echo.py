@@ -62,6 +62,33 @@ def test_split_is_fixed_and_disjoint():
     assert parts == bench.split_ids(list(reversed([r["id"] for r in rows])))
 
 
+def test_prompt_history_layout():
+    """Earlier answers cut or left out, the last N user turns kept, the latest message intact."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from vars_langgraph.config import PromptConfig
+    from vars_langgraph.nodes.generate import prompt_messages
+
+    hist = []
+    for i in range(5):
+        hist += [HumanMessage(f"question {i}"), AIMessage(f"answer {i} " + "word " * 100)]
+    hist.append(HumanMessage("question 5"))
+
+    def layout(**kw):
+        msgs = prompt_messages("S", hist, 8192, 512, PromptConfig(**kw))
+        return [(m.type, m.content) for m in msgs]
+
+    out = layout(history_turns=3, history_answer_chars=0)
+    assert out == [("system", "S"), ("human", "question 3"), ("human", "question 4"),
+                   ("human", "question 5")]
+    out = layout(history_turns=2, history_answer_chars=30)
+    assert [t for t, _ in out] == ["system", "human", "ai", "human"]
+    assert out[2][1].startswith("answer 4 word") and out[2][1].endswith("\u2026")
+    assert len(out[2][1]) <= 32
+    assert layout(history_turns=None, history_answer_chars=None)[1:] == \
+        [(m.type, m.content) for m in hist]
+
+
 CHAT = [
     "I prefer answers in bullet points, and please keep them short.",
     "How do I brew green tea?",

@@ -165,9 +165,13 @@ class PromptConfig(_Strict):
 
     max_note_chars: int = 300
     max_context_tokens: int = 8192
-    base_system: str = "You are a helpful assistant."
+    base_system: str = (
+        "You are a helpful assistant. Reply to the user's latest message. If it only states a "
+        "preference, confirm in one short sentence of your own words that you will follow it.")
     history_turns: int | None = 4  # user turns kept (the current one included); None: all that fit
-    history_answer_chars: int | None = 300  # earlier answers cut to this length; None: kept whole
+    # earlier answers in the prompt: cut to this many characters; 0: left out (the CPU default:
+    # a 0.5B model copies any earlier answer it sees); None: kept whole
+    history_answer_chars: int | None = 0
 
 
 class PostgresConfig(_Strict):

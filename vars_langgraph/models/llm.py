@@ -32,9 +32,12 @@ def chat_model(llm: LLMConfig) -> ChatOpenAI:
     """A LangChain chat model for an OpenAI-compatible endpoint (call `resolve_llm` first).
 
     langchain-openai sends `max_completion_tokens`, which llama.cpp's server ignores, so the
-    limit is repeated as `max_tokens` for endpoints that are not OpenAI's own.
+    limit is repeated as `max_tokens` for endpoints that are not OpenAI's own; `extra_body`
+    (server-specific sampling such as llama.cpp's `repeat_penalty`) goes to those only.
     """
-    extra = None if _is_openai_host(llm.base_url) else {"max_tokens": llm.max_tokens}
+    extra = None
+    if not _is_openai_host(llm.base_url):
+        extra = {**llm.extra_body, "max_tokens": llm.max_tokens}
     return ChatOpenAI(
         base_url=llm.base_url,
         api_key=llm.api_key,
@@ -42,6 +45,9 @@ def chat_model(llm: LLMConfig) -> ChatOpenAI:
         temperature=llm.temperature,
         top_p=llm.top_p,
         max_tokens=llm.max_tokens,
+        seed=llm.seed,
+        frequency_penalty=llm.frequency_penalty,
+        presence_penalty=llm.presence_penalty,
         timeout=llm.timeout,
         max_retries=llm.max_retries,
         extra_body=extra,

@@ -7,11 +7,12 @@ import logging
 import time
 from typing import Any
 
-from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from vars_langgraph.config import PromptConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
@@ -19,11 +20,41 @@ from vars_langgraph.state import VARSState, message_text, resolve_user_id, threa
 log = logging.getLogger(__name__)
 
 
+def recent_turns(history: list[AnyMessage], turns: int | None) -> list[AnyMessage]:
+    """The messages from the `turns`-th last user message on (None or < 1: all)."""
+    if not turns or turns < 1:
+        return history
+    starts = [i for i, m in enumerate(history) if getattr(m, "type", "") == "human"]
+    return history[starts[-turns]:] if len(starts) > turns else history
+
+
+def shorten(text: str, max_chars: int) -> str:
+    """`text` cut at a word boundary to about `max_chars`, marked with an ellipsis."""
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars].rsplit(None, 1)[0] if " " in text[:max_chars] else text[:max_chars]
+    return cut.rstrip(" ,;:") + " \u2026"
+
+
 def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: int,
-                    reserve: int) -> list[AnyMessage]:
-    """System prompt + history trimmed oldest-first to fit the context window."""
+                    reserve: int, prompt: PromptConfig | None = None) -> list[AnyMessage]:
+    """System prompt + history for the model: the last `prompt.history_turns` user turns, the
+    earlier answers among them cut to `prompt.history_answer_chars` or, at 0, left out (a small
+    model copies an earlier answer instead of answering), then trimmed oldest-first to fit."""
     budget = max(256, max_tokens - reserve - count_tokens_approximately([system_prompt]))
     history = [m for m in history if getattr(m, "type", "") != "system"]
+    if prompt is not None:
+        history = recent_turns(history, prompt.history_turns)
+        cap = prompt.history_answer_chars
+        if cap is not None:
+            answers = [i for i, m in enumerate(history)
+                       if getattr(m, "type", "") == "ai" and not getattr(m, "tool_calls", None)]
+            for i in reversed(answers):  # 0: the earlier answers are left out, user turns kept
+                if cap <= 0:
+                    del history[i]
+                else:
+                    history[i] = AIMessage(shorten(message_text(history[i]), cap), id=history[i].id)
     kept = trim_messages(
         history, max_tokens=budget, token_counter=count_tokens_approximately,
         strategy="last", start_on="human", allow_partial=True,
@@ -67,7 +98,7 @@ def make_generate(engine: VARSEngine):
         user_id = resolve_user_id(runtime, config)
         system = state.get("system_prompt") or cfg.prompt.base_system
         msgs = prompt_messages(system, state.get("messages", []), cfg.prompt.max_context_tokens,
-                               cfg.llm.max_tokens)
+                               cfg.llm.max_tokens, cfg.prompt)
         reply = engine.chat_model.invoke(msgs, config)
         if state.get("query", "").strip():
             try:
