@@ -171,6 +171,7 @@ def test_tiny_run_end_to_end(tmp_path: Path, embedder, capsys) -> None:
     rc = prefeval_main(["--data", str(data), "--topics", "all", "--form", "explicit,implicit-choice",
                         "--inter-turns", "0,4", "--users", "1", "--prefs-per-user", "4",
                         "--methods", "none,vars,all,lgstore", "--extractor", "scripted",
+                        "--set", "prompt.history_turns=null",  # history limited by tokens only
                         "--out", str(out), "--no-progress"], embedder=embedder)
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
@@ -203,11 +204,24 @@ def test_history_trimming_drops_old_statements(tmp_path: Path, embedder) -> None
     rc = prefeval_main(["--data", str(data), "--topics", "food", "--form", "explicit",
                         "--inter-turns", "0,4", "--users", "1", "--prefs-per-user", "2",
                         "--methods", "none", "--set", "prompt.max_context_tokens=1200",
+                        "--set", "prompt.history_turns=null",
                         "--out", str(out), "--no-progress"], embedder=embedder)
     assert rc == 0
     runs = {r["inter_turns"]: r["summary"] for r in json.loads((out / "results.json").read_text())[
         "runs"] if r["method"] == "none"}
     assert runs[0]["in_history"] == 1 and runs[4]["in_history"] == 0
+
+
+def test_history_counts_what_generate_keeps(tmp_path: Path, embedder) -> None:
+    """prompt.history_turns = 2 keeps the question and one statement: half the items."""
+    data = write_prefeval(tmp_path / "pe")
+    out = tmp_path / "out"
+    assert prefeval_main(["--data", str(data), "--topics", "food", "--form", "explicit",
+                          "--inter-turns", "0", "--users", "1", "--prefs-per-user", "2",
+                          "--methods", "none", "--set", "prompt.history_turns=2",
+                          "--out", str(out), "--no-progress"], embedder=embedder) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["summary"]["in_history"] for r in runs if r["method"] == "none"] == [0.5]
 
 
 def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
