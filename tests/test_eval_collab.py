@@ -437,3 +437,18 @@ def test_methods_never_share_a_store_even_with_VARS_DATA_DIR(data, tmp_path: Pat
     finally:
         for r in runners:
             r.close()
+
+
+def test_error_rates_from_the_label_scored_format_and_the_pinned_default(tmp_path: Path):
+    m = {"llm_with_gate": {"precision": 0.4, "precision_action_only": 0.8,
+                           "recall_action_only": 0.6, "global_share": 0.25,
+                           "neutral_messages_with_cards": 2}}
+    f = tmp_path / "extraction.json"
+    f.write_text(json.dumps({"scoring": "labels", "metrics": {"heldout": {"n_neutral": 8, **m}},
+                             "rows": []}))
+    nz = extraction_error_rates(f)
+    assert (nz.miss, nz.wrong_condition, nz.general, nz.junk) == (0.4, 0.5, 0.25, 0.25)
+    default = settings_from_args(build_parser().parse_args(["--profiles", "x.json"])).noise
+    assert default.active() and default.source.endswith("@7cb7e57")
+    off = settings_from_args(build_parser().parse_args(["--profiles", "x.json", "--noise", "off"]))
+    assert not off.noise.active()

@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from vars_langgraph.eval.collab import (
     task_kind,
 )
 from vars_langgraph.eval.simulator import (
+    MEASURED_NOISE,
     USER_PROMPT_FILE,
     CachingEmbedder,
     ExtractionNoise,
@@ -729,10 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kind-primary", type=float, default=0.5,
                     help="weight of each user's primary task kind in its problem mix (0.5)")
     ap.add_argument("--noise", choices=("measured", "off"), default="measured",
-                    help="scripted extractor errors: rates measured in results/extraction.json "
-                         "(default), or none; --noise-* override single rates")
-    ap.add_argument("--noise-file", help="extraction results to take the rates from "
-                    "(default results/extraction.json)")
+                    help="scripted extractor errors: the rates measured in the committed "
+                         "results/extraction.json (default, pinned), or none; --noise-* override "
+                         "single rates")
+    ap.add_argument("--noise-file", help="take the rates from this benchmarks/extraction.py "
+                    "output instead (e.g. results/extraction.json after a re-measurement)")
     for name in ("miss", "wrong-condition", "general", "junk"):
         ap.add_argument(f"--noise-{name}", type=float, default=None,
                         help=f"rate of '{name}' errors (overrides the measured one)")
@@ -762,7 +764,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     scripted = args.simulator == "scripted"
     noise = ExtractionNoise()
     if args.noise == "measured":
-        noise = extraction_error_rates(args.noise_file)
+        noise = extraction_error_rates(args.noise_file) if args.noise_file else \
+            replace(MEASURED_NOISE)
     for name in ("miss", "wrong_condition", "general", "junk"):
         v = getattr(args, f"noise_{name}")
         if v is not None:
