@@ -66,6 +66,20 @@ def test_extractor_leaves_a_neutral_question_empty(extractor: LLMExtractor):
 
 
 @pytest.mark.llm
+def test_extractor_complaint_is_not_a_card_and_no_invented_condition(llm_base_url: str):
+    """Issue 11/12 transcript: the complaint yields no card, the bullet/short statement no
+    "writing code" condition and nothing global (the user did not say "always")."""
+    ex = load_extractor(VARSConfig(extractor=ExtractorConfig(
+        llm=LLMConfig(base_url=llm_base_url, max_retries=0), max_new_tokens=48)))  # fmt: skip
+    complaint = [("user", "How do I brew green tea?"), ("assistant", "Green tea is a kind of tea."),
+                 ("user", "no, that's not what I asked. Tell me the water temperature and steeping time.")]
+    assert ex.extract(complaint) == []
+    prefs = ex.extract([("user", "I prefer answers in bullet points, and please keep them short.")])
+    assert prefs, "the stated preference was lost"
+    assert not any("code" in p.condition.lower() or p.is_global for p in prefs), [p.note for p in prefs]
+
+
+@pytest.mark.llm
 def test_llm_reranker_prefers_the_relevant_note(llm_base_url: str):
     rr = LLMReranker(LLMConfig(base_url=llm_base_url, max_retries=0), max_workers=2)
     s = rr.score(

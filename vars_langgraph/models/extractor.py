@@ -77,59 +77,52 @@ Read the last user message (earlier lines are context only) and output JSON:
 "from now on ...") are preferences.
 - Negative requests ("don't ...", "never ...", "no more ...", "stop ...", "I hate ...") are \
 preferences: the action says what to avoid.
-- A complaint is feedback, not a preference ("no, that's not what I asked", "that's wrong"): \
-{"preferences": []}. Only a style it restates is one ("no, I said bullet points", "too long").
-- A question, a task or a one-off request ("this time ...", "translate that") is not a \
-preference: {"preferences": []}. Neither are thanks and small talk.
-- condition: the task or topic the user names ("recommending books", "writing SQL"); \
-"answering" when the user names none; "general" only when the user says "always", "in \
-general", "from now on" or "every answer". action: a short imperative using the user's words."""
+- Complaints imply preferences ("too long" -> keep answers short).
+- A question or a task by itself is not a preference: {"preferences": []}. Neither are \
+thanks and small talk.
+- condition: when it applies ("writing code", "explaining math", or "general"). action: a \
+short imperative using the user's words."""
 
 # (last user message, expected JSON) worked examples; none of them is in the labelled data.
-# Conditions are balanced: 3 "answering", 1 "general" (stated), 4 named tasks (1 of them code);
-# two complaints and a one-off request are negatives.
+# A rebalanced set (3 "answering", 1 "general", 4 named tasks, complaints as negatives) was
+# measured on dev and lost: recall 42% vs 68% with these (results/extraction.json "notes");
+# the "writing code" bias is corrected after the model instead (`fix_scope`).
 FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("What's the population of Canada?", '{"preferences": []}'),
-    (
-        "I like it when you bold the key terms.",
-        '{"preferences": [{"condition": "answering", "action": "bold the key terms", '
-        '"confidence": 0.9}]}',
-    ),
-    ("Write a function that sorts a list of dictionaries by a key.", '{"preferences": []}'),
-    (
-        "When you recommend books, only suggest ones available as audiobooks.",
-        '{"preferences": [{"condition": "recommending books", "action": "only suggest '
-        'audiobooks", "confidence": 0.9}]}',
-    ),
-    ("No, that's not what I asked. Give me the exact dates.", '{"preferences": []}'),
     (
         "Never include console.log statements in the code you give me.",
         '{"preferences": [{"condition": "writing code", "action": "do not include '
         'console.log statements", "confidence": 0.9}]}',
     ),
+    ("Write a function that sorts a list of dictionaries by a key.", '{"preferences": []}'),
+    (
+        "Always indent with tabs, not spaces.",
+        '{"preferences": [{"condition": "writing code", "action": "indent with tabs, not '
+        'spaces", "confidence": 0.9}]}',
+    ),
     ("Perfect, that fixed it.", '{"preferences": []}'),
     (
-        "From now on, always reply in a calm, neutral tone.",
-        '{"preferences": [{"condition": "general", "action": "reply in a calm, neutral tone", '
-        '"confidence": 0.9}]}',
-    ),
-    ("Can you translate that answer into German for my colleague?", '{"preferences": []}'),
-    (
-        "No, I said one paragraph only.",
-        '{"preferences": [{"condition": "answering", "action": "answer in one paragraph", '
-        '"confidence": 0.8}]}',
+        "Ugh, I can't read walls of text like that.",
+        '{"preferences": [{"condition": "general", "action": "write shorter answers", '
+        '"confidence": 0.7}]}',
     ),
     ("How does garbage collection work in Java?", '{"preferences": []}'),
     (
-        "For travel plans, list the costs in euros.",
-        '{"preferences": [{"condition": "making travel plans", "action": "list the costs in '
-        'euros", "confidence": 0.9}]}',
+        "When you recommend books, only suggest ones available as audiobooks.",
+        '{"preferences": [{"condition": "recommending books", "action": "only suggest '
+        'audiobooks", "confidence": 0.9}]}',
+    ),
+    ("Can you help me plan a birthday party for my son?", '{"preferences": []}'),
+    (
+        "Use numpy instead of plain loops in your Python examples.",
+        '{"preferences": [{"condition": "writing Python examples", "action": "use numpy '
+        'instead of plain loops", "confidence": 0.9}]}',
     ),
     (
-        "Skip the disclaimers, and when you explain chemistry, draw the structures.",
-        '{"preferences": [{"condition": "answering", "action": "skip the disclaimers", '
-        '"confidence": 0.8}, {"condition": "explaining chemistry", "action": "draw the '
-        'structures", "confidence": 0.8}]}',
+        "Skip the disclaimers, and keep variable names in English.",
+        '{"preferences": [{"condition": "general", "action": "skip the disclaimers", '
+        '"confidence": 0.8}, {"condition": "writing code", "action": "keep variable names '
+        'in English", "confidence": 0.8}]}',
     ),
 )
 
