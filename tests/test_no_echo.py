@@ -117,3 +117,11 @@ def test_four_turn_chat_does_not_echo(llm_base_url, make_config):
         verdict = bench.echo_of(answer, notes, earlier, text)
         assert not verdict["echo"], (text, answer, verdict)
         earlier.append(answer)
+
+
+def test_copy_guard_rule():
+    from vars_langgraph.nodes.generate import copies
+
+    assert copies(NOTE, [NOTE]) and copies("In general, please keep them short. Sure.", [NOTE])
+    assert not copies("Steep green tea at 80 C for two minutes.", [NOTE])
+    assert not copies("ok.", ["ok."])  # short answers are never called copies

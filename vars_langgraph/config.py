@@ -172,6 +172,9 @@ class PromptConfig(_Strict):
     # earlier answers in the prompt: cut to this many characters; 0: left out (the CPU default:
     # a 0.5B model copies any earlier answer it sees); None: kept whole
     history_answer_chars: int | None = 0
+    # an answer made of a note or an earlier answer (>= 60% of its word 3-grams) is asked for
+    # once more, with the latest message alone and no notes (one extra call, only then)
+    retry_on_echo: bool = True
 
 
 class PostgresConfig(_Strict):

@@ -4,6 +4,7 @@ server), then record the turn's choice as pending feedback for the next turn's r
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -69,6 +70,25 @@ def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: i
     return [SystemMessage(system_prompt), *kept]
 
 
+def _grams(text: str, n: int = 3) -> list[tuple[str, ...]]:
+    words = re.sub(r"[^\w]+", " ", text.lower()).split()
+    n = min(n, len(words))
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)] if n else []
+
+
+def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int = 5) -> bool:
+    """True when `share` of the answer's word 3-grams come from one of `sources` (an echo).
+    Answers under `min_words` words ("OK.", "Yes.") are never called copies."""
+    grams = _grams(answer)
+    if len(grams) + 2 < min_words:
+        return False
+    for src in sources:
+        have = set(_grams(src, min(3, len(grams[0]))))
+        if have and sum(g in have for g in grams) / len(grams) >= share:
+            return True
+    return False
+
+
 def pending_record(engine: VARSEngine, state: VARSState, answer: str) -> dict[str, Any]:
     """What update needs when the user's next message arrives (stored, not kept in memory):
     every candidate's pi, whether the policy chose it and in which draw (global cards too)."""
@@ -100,6 +120,16 @@ def make_generate(engine: VARSEngine):
         msgs = prompt_messages(system, state.get("messages", []), cfg.prompt.max_context_tokens,
                                cfg.llm.max_tokens, cfg.prompt)
         reply = engine.chat_model.invoke(msgs, config)
+        if cfg.prompt.retry_on_echo:
+            notes = [c.get("note", "") for c in state.get("selected", [])]
+            earlier = [message_text(m) for m in state.get("messages", [])[:-1]
+                       if getattr(m, "type", "") == "ai"]
+            if copies(message_text(reply), notes + earlier):
+                # a small model copied a note or an earlier answer: ask once more with the
+                # latest message alone and no notes
+                log.debug("answer copied a note or an earlier answer; asking again")
+                reply = engine.chat_model.invoke(
+                    [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
         if state.get("query", "").strip():
             try:
                 engine.memory.put_pending(user_id, thread_id(config),
