@@ -206,8 +206,10 @@ class BackgroundLearner:
         _LIVE.add(self)
 
     # hot path ---------------------------------------------------------------------------------
-    def record(self, user_id: str, tid: str, messages: list[Any]) -> tuple[str, dict[str, Any]]:
-        """Write this turn's job (taking over the thread's pending feedback) to the store."""
+    def record(self, user_id: str, tid: str, messages: list[Any],
+               fast: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+        """Write this turn's job (taking over the thread's pending feedback) to the store;
+        `fast`: the actions the fast path stores for this turn (the extraction skips them)."""
         mem = self.engine.memory
         window = dialogue_window(messages, self.engine.config.extractor.window_turns)
         job = {
@@ -216,7 +218,7 @@ class BackgroundLearner:
             "window": [list(x) for x in window],
             "pending": mem.get_pending(user_id, tid),
             "stage": "recorded", "created_at": time.time(),
-            "owner": {"host": HOST, "pid": os.getpid()},
+            "owner": {"host": HOST, "pid": os.getpid()}, "fast": list(fast or []),
         }
         key = f"{JOB_PREFIX}{time.time():017.6f}:{uuid.uuid4().hex[:12]}"
         ns = mem.ns(user_id, "pending")
@@ -276,7 +278,11 @@ class BackgroundLearner:
         if last_user_text(state["messages"]).strip():
             state.update(make_reward(view)(state, config, None))  # type: ignore[arg-type]
             state.update(make_update(view)(state, config, None))  # type: ignore[arg-type]
-            state.update(make_extract(engine)(state, config, None))
+            extract_view: Any = engine
+            if job.get("fast"):
+                extract_view = _EngineView(engine, engine.memory)
+                extract_view.extractor = _SkipFast(engine.extractor, job["fast"])
+            state.update(make_extract(extract_view)(state, config, None))
         engine.memory.store.delete(engine.memory.ns(user_id, "pending"), key)
         self.last[(user_id, str(job.get("thread_id") or ""))] = {
             "turn": job.get("turn"), "reward": state.get("reward"),
@@ -401,20 +407,47 @@ def make_learn(engine: VARSEngine):
             raise ValueError("the last message must be a non-empty user message")
         learner = get_learner(engine)
         tid = thread_id(config)
-        key, job = learner.record(user_id, tid, messages)
+        prefs = _fast(engine, query)
+        key, job = learner.record(user_id, tid, messages, fast=[_norm(p.action) for p in prefs])
         learner.hold(user_id, tid, key, job)  # released once the answer is complete
-        return {"query": query, "extracted": fast_path(engine, user_id, tid, job["turn"], query)}
+        return {"query": query,
+                "extracted": fast_path(engine, user_id, tid, job["turn"], query, prefs)}
 
     return learn
 
 
-def fast_path(engine: VARSEngine, user_id: str, tid: str, turn: int, query: str) -> list[dict]:
-    """Store the explicit preferences of this message at once (rule based, no LLM), so they
-    shape this very answer; the LLM extraction of the job later merges its near-duplicates."""
+def _norm(text: str) -> str:
+    return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split())
+
+
+def _fast(engine: VARSEngine, query: str) -> list[Preference]:
     if not engine.config.extractor.enabled:
         return []
     try:
-        prefs = fast_preferences(query)
+        return list(fast_preferences(query))
+    except Exception as e:  # noqa: BLE001 - the recorded job's LLM extraction still runs
+        log.warning("VARS fast preference path failed (the background extraction remains): %r", e)
+        return []
+
+
+class _SkipFast:
+    """The engine's extractor minus preferences whose action the fast path already stored for
+    this turn (same words, another condition: one card, not two)."""
+
+    def __init__(self, extractor: Any, fast: list[str]):
+        self._extractor, self._fast = extractor, set(fast)
+
+    def extract(self, turns: Any) -> list[Preference]:
+        return [p for p in self._extractor.extract(turns) if _norm(p.action) not in self._fast]
+
+
+def fast_path(engine: VARSEngine, user_id: str, tid: str, turn: int, query: str,
+              prefs: list[Preference] | None = None) -> list[dict]:
+    """Store the explicit preferences of this message at once (rule based, no LLM), so they
+    shape this very answer; the job's LLM extraction later skips the same actions and merges
+    near-duplicates."""
+    prefs = _fast(engine, query) if prefs is None else prefs
+    try:
         if not prefs:
             return []
         source = CardSource(thread_id=tid, turn=turn, query=query[:500])
