@@ -25,7 +25,7 @@ def test_negative_cues_match_words(text, neg):
     ("thanks, great", 0.5, 1.0),  # +0.5 cue, +0.5 on topic
     ("thanks, great", 0.25, 0.5),
     ("thanks, great", 0.1, 0.25),
-    ("what about the second part?", 0.5, 0.5),  # no cue, on topic
+    ("what about the second part?", 0.5, 0.1),  # no cue, on topic: progress, not praise
     ("tell me about cats", 0.1, 0.0),
     ("ok", None, 0.0),
 ])

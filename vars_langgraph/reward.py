@@ -52,18 +52,25 @@ def has_positive_cue(text: str) -> bool:
     return bool(_POS.search(_normalise(text)))
 
 
+PROGRESS = JUDGE_LABELS["pos_progress"]  # on topic, no positive word
+
+
 def keyword_reward(next_message: str, sim_queries: float | None) -> float:
-    """r from q_{t+1} (step 6): -1 on a negative cue; +0.5 positive cue, +0.5 more if the
-    queries are on topic (cos > 0.3); halved if off topic (cos < 0.2); clipped to [-1, 1]."""
+    """r from q_{t+1} (step 6): -1 on a negative cue; +0.5 for a positive cue, +0.5 more if the
+    queries are on topic (cos > 0.3); halved if off topic (cos < 0.2); clipped to [-1, 1].
+
+    Departure: staying on topic *without* a positive cue is progress (+0.1, the judge's
+    `pos_progress`), not praise (+0.5). The reference adds +0.5 for continuity alone, which
+    rewards every same-topic message (a run of preference statements, say) as if it were
+    praise, and moves the vector on turns that carry no feedback (docs/method.md)."""
     text = _normalise(next_message or "")
+    on_topic = sim_queries is not None and sim_queries > 0.3
     if has_negative_cue(text):
         r = -1.0
+    elif has_positive_cue(text):
+        r = 0.5 + (0.5 if on_topic else 0.0)
     else:
-        r = 0.0
-        if has_positive_cue(text):
-            r += 0.5
-        if sim_queries is not None and sim_queries > 0.3:
-            r += 0.5
+        r = PROGRESS if on_topic else 0.0
     if sim_queries is not None and sim_queries < 0.2:
         r *= 0.5
     return float(max(-1.0, min(1.0, r)))

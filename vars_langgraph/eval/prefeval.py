@@ -60,6 +60,7 @@ from vars_langgraph.eval.prefeval_data import (
     load_items,
     split_topics,
 )
+from vars_langgraph.types import Preference
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Settings:
     judge_base_url: str | None = None
     judge_model: str = "local"
     judge_prompts: str | None = None
+    extraction_cache: str | None = None
 
 
 # ----------------------------------------------------------------------- model stand-ins
@@ -131,22 +133,35 @@ class ReplayChat(BaseChatModel):
 class CachingExtractor:
     """Wraps the extractor: the same window (same turns) gives the same preferences (greedy
     decoding), so each distinct window is extracted once across methods, users and N. Records
-    the seconds of every real extraction."""
+    the seconds of every real extraction. With `path`, `extract` results also persist in a JSON
+    file (`--extraction-cache`), so a rerun with the same extractor skips the LLM calls."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, path: str | Path | None = None):
         self.inner = inner
-        self._cache: dict[tuple[tuple[str, str], ...], Any] = {}
+        self._cache: dict[tuple[str, ...], Any] = {}
         self.seconds: list[float] = []
         self.hits = 0
+        self.path = Path(path) if path else None
+        self._disk: dict[str, list[dict[str, Any]]] = {}
+        if self.path and self.path.exists():
+            self._disk = json.loads(self.path.read_text())
 
     def _cached(self, name: str, turns: Sequence[tuple[str, str]]) -> Any:
-        key = (name, *((str(r), str(t)) for r, t in turns))
+        key = (name, *(f"{r}\x00{t}" for r, t in turns))
         if key in self._cache:
             self.hits += 1
             return self._cache[key]
-        t0 = time.perf_counter()
-        out = getattr(self.inner, name)(turns)
-        self.seconds.append(time.perf_counter() - t0)
+        disk_key = json.dumps(key[1:])
+        if name == "extract" and disk_key in self._disk:
+            self.hits += 1
+            out = [Preference(**p) for p in self._disk[disk_key]]
+        else:
+            t0 = time.perf_counter()
+            out = getattr(self.inner, name)(turns)
+            self.seconds.append(time.perf_counter() - t0)
+            if name == "extract" and self.path:
+                self._disk[disk_key] = [p.model_dump() for p in out]
+                self.path.write_text(json.dumps(self._disk))
         self._cache[key] = out
         return out
 
@@ -453,7 +468,7 @@ def make_extractor(settings: Settings, config: Any) -> CachingExtractor:
         return CachingExtractor(ScriptedExtractor())
     from vars_langgraph.models.extractor import load_extractor
 
-    return CachingExtractor(load_extractor(config))
+    return CachingExtractor(load_extractor(config), settings.extraction_cache)
 
 
 def _judge(settings: Settings, config: Any) -> tuple[Any, Any]:
@@ -624,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--judge-prompts", help="PrefEval's error_type/ directory: use its original "
                     "prompt files (CC BY-NC 4.0) instead of the built-in restatements")
     ap.add_argument("--out", default="results/prefeval", help="output directory")
+    ap.add_argument("--extraction-cache", metavar="FILE",
+                    help="keep the configured extractor's outputs in this JSON file and reuse them "
+                    "(a rerun with the same extractor and data makes no LLM extraction calls)")
     ap.add_argument("--keep-data", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -660,7 +678,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     seed=args.seed, methods=methods, extractor=args.extractor,
                     store_k=args.store_k, config_file=args.config,
                     vars_overrides=parse_set(args.set), judge_base_url=args.judge_base_url,
-                    judge_model=args.judge_model, judge_prompts=args.judge_prompts)
+                    judge_model=args.judge_model, judge_prompts=args.judge_prompts,
+                    extraction_cache=args.extraction_cache)
 
 
 def prefeval_main(argv: list[str] | None = None, *, embedder: Any = None,

@@ -301,9 +301,13 @@ def drop_example_echoes(prefs: list[Preference], message: str) -> list[Preferenc
 # ---------------------------------------------------------------- scope, feedback, one-offs
 
 UNSCOPED_CONDITION = "answering"  # the condition of a preference that names no task
+_ANSWERS = r"(?:answers?|responses?|replies|reply|questions?|messages?|conversations?|chats?|times?)"
+# a universal scope over the assistant's answers; a quantifier inside the object ("I avoid any
+# chemical sunscreens", "never street food") is not one: such a preference stays conditional
 _GENERALITY = re.compile(
-    r"\b(?:always|never|in general|generally|from now on|going forward|in (?:the )?future|"
-    r"every|any|all|whatever|no matter|by default|at all times)\b", re.I
+    r"\b(?:always|in general|generally|from now on|going forward|in (?:the )?future|"
+    r"by default|at all times|no matter what|(?:^|(?<=[.!?]\s))never|"
+    r"(?:every|any|all|each)\s+(?:of\s+)?(?:your\s+|my\s+|the\s+)?" + _ANSWERS + r")\b", re.I
 )
 _ONE_OFF = re.compile(
     r"\b(?:this time|this one|for this (?:answer|one|question|reply|email|time)|just this once|"
