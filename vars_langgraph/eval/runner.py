@@ -444,8 +444,10 @@ class MethodRunner:
 
 
 def learning_signal(reward: dict[str, Any]) -> bool:
-    """Did this reward move the vector? |A| > 0 where the reward node reports the advantage,
-    else whether the update applied."""
+    """Did this reward move the vector? The update applied (it skips turns with nothing
+    selected or every candidate chosen) and |A| > 0 where the reward node reports A."""
+    if "applied" in reward and not reward["applied"]:
+        return False
     adv = reward.get("advantage")
     if adv is not None:
         return abs(float(adv)) > 1e-6
