@@ -64,6 +64,9 @@ class ExtractorConfig(_Strict):
     # LLM/transformers extractors, off for an extractor passed to the engine
     gate: bool | None = None
     gate_threshold: float | None = None  # None: the shipped value (extraction_gate.json)
+    # when the extractor returns nothing, keep what the rule-based fast path finds in the
+    # message (explicit "I prefer ...", "I avoid ...", "never ..." statements)
+    fast_fallback: bool = True
 
 
 class EmbeddingConfig(_Strict):

@@ -41,7 +41,12 @@ FOLDS = 5
 _CUES = re.compile(
     r"\b(?:i(?:'d| would)? prefer|always|never|don't|do not|stop|no more|from now on|in future|"
     r"going forward|i hate|i (?:don't|do not) like|i'd rather|i(?:'d| would) like you|"
-    r"i want you|whenever|i said|i told you|avoid|instead of|rather than)\b",
+    r"i want you|whenever|i said|i told you|avoid|instead of|rather than|"
+    # first-person likes and dislikes about anything, not only answers (PrefEval's tuning topics)
+    r"prefer\w*|dislike\w*|aversion|despise|refuse|can't stand|cannot stand|not (?:a )?(?:big )?fan|"
+    r"(?:not interested|no interest) in|allerg\w*|exclusively|won't consider|bias against|"
+    r"i (?:really |strongly |absolutely )?(?:love|enjoy|like|hate)|"
+    r"i (?:only|usually|mostly|tend to|rarely)|favou?rite)\b",
     re.I,
 )
 

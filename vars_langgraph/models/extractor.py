@@ -421,8 +421,9 @@ _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|an
 _PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+please$", re.I)
 _NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
 _FIRST_PERSON = re.compile(
-    r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+)?"
-    r"(prefer|like|rather|want|don't like|do not like|hate|love)\s+"
+    r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+|strongly\s+|strictly\s+|generally\s+)?"
+    r"(prefer|like|rather|want|don't like|do not like|hate|love|avoid|dislike|despise|"
+    r"can't stand|cannot stand)\s+"
     r"(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$",
     re.I,
 )
@@ -487,7 +488,10 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
         verb, rest = m.group(1).lower(), m.group(2)
         lead = sent[: len(sent) - len(rest)].lower()
         direct = bool(re.search(r"\bit\s+(?:when|if)\s+you\s+$|\bto\s+$|\byou\s+$", lead))
-        if verb in ("don't like", "do not like", "hate"):
+        if verb == "avoid":
+            action = f"avoid {rest}"
+        elif verb in ("don't like", "do not like", "hate", "dislike", "despise", "can't stand",
+                      "cannot stand"):
             action = f"do not {rest}" if direct else f"avoid {rest}"
         else:
             action = rest if direct else f"prefer {rest}"

@@ -9,7 +9,12 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.models.extraction_gate import worth_extracting
-from vars_langgraph.models.extractor import LLMExtractor, TransformersExtractor, dialogue_window
+from vars_langgraph.models.extractor import (
+    LLMExtractor,
+    TransformersExtractor,
+    dialogue_window,
+    fast_preferences,
+)
 from vars_langgraph.state import (
     VARSState,
     last_user_text,
@@ -44,6 +49,8 @@ def make_extract(engine: VARSEngine):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
         prefs = engine.extractor.extract(window)
         prefs = [p for p in prefs if p.confidence >= cfg.min_confidence]
+        if not prefs and cfg.fast_fallback:  # the small model missed an explicit statement
+            prefs = fast_preferences(query)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
         cards = engine.add_preferences(user_id, prefs, source)
