@@ -171,3 +171,31 @@ def test_one_dialogue_window_for_messages_and_pairs():
     assert dialogue_window([("human", "x"), ("ai", "y")], 6) == [("user", "x")]
     assert dialogue_window([("assistant", "b")], 6) == []
     assert dialogue_window([("user", "x" * 10_000)], 1)[0][1] == "x" * 4000
+
+
+def test_stated_preferences_keep_first_person_taste_only():
+    from vars_langgraph.models.extractor import stated_preferences
+
+    (p,) = stated_preferences("I'm a vegan and don't consume any animal products.")
+    assert "vegan" in p.action and not p.is_global
+    for text in ("What's the capital of Australia?", "I love this, what about pandas?",
+                 "No, that's not what I asked, I prefer short answers.", "Write a haiku about autumn."):
+        assert stated_preferences(text) == [], text
+
+
+def test_extract_node_falls_back_to_rules_when_the_extractor_finds_nothing(tmp_path):
+    from vars_langgraph.nodes.extract import make_extract
+    from vars_langgraph.storage import open_store
+
+    class Empty:
+        def extract(self, turns):
+            return []
+
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path), "storage": "memory"})
+    engine = VARSEngine(cfg, open_store(cfg), extractor=Empty())
+    node = make_extract(engine)
+    run = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    out = node({"messages": [HumanMessage("I avoid street food due to hygiene concerns.")]}, run, None)
+    assert [c["action"] for c in out["extracted"]] == ["avoid street food due to hygiene concerns"]
+    out = node({"messages": [HumanMessage("How do I brew green tea?")]}, run, None)
+    assert out["extracted"] == []

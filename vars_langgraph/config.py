@@ -64,8 +64,9 @@ class ExtractorConfig(_Strict):
     # LLM/transformers extractors, off for an extractor passed to the engine
     gate: bool | None = None
     gate_threshold: float | None = None  # None: the shipped value (extraction_gate.json)
-    # when the extractor returns nothing, keep what the rule-based fast path finds in the
-    # message (explicit "I prefer ...", "I avoid ...", "never ..." statements)
+    # when the extractor returns nothing, keep what the rules find in the message: the fast
+    # path's explicit "I prefer / I avoid / never ..." cards, else a first-person statement of
+    # taste quoted as a note (`stated_preferences`); recall first, as the method's extractor
     fast_fallback: bool = True
 
 
@@ -123,7 +124,7 @@ class PolicyConfig(_Strict):
 
     item_dim: int = 384  # v = the first item_dim dims of the normalised embedding (all of MiniLM's)
     eta_long: float = 0.1  # paper 0.01
-    eta_short: float = 0.5  # paper 0.05
+    eta_short: float = 0.05  # the paper's value (kept: better on the tuning half, docs/method.md)
     decay_short: float = 0.1  # lambda
     alpha_baseline: float = 0.05
     tau: float = 1.0

@@ -13,6 +13,7 @@ the full answer is generated only when P(open) >= min_confidence.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -510,6 +511,32 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
     if len(action) > 1 and action[1].islower():
         action = action[0].lower() + action[1:]
     return Preference(condition=cond[:MAX_CONDITION], action=action, confidence=0.9)
+
+
+_LIKES = re.compile(
+    r"\b(?:prefer\w*|dislike\w*|aversion|averse|avoid\w*|despise|refuse|can't stand|cannot stand|"
+    r"not (?:a )?(?:big )?fan|(?:not interested|no interest) in|allerg\w*|hate|love|enjoy|"
+    r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of)\b", re.I
+)
+_SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
+
+
+def stated_preferences(text: str) -> list[Preference]:
+    """Last resort for a first-person statement of taste that neither the extractor nor the
+    fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
+    the statement itself, quoted, as an unscoped note. Questions, complaints and messages
+    without a like/dislike word yield nothing. The method's extractor over-extracts on
+    purpose (recall first); reranking and the user vector filter what does not help."""
+    text = " ".join(str(text or "").replace("\u2019", "'").split())[:MAX_TURN_CHARS]
+    if not text or is_complaint(text):
+        return []
+    said = [s.strip() for s in re.split(r"(?<=[.!;])\s+", text)
+            if s.strip() and not s.rstrip().endswith("?") and _SELF.match(s.strip())
+            and _LIKES.search(s)]
+    if not said:
+        return []
+    action = "keep in mind the user said: " + json.dumps(" ".join(said)[:200], ensure_ascii=False)
+    return [Preference(condition=UNSCOPED_CONDITION, action=action[:MAX_ACTION], confidence=0.5)]
 
 
 # ---------------------------------------------------------------- the extractor

@@ -14,6 +14,7 @@ from vars_langgraph.models.extractor import (
     TransformersExtractor,
     dialogue_window,
     fast_preferences,
+    stated_preferences,
 )
 from vars_langgraph.state import (
     VARSState,
@@ -50,7 +51,7 @@ def make_extract(engine: VARSEngine):
         prefs = engine.extractor.extract(window)
         prefs = [p for p in prefs if p.confidence >= cfg.min_confidence]
         if not prefs and cfg.fast_fallback:  # the small model missed an explicit statement
-            prefs = fast_preferences(query)
+            prefs = fast_preferences(query) or stated_preferences(query)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
         cards = engine.add_preferences(user_id, prefs, source)
