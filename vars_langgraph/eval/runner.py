@@ -119,7 +119,7 @@ class RunSettings:
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """["policy.eta_long=0.1", "reranker.scale=1"] -> nested dict (values parsed as YAML)."""
+    """["policy.eta_long=0.1", "retrieval.select_k=5"] -> nested dict (values parsed as YAML)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -710,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", help="VARS YAML config for every method (default: built-in)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a VARS config value for every method, e.g. "
-                         "--set reranker.scale=1 (repeatable)")
+                         "--set retrieval.select_k=5 (repeatable)")
     ap.add_argument("--match-threshold", type=float, default=0.52,
                     help="cosine for a note to count as carrying a preference (0.52)")
     ap.add_argument("--torch-threads", type=int, default=None,
