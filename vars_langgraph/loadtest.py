@@ -143,6 +143,8 @@ def _build(args: argparse.Namespace, data_dir: str) -> Any:
         "max_concurrency": args.max_concurrency,
         "postgres": {"retrieval": args.retrieval, "pool_max": args.pool_max},
         "background": {"enabled": args.background},
+        # the scripted answer repeats by design: an echo retry would double the simulated LLM time
+        "prompt": {"retry_on_echo": False},
     }
     config = VARSConfig.from_yaml(args.config, **data) if args.config else \
         VARSConfig.from_dict(data)
