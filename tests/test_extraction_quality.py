@@ -199,3 +199,19 @@ def test_extract_node_falls_back_to_rules_when_the_extractor_finds_nothing(tmp_p
     assert [c["action"] for c in out["extracted"]] == ["avoid street food due to hygiene concerns"]
     out = node({"messages": [HumanMessage("How do I brew green tea?")]}, run, None)
     assert out["extracted"] == []
+
+
+def test_background_extraction_skips_what_the_fast_path_stored():
+    """One card per stated preference: the LLM's rewording of a fast-path card is dropped,
+    a different preference of the same message is kept."""
+    from vars_langgraph.background import _SkipFast
+    from vars_langgraph.types import Preference
+
+    class LLM:
+        def extract(self, turns):
+            return [Preference(condition="answering", action=a) for a in
+                    ("keep answers in bullet points", "please keep them short", "use metric units")]
+
+    embedder = load_embedder(EmbeddingConfig())
+    skip = _SkipFast(LLM(), ["prefer answers in bullet points", "keep them short"], embedder)
+    assert [p.action for p in skip.extract([])] == ["use metric units"]

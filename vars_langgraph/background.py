@@ -281,7 +281,7 @@ class BackgroundLearner:
             extract_view: Any = engine
             if job.get("fast"):
                 extract_view = _EngineView(engine, engine.memory)
-                extract_view.extractor = _SkipFast(engine.extractor, job["fast"])
+                extract_view.extractor = _SkipFast(engine.extractor, job["fast"], engine.embedder)
             state.update(make_extract(extract_view)(state, config, None))
         engine.memory.store.delete(engine.memory.ns(user_id, "pending"), key)
         self.last[(user_id, str(job.get("thread_id") or ""))] = {
@@ -431,14 +431,34 @@ def _fast(engine: VARSEngine, query: str) -> list[Preference]:
 
 
 class _SkipFast:
-    """The engine's extractor minus preferences whose action the fast path already stored for
-    this turn (same words, another condition: one card, not two)."""
+    """The engine's extractor minus preferences that say what the fast path already stored for
+    this turn (the same action in other words: "keep answers in bullet points" after "prefer
+    answers in bullet points"; one card, not two)."""
 
-    def __init__(self, extractor: Any, fast: list[str]):
-        self._extractor, self._fast = extractor, set(fast)
+    SAME_ACTION = 0.8  # cosine of the two actions' embeddings
+    SAME_WORDS = 0.6  # or Jaccard overlap of their content words
+
+    def __init__(self, extractor: Any, fast: list[str], embedder: Any):
+        self._extractor, self._fast, self._embedder = extractor, sorted(set(fast)), embedder
 
     def extract(self, turns: Any) -> list[Preference]:
-        return [p for p in self._extractor.extract(turns) if _norm(p.action) not in self._fast]
+        prefs = [p for p in self._extractor.extract(turns) if _norm(p.action) not in self._fast]
+        if not prefs or not self._fast:
+            return prefs
+        fast = self._embedder.embed_documents(self._fast)
+        mine = self._embedder.embed_documents([p.action for p in prefs])
+        sims = (mine @ fast.T).max(axis=1)
+        return [p for p, sim in zip(prefs, sims, strict=True)
+                if sim < self.SAME_ACTION and _word_overlap(p.action, self._fast) < self.SAME_WORDS]
+
+
+def _word_overlap(action: str, others: list[str]) -> float:
+    """Largest Jaccard overlap of content words between `action` and any of `others`."""
+    from vars_langgraph.models.extractor import content_words
+
+    mine = content_words(action)
+    return max((len(mine & w) / len(mine | w) for w in map(content_words, others) if mine | w),
+               default=0.0)
 
 
 def fast_path(engine: VARSEngine, user_id: str, tid: str, turn: int, query: str,

@@ -339,6 +339,11 @@ _MINOR_WORDS = (
 _MINOR = frozenset(_MINOR_WORDS.split())
 
 
+def content_words(text: str) -> set[str]:
+    """Content-word stems (5 letters) of a text, for comparing actions and conditions."""
+    return _content(text)
+
+
 def _content(text: str) -> set[str]:
     words = re.findall(r"[a-z0-9][a-z0-9'+#-]*", text.lower().replace("\u2019", "'"))
     return {w[:5] for w in words if len(w) >= 3 and w not in _MINOR}
