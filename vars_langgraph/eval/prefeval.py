@@ -207,7 +207,7 @@ def build_store_graph(store: Any, chat: Any, k: int, prompt_cfg: Any, reserve: i
                      "turn": h.value["turn"]} for h in hits]
         system = render_system_prompt(selected, prompt_cfg)
         reply = chat.invoke(prompt_messages(system, msgs, prompt_cfg.max_context_tokens, reserve,
-                                            **_prompt_kw(prompt_cfg)))
+                                            prompt=prompt_cfg))
         return {"messages": [reply], "selected": selected, "system_prompt": system}
 
     b = StateGraph(StoreState)
@@ -232,16 +232,6 @@ def method_config(method: str, settings: Settings, data_dir: Path) -> Any:
         base = yaml.safe_load(Path(settings.config_file).read_text()) or {}
     data = _merge(_merge(base, settings.vars_overrides), OVERRIDES[method])
     return VARSConfig.from_dict(_merge(data, {"data_dir": str(data_dir), "storage": "sqlite"}))
-
-
-def _prompt_kw(prompt_cfg: Any) -> dict[str, Any]:
-    """generate's history policy (e.g. `prompt.history_turns`) where prompt_messages takes it, so
-    the history counted here is the history the model is given."""
-    import inspect
-
-    from vars_langgraph.nodes.generate import prompt_messages
-
-    return {"prompt": prompt_cfg} if "prompt" in inspect.signature(prompt_messages).parameters else {}
 
 
 def _keep_gate(config: Any, extractor: CachingExtractor | None) -> Any:
@@ -370,7 +360,7 @@ class Conversation:
             hit = any(s["id"] in cards and self._from(cards[s["id"]], main, turns) for s in selected)
         system = out.get("system_prompt") or self.config.prompt.base_system
         prompt = prompt_messages(system, msgs[:-1], self.config.prompt.max_context_tokens,
-                                 self.config.llm.max_tokens, **_prompt_kw(self.config.prompt))
+                                 self.config.llm.max_tokens, prompt=self.config.prompt)
         in_history = any(m.type == "human" and m.content in texts for m in prompt[1:-1])
         rec = {"item": it.key, "topic": it.topic, "card_in_prompt": hit,
                "in_history": in_history, "in_prompt": hit or in_history,
