@@ -228,6 +228,19 @@ class UserIndex:
             sims, rows = self.index.search(q, k)
         return sims[0], rows[0]
 
+    def search(self, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
+        """Top-k cards of this entry by cosine with `query` (L2-normalised)."""
+        if not self.ids or k <= 0:
+            return []
+        sims, rows = self.search_rows(query, k)
+        out = []
+        for s, r in zip(sims, rows, strict=True):
+            if r >= 0:
+                card = self.cards.get(self.ids[r])
+                if card is not None:
+                    out.append((card, float(s)))
+        return out
+
 
 class _GpuSearch:
     """FAISS on a GPU when enabled (`cache.faiss_device`) and faiss-gpu is installed."""
@@ -402,18 +415,9 @@ class CardIndex:
             log.info("user %r: %d cards rewritten in the compact format", user_id, n)
 
     def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
-        """Top-k cards of this user by cosine with `query` (L2-normalised)."""
-        ui = self.get(user_id)
-        if not ui.ids or k <= 0:
-            return []
-        sims, rows = ui.search_rows(query, k)
-        out = []
-        for s, r in zip(sims, rows, strict=True):
-            if r >= 0:
-                card = ui.cards.get(ui.ids[r])
-                if card is not None:
-                    out.append((card, float(s)))
-        return out
+        """Top-k cards of this user by cosine with `query` (L2-normalised), fresh with respect
+        to the store (one version check; with an entry already in hand, use `ui.search`)."""
+        return self.get(user_id).search(query, k)
 
     def apply(self, user_id: str, old_version: str, new_version: str,
               upserts: list[PreferenceCard], vectors: Mapping[str, np.ndarray] | None = None) -> None:

@@ -25,8 +25,8 @@ def make_retrieve(engine: VARSEngine):
         if not query.strip():
             return {"candidates": [], "selected": []}
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
-        ui = engine.index.get(user_id)
-        hits = engine.index.search(user_id, qvec, rcfg.top_k)
+        ui = engine.index.get(user_id)  # one version check for the whole node
+        hits = ui.search(qvec, rcfg.top_k)
         candidates = [{"id": card.id, "note": card.note, "dense": round(sim, 6),
                        "confidence": card.confidence, "global": card.is_global}
                       for card, sim in hits]
