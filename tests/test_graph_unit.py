@@ -203,3 +203,19 @@ def test_a_bad_global_card_is_learned_away(tmp_path, selection, junk):
         hits.append(bad in [c["id"] for c in out["selected"]])
         run(g, "No, that's wrong, redo it" if hits[-1] else "Thanks, great, that helps", "s1", "alice")
     assert sum(hits[:6]) >= 3 and sum(hits[-12:]) <= 3, hits
+
+
+def test_draw_order_survives_the_pending_record():
+    """The sequence gradient reads the draw order: `rank` must come back from the stored
+    pending record (validated by clean_pending) and order the chosen cards."""
+    from vars_langgraph.memory.store import clean_pending
+    from vars_langgraph.nodes.update import chosen_in_order
+
+    record = {"query": "q", "query_embedding": [0.0], "selected_ids": ["b", "a"],
+              "candidates": [{"id": "a", "pi": 0.5, "chosen": True, "rank": 1},
+                             {"id": "c", "pi": 0.2, "chosen": False, "rank": None},
+                             {"id": "b", "pi": 0.3, "chosen": True, "rank": 0},
+                             {"id": "d", "pi": 0.0, "chosen": True, "rank": True}]}  # junk rank
+    cands = clean_pending(record)["candidates"]
+    assert [c["rank"] for c in cands] == [1, None, 0, None]
+    assert [cands[i]["id"] for i in chosen_in_order(cands)] == ["b", "a", "d"]

@@ -168,6 +168,11 @@ def sequence_gradient(
     return (advantage / (tau * len(chosen))) * grad
 
 
+def advantage_of(user: UserVector, reward: float, gate: float) -> float:
+    """A = g (r - b) (step 7)."""
+    return gate * (reward - user.baseline)
+
+
 def reinforce_update(
     user: UserVector,
     items: np.ndarray,
@@ -188,7 +193,7 @@ def reinforce_update(
     `sequence_gradient` or the reference `policy_gradient` (cfg.gradient; "auto": the former
     when selection is sampled).
     """
-    advantage = gate * (reward - user.baseline)
+    advantage = advantage_of(user, reward, gate)
     if not chosen or abs(advantage) < 1e-6 or len(items) == 0:
         return False
     seq = cfg.gradient == "sequence" or (cfg.gradient == "auto" and cfg.selection == "sample")

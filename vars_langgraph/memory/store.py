@@ -173,7 +173,9 @@ def clean_pending(value: Any) -> dict[str, Any] | None:
         if _finite(value.get("sim_notes_query")) else 0.0,
         "candidates": [
             {"id": c["id"], "pi": float(c["pi"]) if _finite(c.get("pi")) else 0.0,
-             "chosen": c.get("chosen") is True}
+             "chosen": c.get("chosen") is True,
+             "rank": c["rank"] if isinstance(c.get("rank"), int) and not isinstance(c["rank"], bool)
+             else None}
             for c in cands if isinstance(c, dict) and isinstance(c.get("id"), str)
         ] if isinstance(cands, list) else [],
     }

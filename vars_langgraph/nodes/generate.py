@@ -99,11 +99,9 @@ def pending_record(engine: VARSEngine, state: VARSState, answer: str) -> dict[st
         "query": query[:2000],
         "query_embedding": engine.embed_query(query[:MAX_QUERY_CHARS]).astype(float).tolist(),
         "answer": answer[:2000],
-        # chosen cards first, in draw order (the order the sequence gradient reads)
+        # rank: the draw order, which the sequence gradient reads (update.chosen_in_order)
         "candidates": [{"id": c["id"], "pi": c.get("pi", 0.0), "chosen": bool(c.get("chosen")),
-                        "rank": c.get("rank")} for c in sorted(
-            state.get("candidates", []),
-            key=lambda c: c["rank"] if c.get("chosen") and c.get("rank") is not None else 1 << 30)],
+                        "rank": c.get("rank")} for c in state.get("candidates", [])],
         "selected_ids": [c["id"] for c in state.get("selected", [])],
         "policy_selected": len(selected),
         "sim_notes_query": max(dense) if dense else 0.0,

@@ -36,7 +36,7 @@ def make_update(engine: VARSEngine):
                 ui = engine.index.get(user_id)
                 cands = [c for c in pending.get("candidates", []) if c["id"] in ui.rows]
                 result["baseline"] = float(user.baseline)
-                result["advantage"] = float(result["gate"] * (result["value"] - user.baseline))
+                result["advantage"] = float(policy.advantage_of(user, result["value"], result["gate"]))
                 if cands:
                     items = engine.item_vectors(ui.vectors([c["id"] for c in cands]))
                     pi = np.asarray([c["pi"] for c in cands], np.float64)
