@@ -298,8 +298,9 @@ class BackgroundLearner:
                 self.done += 1
             except Exception as e:  # noqa: BLE001 - the job stays in the store for recovery
                 self.failed += 1
-                log.warning("VARS background learning failed for user %r (kept for retry): %r",
-                            item[0], e)
+                # after close (interpreter exit) its model server may be gone: not a fault
+                (log.info if self._closed else log.warning)(
+                    "VARS background learning failed for user %r (kept for retry): %r", item[0], e)
             finally:
                 self._room.release()
                 with self._idle:
@@ -366,9 +367,11 @@ _GUARD = threading.Lock()
 
 
 @atexit.register
-def _close_all() -> None:  # pragma: no cover - exit path
+def close_all() -> None:  # pragma: no cover - exit path
+    """Finish every live learner's queued jobs (up to 5 s each); the rest stay in the store.
+    Idempotent: the local server's exit handler calls it before stopping the server."""
     for learner in list(_LIVE):
-        learner.close(timeout=5.0)
+        learner.close(timeout=learner.engine.config.background.exit_timeout_s)
 
 
 def get_learner(engine: VARSEngine) -> BackgroundLearner:

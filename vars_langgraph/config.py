@@ -212,6 +212,7 @@ class BackgroundConfig(_Strict):
     workers: int = 2  # worker threads; one user's jobs always run in order on one of them
     max_pending: int = 256  # queued jobs per process; beyond it a turn learns inline
     recover_after_s: float = 300.0  # jobs older than this left in the store are redone
+    exit_timeout_s: float = 30.0  # at interpreter exit, wait this long for queued jobs
 
 
 class VARSConfig(_Strict):

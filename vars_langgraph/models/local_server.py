@@ -327,7 +327,16 @@ class LocalServer:
             stdin=subprocess.DEVNULL,
             env=_server_env(),
         )
-        atexit.register(self.stop)
+        atexit.register(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        """At interpreter exit: let queued background learning (which may still call this
+        server) finish first, then stop. atexit runs handlers last-in first-out, and the server
+        usually starts after the learner's handler was registered."""
+        background = sys.modules.get("vars_langgraph.background")  # loaded only if used
+        if background is not None:
+            background.close_all()
+        self.stop()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.cfg.startup_timeout
@@ -376,7 +385,7 @@ class LocalServer:
             self._log_file = None
         if proc is not None and proc.returncode in (0, -15) and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)  # keep logs only of crashed servers
-        atexit.unregister(self.stop)
+        atexit.unregister(self._stop_at_exit)
 
     def __enter__(self) -> LocalServer:
         return self.start()
