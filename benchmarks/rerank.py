@@ -33,8 +33,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vars_langgraph import calibration as cal  # noqa: E402
 from vars_langgraph.config import VARSConfig  # noqa: E402
+from vars_langgraph.learning import calibration as cal  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
 from vars_langgraph.models.llm import resolve_llm  # noqa: E402
 from vars_langgraph.models.reranker import (  # noqa: E402

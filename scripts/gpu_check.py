@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vars_langgraph import VARSConfig, VARSEngine
-    from vars_langgraph.bench import pct, synthetic_notes, synthetic_queries
+    from vars_langgraph.eval.bench import pct, synthetic_notes, synthetic_queries
     from vars_langgraph.memory.index import set_faiss_device
     from vars_langgraph.storage import open_store
     from vars_langgraph.types import CardSource, Preference, PreferenceCard

@@ -19,9 +19,9 @@ from langchain_core.messages import HumanMessage
 from tests._reliability import FakeOpenAIServer, MarkerExtractor, RecordingChat, marker
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.cli import main
+from vars_langgraph.learning.policy import UserVector
 from vars_langgraph.memory.store import InvalidUserId
-from vars_langgraph.parsing import parse_preferences
-from vars_langgraph.policy import UserVector
+from vars_langgraph.models.parsing import parse_preferences
 from vars_langgraph.storage import open_checkpointer, open_store
 from vars_langgraph.types import CardSource, Preference, PreferenceCard
 

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from vars_langgraph import calibration as cal
 from vars_langgraph.config import VARSConfig
+from vars_langgraph.learning import calibration as cal
 
 KEY = "embedding:all-MiniLM-L6-v2"
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from vars_langgraph import VARSConfig
 from vars_langgraph.memory.store import InvalidUserId, UserMemory, canonical_vector, check_user_id
-from vars_langgraph.parsing import parse_preferences
+from vars_langgraph.models.parsing import parse_preferences
 from vars_langgraph.storage import open_store
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, CardSource, Preference, PreferenceCard
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHARED
-from vars_langgraph import reward as rw
 from vars_langgraph.eval import METHODS, collab_main
 from vars_langgraph.eval.collab import (
     Problem,
@@ -53,6 +52,7 @@ from vars_langgraph.eval.simulator import (
     intro_statement,
     load_user_prompt,
 )
+from vars_langgraph.learning import reward as rw
 from vars_langgraph.types import CardSource, Preference
 
 USER_PROMPT = SHARED / "data" / "multisessioncollab" / "prompts" / \

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.config import EmbeddingConfig
-from vars_langgraph.extraction_eval import is_unscoped, polarity_conflict, score_message
+from vars_langgraph.eval.extraction import is_unscoped, polarity_conflict, score_message
 from vars_langgraph.models.embedder import load_embedder
 from vars_langgraph.models.extraction_gate import LABELLED, load_gate, worth_extracting
 from vars_langgraph.models.extractor import (

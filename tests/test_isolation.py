@@ -26,7 +26,8 @@ import pytest
 from langgraph.config import get_config
 
 from tests._reliability import MarkerExtractor, RecordingChat, marker, marker_owners, run_user_id
-from vars_langgraph import VARSConfig, VARSEngine, build_graph, policy
+from vars_langgraph import VARSConfig, VARSEngine, build_graph
+from vars_langgraph.learning import policy
 from vars_langgraph.storage import open_checkpointer, open_store
 
 N_USERS = 52

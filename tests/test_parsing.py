@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vars_langgraph.parsing import parse_preferences
+from vars_langgraph.models.parsing import parse_preferences
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 ONE = '{"preferences": [{"condition": "writing code", "action": "use Python", "confidence": 0.9}]}'

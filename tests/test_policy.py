@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from vars_langgraph import policy
 from vars_langgraph.config import PolicyConfig
+from vars_langgraph.learning import policy
 
 
 def test_scores_add_affinity_with_effective_z():

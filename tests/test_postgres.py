@@ -177,7 +177,7 @@ def test_async_many_users_bounded_concurrency(storage, make_config):
 def test_langgraph_async_postgres_classes_end_to_end(make_config):
     """`open_async_postgres`: LangGraph's AsyncPostgresStore + AsyncPostgresSaver on one async
     pool; the sync VARS nodes reach them from LangGraph's worker threads."""
-    from vars_langgraph.storage_postgres import open_async_postgres
+    from vars_langgraph.storage.postgres import open_async_postgres
 
     url = fresh_database(PG_URL, "async_classes")
     config = make_config(url, retrieval={"select_k": 1})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vars_langgraph import reward as rw
+from vars_langgraph.learning import reward as rw
 
 
 @pytest.mark.parametrize("text,neg", [

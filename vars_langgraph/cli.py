@@ -264,18 +264,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 DELEGATED = {
     ("eval", "collab"): ("vars_langgraph.eval", "collab_main"),
-    ("eval", "lamp"): ("vars_langgraph.lamp.harness", "lamp_main"),
+    ("eval", "lamp"): ("vars_langgraph.eval.lamp.harness", "lamp_main"),
     ("eval", "prefeval"): ("vars_langgraph.eval.prefeval", "prefeval_main"),
-    ("bench",): ("vars_langgraph.bench", "bench_main"),
-    ("loadtest",): ("vars_langgraph.loadtest", "loadtest_main"),
+    ("bench",): ("vars_langgraph.eval.bench", "bench_main"),
+    ("loadtest",): ("vars_langgraph.eval.loadtest", "loadtest_main"),
 }
 # the modules whose `build_parser()` gives each suite's own options (imported only when used)
 SUITE_PARSERS = {
     ("eval", "collab"): "vars_langgraph.eval.runner",
-    ("eval", "lamp"): "vars_langgraph.lamp.harness",
+    ("eval", "lamp"): "vars_langgraph.eval.lamp.harness",
     ("eval", "prefeval"): "vars_langgraph.eval.prefeval",
-    ("bench",): "vars_langgraph.bench",
-    ("loadtest",): "vars_langgraph.loadtest",
+    ("bench",): "vars_langgraph.eval.bench",
+    ("loadtest",): "vars_langgraph.eval.loadtest",
 }
 SUITE_HELP = {
     ("eval", "collab"): "MultiSessionCollab: simulated users over several sessions",

@@ -84,7 +84,7 @@ class RerankerConfig(_Strict):
     """embedding: cosine; llm: yes/no judge from token log-probs; cross_encoder: ST CrossEncoder.
 
     Every backend's raw score is calibrated to s0 = log P(useful | query, note) by a fitted
-    logistic map (vars_langgraph/calibration.py; refit: `python benchmarks/rerank.py --fit`)."""
+    logistic map (vars_langgraph/learning/calibration.py; refit: `python benchmarks/rerank.py --fit`)."""
 
     backend: Literal["embedding", "llm", "cross_encoder", "none"] = "embedding"
     model: str | None = None  # cross-encoder name/path

@@ -21,10 +21,10 @@ from filelock import FileLock
 from langgraph.store.base import BaseStore
 
 from vars_langgraph.config import VARSConfig
+from vars_langgraph.learning.policy import UserVector, item_vectors
 from vars_langgraph.memory.index import CardIndex
 from vars_langgraph.memory.store import UserMemory, canonical_vector, check_user_id
 from vars_langgraph.models.base import Embedder, Extractor, Reranker
-from vars_langgraph.policy import UserVector, item_vectors
 from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import openai
 from vars_langgraph.config import ExtractorConfig, LLMConfig, VARSConfig
 from vars_langgraph.models.llm import openai_client, resolve_llm
 from vars_langgraph.models.local_server import is_local_url
-from vars_langgraph.parsing import parse_preferences
+from vars_langgraph.models.parsing import parse_preferences
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def has_generality_marker(text: str) -> bool:
 
 def is_complaint(text: str) -> bool:
     """Feedback on the last answer (the reward's negative cues)."""
-    from vars_langgraph.reward import has_negative_cue  # lazy: keeps import order simple
+    from vars_langgraph.learning.reward import has_negative_cue  # lazy: keeps import order simple
 
     return has_negative_cue(text)
 

@@ -6,7 +6,7 @@
 - `CrossEncoderReranker`: a sentence-transformers CrossEncoder; log sigmoid(logit).
 
 The rerank node maps every raw score to s0 = log P(useful) with the backend's fitted
-calibration (vars_langgraph/calibration.py), so the policy's constants mean the same thing
+calibration (vars_langgraph/learning/calibration.py), so the policy's constants mean the same thing
 whatever the backend.
 """
 

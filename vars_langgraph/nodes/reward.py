@@ -12,8 +12,8 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from vars_langgraph import reward as rw
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.learning import reward as rw
 from vars_langgraph.memory.store import clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id

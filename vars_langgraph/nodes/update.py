@@ -8,8 +8,8 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from vars_langgraph import policy
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.learning import policy
 from vars_langgraph.memory.store import clean_pending
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
 

@@ -286,9 +286,9 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     from langchain_core.messages import HumanMessage
 
     from vars_langgraph.engine import VARSEngine
+    from vars_langgraph.learning.policy import UserVector
     from vars_langgraph.nodes import make_augment, make_rerank, make_retrieve, make_reward, make_update
     from vars_langgraph.nodes.generate import pending_record
-    from vars_langgraph.policy import UserVector
     from vars_langgraph.storage import open_store
 
     n = len(notes)

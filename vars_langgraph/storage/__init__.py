@@ -96,7 +96,7 @@ def open_store(config: Any) -> BaseStore:
         store.setup()
         return store
     if config.storage.startswith(("postgres://", "postgresql://")):
-        from vars_langgraph.storage_postgres import open_postgres_store
+        from vars_langgraph.storage.postgres import open_postgres_store
 
         return open_postgres_store(config.storage, config)
     raise ValueError(f"storage: unknown backend {config.storage!r} (sqlite, memory, postgres://)")
@@ -111,7 +111,7 @@ def open_checkpointer(config: Any) -> BaseCheckpointSaver:
         saver.setup()
         return saver
     if config.storage.startswith(("postgres://", "postgresql://")):
-        from vars_langgraph.storage_postgres import open_postgres_checkpointer
+        from vars_langgraph.storage.postgres import open_postgres_checkpointer
 
         return open_postgres_checkpointer(config.storage, config)
     raise ValueError(f"storage: unknown backend {config.storage!r} (sqlite, memory, postgres://)")

@@ -255,7 +255,7 @@ def run_retrieval_bench(args: argparse.Namespace) -> dict[str, Any]:
     store's pgvector index (one SQL query), warm and right after another process's write."""
     from vars_langgraph.memory.index import CardIndex
     from vars_langgraph.memory.store import UserMemory
-    from vars_langgraph.storage_postgres import open_postgres_store
+    from vars_langgraph.storage.postgres import open_postgres_store
     from vars_langgraph.types import CardSource, PreferenceCard
 
     if not args.storage.startswith(("postgres://", "postgresql://")):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vars_langgraph.lamp.retrievers import EmbeddingCache, Request
-from vars_langgraph.lamp.ropg import one_thread
+from vars_langgraph.eval.lamp.retrievers import EmbeddingCache, Request
+from vars_langgraph.eval.lamp.ropg import one_thread
 
 Mode = Literal["pre", "post"]
 

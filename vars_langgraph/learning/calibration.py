@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SHIPPED = DATA_DIR / "calibration.json"
 LABELLED = DATA_DIR / "calibration_labelled.jsonl"
 HELD_OUT_SHARE = 0.3  # share of queries held out from fitting (by a hash of the query text)
