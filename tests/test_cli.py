@@ -15,7 +15,7 @@ from vars_langgraph.cli import main
 
 @pytest.mark.parametrize("argv,module,func", [
     (["bench", "--sizes", "100,1000", "--no-baselines"], "vars_langgraph.eval.bench", "bench_main"),
-    (["eval", "collab", "--sessions", "2", "--users", "1"], "vars_langgraph.eval", "collab_main"),
+    (["eval", "collab", "--sessions", "2", "--users", "1"], "vars_langgraph.eval.runner", "collab_main"),
     (["eval", "lamp", "--task", "LaMP_2", "--k", "4", "--questions", "q.json"],
      "vars_langgraph.eval.lamp.harness", "lamp_main"),
 ])

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHARED
-from vars_langgraph.eval import METHODS, collab_main
 from vars_langgraph.eval.collab import (
     Problem,
     applicable_preferences,
@@ -31,10 +30,12 @@ from vars_langgraph.eval.collab import (
     user_voice,
 )
 from vars_langgraph.eval.runner import (
+    METHODS,
     MethodRunner,
     RunSettings,
     assign_problems,
     build_parser,
+    collab_main,
     settings_from_args,
 )
 from vars_langgraph.eval.simulator import (

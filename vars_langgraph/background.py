@@ -57,8 +57,9 @@ from langgraph.store.base import PutOp
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import PAGE, ROOT, UserMemory
-from vars_langgraph.nodes import make_extract, make_reward, make_update
+from vars_langgraph.nodes import make_extract, make_generate, make_reward, make_update
 from vars_langgraph.nodes.extract import dialogue_window
+from vars_langgraph.nodes.wiring import add_vars_nodes, bounded, fail_open, node_slots
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 from vars_langgraph.types import CardSource, Preference
 
@@ -99,34 +100,6 @@ def owner_gone(job: dict[str, Any]) -> bool:
     if owner.get("host") != HOST or not isinstance(pid, int) or pid == os.getpid():
         return False
     return not _pid_alive(pid)
-
-
-# bounded concurrency --------------------------------------------------------------------------
-def node_slots(engine: VARSEngine) -> threading.BoundedSemaphore:
-    """The engine's semaphore of `max_concurrency` node slots (shared by its graphs)."""
-    slots = getattr(engine, "_vars_node_slots", None)
-    if slots is None:
-        with _SLOTS_GUARD:
-            slots = getattr(engine, "_vars_node_slots", None)
-            if slots is None:
-                slots = threading.BoundedSemaphore(max(1, int(engine.config.max_concurrency)))
-                engine._vars_node_slots = slots  # type: ignore[attr-defined]
-    return slots
-
-
-_SLOTS_GUARD = threading.Lock()
-
-
-def bounded(fn: Any, slots: threading.BoundedSemaphore) -> Any:
-    """Run the node function holding one slot. Sync nodes run in LangGraph's worker threads
-    under `ainvoke`/`astream` too, so one threading semaphore bounds both paths."""
-
-    @functools.wraps(fn)  # keeps the signature LangGraph inspects to pass config/runtime
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with slots:
-            return fn(*args, **kwargs)
-
-    return wrapped
 
 
 # the job record and the view the worker runs the nodes on --------------------------------------
@@ -501,18 +474,12 @@ HOT_PATH = ("retrieve", "rerank", "augment", "generate")
 
 def add_background_nodes(builder: Any, engine: VARSEngine, prefix: str = "") -> list[str]:
     """`learn` then the hot-path nodes; returns their names in order (graph.py wires them)."""
-    from vars_langgraph.graph import add_vars_nodes
-
     fn = make_learn(engine)
     if engine.config.fail_open:
-        from vars_langgraph.graph import fail_open
-
         fn = fail_open("learn", fn)
     builder.add_node(prefix + "learn", bounded(fn, node_slots(engine)))
     names = add_vars_nodes(builder, engine, HOT_PATH[:-1], prefix=prefix)
     if isinstance(builder, StateGraph):  # `generate` releases the job when the answer is done
-        from vars_langgraph.nodes import make_generate
-
         builder.add_node(prefix + "generate",
                          bounded(releasing(engine, make_generate(engine)), node_slots(engine)))
         names.append(prefix + "generate")

@@ -263,7 +263,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 DELEGATED = {
-    ("eval", "collab"): ("vars_langgraph.eval", "collab_main"),
+    ("eval", "collab"): ("vars_langgraph.eval.runner", "collab_main"),
     ("eval", "lamp"): ("vars_langgraph.eval.lamp.harness", "lamp_main"),
     ("eval", "prefeval"): ("vars_langgraph.eval.prefeval", "prefeval_main"),
     ("bench",): ("vars_langgraph.eval.bench", "bench_main"),

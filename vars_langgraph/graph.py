@@ -20,66 +20,15 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from vars_langgraph.background import add_background_nodes, background_enabled, bounded, node_slots
+from vars_langgraph.background import add_background_nodes, background_enabled
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.memory.store import InvalidUserId
-from vars_langgraph.nodes import (
-    make_augment,
-    make_extract,
-    make_generate,
-    make_rerank,
-    make_retrieve,
-    make_reward,
-    make_update,
-)
-from vars_langgraph.state import (
-    VARSContext,
-    VARSState,
-    last_user_text,
-    message_text,
-    resolve_user_id,
-)
+from vars_langgraph.nodes.wiring import ORDER, add_vars_nodes
+from vars_langgraph.state import VARSContext, VARSState, message_text, resolve_user_id
+
+__all__ = ["ORDER", "VARSGraph", "add_vars_nodes", "build_graph", "default_index_dir"]
 
 log = logging.getLogger(__name__)
-
-MEMORY_NODES = ("reward", "update", "extract", "retrieve", "rerank")
-ORDER = ("reward", "update", "extract", "retrieve", "rerank", "augment", "generate")
-FACTORIES = {
-    "reward": make_reward, "update": make_update, "extract": make_extract,
-    "retrieve": make_retrieve, "rerank": make_rerank, "augment": make_augment,
-    "generate": make_generate,
-}
-
-
-def _fallback(name: str, state: Any) -> dict[str, Any]:
-    """What a failed memory node writes: this turn's empty result, so nothing of the previous
-    turn (its query, candidates, reward) is mistaken for this one's."""
-    query = last_user_text(state.get("messages", []))
-    return {
-        "reward": {"query": query, "reward": None}, "update": {},
-        "extract": {"query": query, "extracted": []},
-        "retrieve": {"candidates": [], "selected": []},
-        "rerank": {"candidates": [], "selected": []},
-    }.get(name, {})
-
-
-def fail_open(name: str, fn: Any) -> Any:
-    """With `fail_open: true`, a memory node that fails logs and writes an empty result,
-    so the agent still answers, without personalization. Bad input (no user id) still raises."""
-
-    @functools.wraps(fn)
-    def wrapped(state: Any, config: Any, runtime: Any) -> dict[str, Any]:
-        try:
-            return fn(state, config, runtime)
-        except (InvalidUserId, ValueError):
-            raise
-        except Exception as e:  # noqa: BLE001 - the switch exists to swallow memory faults
-            log.warning("VARS node %s failed, continuing without personalization: %r", name, e)
-            return _fallback(name, state)
-
-    return wrapped
-
 
 class VARSGraph(CompiledStateGraph):
     """The compiled VARS graph. Before a run starts, so before the checkpointer stores the
@@ -140,19 +89,6 @@ async def _noted_first(note: Any, stream: Any) -> Any:
     await asyncio.to_thread(note)
     async for chunk in stream:
         yield chunk
-
-
-def add_vars_nodes(builder: StateGraph, engine: VARSEngine, names: tuple[str, ...] = ORDER,
-                   prefix: str = "") -> list[str]:
-    """Add VARS nodes to any StateGraph whose state has VARSState's keys; returns node names."""
-    out = []
-    for name in names:
-        fn = FACTORIES[name](engine)
-        if engine.config.fail_open and name in MEMORY_NODES:
-            fn = fail_open(name, fn)
-        builder.add_node(prefix + name, bounded(fn, node_slots(engine)))  # max_concurrency
-        out.append(prefix + name)
-    return out
 
 
 def build_graph(

@@ -1,5 +1,4 @@
-"""Evaluation: the multi-session learning benchmark on MultiSessionCollab (`eval collab`)."""
-
-from vars_langgraph.eval.runner import METHODS, collab_main, run_benchmark
-
-__all__ = ["METHODS", "collab_main", "run_benchmark"]
+"""Evaluation and benchmark tooling, apart from the runtime (which never imports it):
+MultiSessionCollab (`eval collab`: collab, simulator, runner, plots), PrefEval (`eval prefeval`),
+LaMP (`eval lamp`), Persona-Plug, the extraction check and `bench`/`loadtest`.
+Install with `pip install "vars-langgraph[eval]"`."""

@@ -2,7 +2,7 @@
 
 One object (one `VARSEngine`: models, store, FAISS cache) that plugs into an agent as
 `StateGraph` nodes (`recall` / `learn`), as one compiled subgraph, as `create_react_agent`
-hooks, as `create_agent` middleware, and as memory tools. Wiring lives in `graph.py`, prompt
+hooks, as `create_agent` middleware, and as memory tools. Wiring lives in `nodes/wiring.py`, prompt
 merging in `hooks.py`, the middleware in `middleware.py`, the tools in `tools.py`.
 
 How a turn maps onto the method (vars-method.md): the user's new message is the feedback on
@@ -46,6 +46,7 @@ from vars_langgraph.integrations.hooks import (
     with_preferences,
 )
 from vars_langgraph.nodes.generate import pending_record
+from vars_langgraph.nodes.wiring import add_vars_nodes
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
 from vars_langgraph.types import CardSource, Preference
 
@@ -77,7 +78,7 @@ class VARSAgentState(VARSMemoryState, total=False):
 
 
 class _NodeCollector:
-    """Stands in for a `StateGraph` builder so `graph.add_vars_nodes` (the one place where VARS
+    """Stands in for a `StateGraph` builder so `add_vars_nodes` (nodes/wiring.py, the one place where VARS
     nodes are made and wrapped) hands over its node functions in wiring order."""
 
     def __init__(self) -> None:
@@ -90,8 +91,6 @@ class _NodeCollector:
 def _core_nodes(engine: VARSEngine, names: tuple[str, ...] | None = None,
                 background: bool = False) -> list[tuple[str, Any]]:
     """The VARS graph's node functions before `generate` (or just `names`), in order."""
-    from vars_langgraph.graph import add_vars_nodes
-
     c = _NodeCollector()
     if names is not None:
         order = add_vars_nodes(c, engine, names)  # type: ignore[arg-type]

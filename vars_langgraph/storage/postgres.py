@@ -49,7 +49,7 @@ from vars_langgraph.memory.store import (
     decode_vector,
     value_vector,
 )
-from vars_langgraph.storage import ThreadedAsyncSaver
+from vars_langgraph.storage.sqlite import ThreadedAsyncSaver
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)

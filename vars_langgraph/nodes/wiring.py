@@ -1,0 +1,102 @@
+"""How VARS nodes are added to a builder: the factories, the bounded node slots and
+`fail_open`. `graph.py` (the inline graph), `background.py` (learning after the answer) and the
+drop-in memory all add nodes through `add_vars_nodes`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any
+
+from langgraph.graph import StateGraph
+
+from vars_langgraph.engine import VARSEngine
+from vars_langgraph.memory.store import InvalidUserId
+from vars_langgraph.nodes.augment import make_augment
+from vars_langgraph.nodes.extract import make_extract
+from vars_langgraph.nodes.generate import make_generate
+from vars_langgraph.nodes.rerank import make_rerank
+from vars_langgraph.nodes.retrieve import make_retrieve
+from vars_langgraph.nodes.reward import make_reward
+from vars_langgraph.nodes.update import make_update
+from vars_langgraph.state import last_user_text
+
+log = logging.getLogger(__name__)
+
+MEMORY_NODES = ("reward", "update", "extract", "retrieve", "rerank")
+ORDER = ("reward", "update", "extract", "retrieve", "rerank", "augment", "generate")
+FACTORIES = {
+    "reward": make_reward, "update": make_update, "extract": make_extract,
+    "retrieve": make_retrieve, "rerank": make_rerank, "augment": make_augment,
+    "generate": make_generate,
+}
+
+
+def _fallback(name: str, state: Any) -> dict[str, Any]:
+    """What a failed memory node writes: this turn's empty result, so nothing of the previous
+    turn (its query, candidates, reward) is mistaken for this one's."""
+    query = last_user_text(state.get("messages", []))
+    return {
+        "reward": {"query": query, "reward": None}, "update": {},
+        "extract": {"query": query, "extracted": []},
+        "retrieve": {"candidates": [], "selected": []},
+        "rerank": {"candidates": [], "selected": []},
+    }.get(name, {})
+
+
+def fail_open(name: str, fn: Any) -> Any:
+    """With `fail_open: true`, a memory node that fails logs and writes an empty result,
+    so the agent still answers, without personalization. Bad input (no user id) still raises."""
+
+    @functools.wraps(fn)
+    def wrapped(state: Any, config: Any, runtime: Any) -> dict[str, Any]:
+        try:
+            return fn(state, config, runtime)
+        except (InvalidUserId, ValueError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the switch exists to swallow memory faults
+            log.warning("VARS node %s failed, continuing without personalization: %r", name, e)
+            return _fallback(name, state)
+
+    return wrapped
+
+
+def node_slots(engine: VARSEngine) -> threading.BoundedSemaphore:
+    """The engine's semaphore of `max_concurrency` node slots (shared by its graphs)."""
+    slots = getattr(engine, "_vars_node_slots", None)
+    if slots is None:
+        with _SLOTS_GUARD:
+            slots = getattr(engine, "_vars_node_slots", None)
+            if slots is None:
+                slots = threading.BoundedSemaphore(max(1, int(engine.config.max_concurrency)))
+                engine._vars_node_slots = slots  # type: ignore[attr-defined]
+    return slots
+
+
+_SLOTS_GUARD = threading.Lock()
+
+
+def bounded(fn: Any, slots: threading.BoundedSemaphore) -> Any:
+    """Run the node function holding one slot. Sync nodes run in LangGraph's worker threads
+    under `ainvoke`/`astream` too, so one threading semaphore bounds both paths."""
+
+    @functools.wraps(fn)  # keeps the signature LangGraph inspects to pass config/runtime
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with slots:
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def add_vars_nodes(builder: StateGraph, engine: VARSEngine, names: tuple[str, ...] = ORDER,
+                   prefix: str = "") -> list[str]:
+    """Add VARS nodes to any StateGraph whose state has VARSState's keys; returns node names."""
+    out = []
+    for name in names:
+        fn = FACTORIES[name](engine)
+        if engine.config.fail_open and name in MEMORY_NODES:
+            fn = fail_open(name, fn)
+        builder.add_node(prefix + name, bounded(fn, node_slots(engine)))  # max_concurrency
+        out.append(prefix + name)
+    return out
