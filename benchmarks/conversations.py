@@ -45,6 +45,8 @@ from typing import Any
 
 import yaml
 
+from vars_langgraph.eval.stats import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "conversations.jsonl"
 SPLIT_SEED = 12
@@ -153,13 +155,6 @@ def load(path: Path = DATA) -> list[dict[str, Any]]:
     return rows
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
-
-
 # ------------------------------------------------------------------ the run
 
 
@@ -189,7 +184,7 @@ def rates(turns: list[dict[str, Any]]) -> dict[str, Any]:
         "good": sum(t["good"] for t in turns) / n,
         "preference_honoured": sum(checked) / len(checked) if checked else None,
         "preference_checks": len(checked),
-        "words_p50": pct([t["words"] for t in turns], 0.5),
+        "words_p50": percentile([t["words"] for t in turns], 50),
     }
 
 
@@ -259,8 +254,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "split": args.split, "conversations": [c["id"] for c in convs], "turns": len(turns),
         "rates": rates(turns),
-        "latency_s": {"turn_p50": pct(latencies, 0.5), "turn_p95": pct(latencies, 0.95),
-                      "generate_p50": pct(gen_times, 0.5), "generate_p95": pct(gen_times, 0.95)},
+        "latency_s": {"turn_p50": percentile(latencies, 50), "turn_p95": percentile(latencies, 95),
+                      "generate_p50": percentile(gen_times, 50), "generate_p95": percentile(gen_times, 95)},
         "thresholds": {"echo_contained": ECHO_CONTAINED, "echo_ratio": ECHO_RATIO, "echo_user": ECHO_USER,
                        "on_topic_sim": ON_TOPIC_SIM},
         "split_def": {"seed": SPLIT_SEED, "n_tune": N_TUNE, **parts},

@@ -47,6 +47,7 @@ from vars_langgraph.eval.extraction import (  # noqa: E402
     score_message,
     summarize_scores,
 )
+from vars_langgraph.eval.stats import percentile  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
 from vars_langgraph.models.extractor import load_extractor  # noqa: E402
 from vars_langgraph.types import Preference  # noqa: E402
@@ -85,13 +86,6 @@ def json_valid(raw: str | None) -> bool | None:
     return isinstance(obj, dict) and isinstance(obj.get("preferences"), list)
 
 
-def _pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
-
-
 def _scores(rows: list[dict[str, Any]], key: str) -> list[MessageScore]:
     return [MessageScore(**r[key]) for r in rows if r.get(key) is not None]
 
@@ -106,7 +100,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["llm"].update({
             "json_valid": sum(valid) / len(valid) if valid else None,
             "n_complete_outputs": len(valid),
-            "latency_p50_s": _pct(lat, 0.5), "latency_p95_s": _pct(lat, 0.95),
+            "latency_p50_s": percentile(lat, 50), "latency_p95_s": percentile(lat, 95),
             "requests_mean": statistics.fmean(r["requests"] for r in rows),
         })  # fmt: skip
     if any("gate_pass" in r for r in rows):
@@ -118,12 +112,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "skipped_neutral": sum(not r["gate_pass"] for r in gated if not r["cards"])
             / max(1, len(gated) - len(gpos)),
             "recall_kept": sum(r["gate_pass"] for r in gpos) / max(1, len(gpos)),
-            "gate_p50_ms": 1000 * _pct(glat, 0.5), "gate_p95_ms": 1000 * _pct(glat, 0.95),
+            "gate_p50_ms": 1000 * percentile(glat, 50), "gate_p95_ms": 1000 * percentile(glat, 95),
         }  # fmt: skip
         if out.get("llm"):
             out["llm_with_gate"] = summarize_scores(_scores(rows, "llm_gated"))
             lat = [r["latency_gated_s"] for r in rows if "latency_gated_s" in r]
-            out["llm_with_gate"].update({"latency_p50_s": _pct(lat, 0.5), "latency_p95_s": _pct(lat, 0.95)})
+            out["llm_with_gate"].update({"latency_p50_s": percentile(lat, 50),
+                                         "latency_p95_s": percentile(lat, 95)})
     if any(r.get("fast") for r in rows):
         out["fast_path"] = summarize_scores(_scores(rows, "fast"))
     return out

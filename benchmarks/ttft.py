@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from tqdm import tqdm
 from vars_langgraph import VARSConfig, build_graph
 from vars_langgraph.background import get_learner
 from vars_langgraph.cli import stream_turn
+from vars_langgraph.eval.stats import summary
 from vars_langgraph.types import CardSource, Preference
 
 QUESTIONS = [
@@ -96,16 +96,6 @@ def node_gaps(done: dict[str, float]) -> dict[str, float]:
     for name, at in sorted(done.items(), key=lambda kv: kv[1]):
         out[name], last = round(at - last, 4), at
     return out
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
-
-
-def summary(xs: list[float]) -> dict[str, float]:
-    return {"p50": round(pct(xs, 0.5), 4), "p95": round(pct(xs, 0.95), 4),
-            "mean": round(statistics.mean(xs), 4)}
 
 
 def bare_ttft(model, messages: list) -> float:

@@ -215,3 +215,16 @@ def test_embedding_reranker_fast_path_matches():
 def test_transformers_extractor_reports_missing_model():
     with pytest.raises(FileNotFoundError, match="no-such-org/no-such-model"):
         TransformersExtractor("no-such-org/no-such-model", local_files_only=True)
+
+
+def test_config_selects_the_transformers_extractor(tmp_path, monkeypatch):
+    from vars_langgraph.config import VARSConfig
+    from vars_langgraph.models.extractor import load_extractor
+
+    with pytest.raises(ValueError, match="extractor.model"):
+        load_extractor(VARSConfig.from_dict({"extractor": {"backend": "transformers"}}))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "no-model-here")
+    cfg = VARSConfig.from_dict({"extractor": {"backend": "transformers", "model": missing}})
+    with pytest.raises(FileNotFoundError, match="no-model-here"):
+        load_extractor(cfg)

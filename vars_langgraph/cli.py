@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from vars_langgraph.config import VARSConfig
+from vars_langgraph.extras import MissingExtra, require
 
 
 def _config(args: argparse.Namespace) -> VARSConfig:
@@ -284,6 +285,14 @@ SUITE_HELP = {
     ("bench",): "latency and scale benchmark",
     ("loadtest",): "concurrent users load test",
 }
+# what each suite imports beyond the runtime (`pip install "vars-langgraph[eval]"`)
+SUITE_NEEDS = {
+    ("eval", "collab"): ("tqdm", "matplotlib"),
+    ("eval", "lamp"): ("tqdm", "matplotlib", "bm25s", "rouge_score", "sklearn"),
+    ("eval", "prefeval"): ("tqdm", "matplotlib"),
+    ("bench",): ("tqdm",),
+    ("loadtest",): ("tqdm",),
+}
 GLOBAL_WITH_VALUE = ("--config", "--data-dir", "--log-level")
 
 
@@ -402,6 +411,11 @@ def _delegate(key: tuple[str, ...], argv: list[str], args: argparse.Namespace) -
                 rest = [opt, value, *rest]
             else:
                 os.environ["VARS_" + opt[2:].upper().replace("-", "_")] = value
+    try:
+        require("eval", *SUITE_NEEDS[key])
+    except MissingExtra as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return int(getattr(importlib.import_module(module), func)(rest) or 0)
 
 
@@ -416,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(args.delegated, argv, args)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -52,8 +52,13 @@ class LocalServerConfig(_Strict):
 
 
 class ExtractorConfig(_Strict):
-    """Preference extraction: an LLM endpoint (None: share `llm`) and its prompt."""
+    """Preference extraction: an LLM endpoint (None: share `llm`) and its prompt, or
+    (`backend: transformers`) a model loaded in-process, e.g. the fine-tuned extractor
+    `blackhao0426/pref-extractor-qwen3-0.6b-full-sft` without a vLLM server."""
 
+    backend: Literal["llm", "transformers"] = "llm"
+    model: str | None = None  # transformers: a Hugging Face model name or local directory
+    device: str = "cpu"  # transformers: torch device
     llm: LLMConfig | None = None
     prompt: Literal["few_shot", "finetuned"] = "few_shot"
     window_turns: int = 6

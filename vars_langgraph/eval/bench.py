@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from vars_langgraph.config import VARSConfig
+from vars_langgraph.eval.stats import summary as pct
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +199,6 @@ def rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def pct(xs: Sequence[float]) -> dict[str, float | None]:
-    if not len(xs):
-        return {"p50": None, "p95": None, "mean": None}
-    a = np.asarray(xs, np.float64)
-    return {"p50": round(float(np.percentile(a, 50)), 4), "p95": round(float(np.percentile(a, 95)), 4),
-            "mean": round(float(a.mean()), 4)}
 
 
 @contextmanager

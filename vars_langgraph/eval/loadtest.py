@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from vars_langgraph.eval.stats import summary
 
 SCRIPT = [
     ("s1", "Hi! Please always use bullet points, and write python code when code is needed."),
@@ -107,19 +108,9 @@ class _ThreadTimer:
 _LLM_TIME = _ThreadTimer()
 
 
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    i = min(len(xs) - 1, max(0, int(round(q / 100 * (len(xs) - 1)))))
-    return xs[i]
-
-
-def _summary(xs: list[float]) -> dict[str, float]:
+def _summary(xs: list[float]) -> dict[str, float | None]:
     ms = [x * 1000 for x in xs]
-    return {"mean": round(statistics.fmean(ms), 2) if ms else float("nan"),
-            "p50": round(_pct(ms, 50), 2), "p95": round(_pct(ms, 95), 2),
-            "max": round(max(ms), 2) if ms else float("nan")}
+    return {**summary(ms, 2), "max": round(max(ms), 2) if ms else None}
 
 
 def _seed_cards(engine: Any, user: str, n: int, rng: np.random.Generator) -> None:

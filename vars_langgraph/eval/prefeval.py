@@ -60,6 +60,7 @@ from vars_langgraph.eval.prefeval_data import (
     load_items,
     split_topics,
 )
+from vars_langgraph.eval.stats import percentile
 from vars_langgraph.types import Preference
 
 log = logging.getLogger(__name__)
@@ -401,10 +402,6 @@ def dense_reference(users: list[SimUser], items: dict[str, Item], embedder: Any,
 # ----------------------------------------------------------------------- aggregation
 
 
-def _pct(xs: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(xs, q)) if len(xs) else None
-
-
 def _mean(xs: Sequence[Any]) -> float | None:
     vals = [float(x) for x in xs if x is not None]
     return float(np.mean(vals)) if vals else None
@@ -431,9 +428,9 @@ def summarize(users: list[dict[str, Any]], turn_ms: dict[str, list[float]] | Non
                         for k in ("follows", "acknowledges", "hallucinates", "violates", "helpful")}
     if turn_ms is not None:
         every = [x for v in turn_ms.values() for x in v]
-        out["turn_ms"] = {"p50": _pct(every, 50), "p95": _pct(every, 95), "turns": len(every),
-                          **{f"{ph}_p50": _pct(v, 50) for ph, v in turn_ms.items()},
-                          **{f"{ph}_p95": _pct(v, 95) for ph, v in turn_ms.items()}}
+        out["turn_ms"] = {"p50": percentile(every, 50), "p95": percentile(every, 95), "turns": len(every),
+                          **{f"{ph}_p50": percentile(v, 50) for ph, v in turn_ms.items()},
+                          **{f"{ph}_p95": percentile(v, 95) for ph, v in turn_ms.items()}}
     return out
 
 
@@ -577,7 +574,7 @@ def _extraction_info(extractor: CachingExtractor | None) -> dict[str, Any] | Non
         return None
     s = extractor.seconds
     return {"extractor": type(extractor.inner).__name__, "calls": len(s),
-            "cache_hits": extractor.hits, "seconds_p50": _pct(s, 50), "seconds_p95": _pct(s, 95)}
+            "cache_hits": extractor.hits, "seconds_p50": percentile(s, 50), "seconds_p95": percentile(s, 95)}
 
 
 def _machine() -> dict[str, Any]:

@@ -68,6 +68,7 @@ from vars_langgraph.eval.simulator import (
     openai_completer,
     scripted_agent,
 )
+from vars_langgraph.eval.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -487,8 +488,8 @@ def paired_difference(a: list[SessionRecord], b: list[SessionRecord], metric: st
     d = np.array([ua[u] - ub[u] for u in users])
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    return {"mean": float(d.mean()), "ci_low": float(np.percentile(boots, 2.5)),
-            "ci_high": float(np.percentile(boots, 97.5)), "users": len(users),
+    return {"mean": float(d.mean()), "ci_low": percentile(boots, 2.5),
+            "ci_high": percentile(boots, 97.5), "users": len(users),
             "better": int((d < 0).sum()), "worse": int((d > 0).sum())}
 
 
@@ -563,8 +564,8 @@ def run_benchmark(settings: RunSettings, out_dir: Path, *, embedder: Any = None,
             "curves": agg["curves"],
             "per_user": _per_user(recs),
             "timing": {"seconds": round(time.perf_counter() - t0, 2),
-                       "turn_ms_p50": float(np.percentile(turns, 50)) if len(turns) else None,
-                       "turn_ms_p95": float(np.percentile(turns, 95)) if len(turns) else None,
+                       "turn_ms_p50": percentile(turns, 50),
+                       "turn_ms_p95": percentile(turns, 95),
                        "turns": len(turns)},
             "config": {"run": _run_info(settings, profiles, problems),
                        "vars": runner.config.model_dump(mode="json")},
@@ -615,7 +616,7 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return f"{v:.{nd}f}"
 
 
-def _pct(v: Any) -> str:
+def _percent(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
@@ -651,8 +652,8 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
             f"{_fmt(s['user_words'], 1)} | "
             f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['recall_stated'])} | "
             f"{_fmt(s['reward'])} | {_fmt(s['note_tokens'], 1)} | "
-            f"{_pct(s['selection_changed'])} | {_pct(s['vector_changed'])} | "
-            f"{_pct(s['enforce_signal'])} | "
+            f"{_percent(s['selection_changed'])} | {_percent(s['vector_changed'])} | "
+            f"{_percent(s['enforce_signal'])} | "
             f"{_fmt(t['turn_ms_p50'], 0)} |")
     cmp_rows = [(m, results[m]["vs_rag"]) for m in methods if "vs_rag" in results[m]]
     if cmp_rows:

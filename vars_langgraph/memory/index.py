@@ -253,7 +253,8 @@ class _GpuSearch:
         """device "gpu": required (error without one); "auto": when present; "cpu": off."""
         has = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if device == "gpu" and not has:
-            raise RuntimeError("cache.faiss_device: gpu, but FAISS has no GPU (install faiss-gpu)")
+            raise RuntimeError("cache.faiss_device: gpu, but FAISS has no GPU: "
+                               'pip install "vars-langgraph[gpu]"')
         self.enabled = device != "cpu" and has
         if self.enabled and self._res is None:
             self._res = faiss.StandardGpuResources()

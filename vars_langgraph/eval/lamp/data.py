@@ -51,10 +51,6 @@ def normalise_task(name: str | int) -> str:
     return f"LaMP_{m.group(1)}"
 
 
-def task_number(task: str) -> int:
-    return int(normalise_task(task)[-1])
-
-
 def _read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
     if not p.exists():

@@ -427,14 +427,14 @@ def run_pplug(h: Harness, args: argparse.Namespace, questions: Sequence[Question
         raise FileNotFoundError(f"no trained Persona-Plug at {saved}")
     from tqdm.auto import tqdm
 
-    from vars_langgraph.eval.persona_plug import encode_histories
+    from vars_langgraph.eval.persona_plug import PersonaPlugResponder
 
+    responder = PersonaPlugResponder(plug, embed)
     max_new = args.max_tokens or (16 if h.task in ("LaMP_1", "LaMP_2", "LaMP_3") else 64)
     outputs, prompts = {}, {}
     for q, ex in tqdm(list(zip(questions, lamp_examples(questions), strict=True)),
                       desc=f"{h.task} pplug", disable=args.no_progress, leave=False):
-        hist, mask = encode_histories(embed, [ex.history])
-        outputs[q.id] = plug.generate([ex.input], hist.to(device), mask.to(device), max_new)[0]
+        outputs[q.id] = responder.respond(ex.history, ex.input, max_new)
         prompts[q.id] = plug.prompt_format.format(input=ex.input)
     run = MethodRun("pplug", outputs, prompts, {q.id: ["<all history>"] for q in questions})
     if golds is not None:
