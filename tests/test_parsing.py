@@ -211,3 +211,14 @@ def test_fuzz_structured_never_raises(doc: str, cut: int, prefix: str):
 @given(st.text(max_size=500))
 def test_fuzz_arbitrary_text_never_raises(text: str):
     _check(parse_preferences(text))
+
+
+def test_one_json_parser_serves_the_simulator_too():
+    from vars_langgraph.eval.simulator import parse_json_object
+    from vars_langgraph.models.parsing import load_json
+
+    assert parse_json_object('Sure!\n```json\n{"draft": "x", "done": true,}\n```') == {
+        "draft": "x", "done": True}
+    assert parse_json_object("no json here") is None
+    assert parse_json_object('[1, 2]') is None  # a list is not the object asked for
+    assert load_json('reply: {"a": 1} (done)', lambda o: isinstance(o, dict)) == {"a": 1}

@@ -49,6 +49,7 @@ from vars_langgraph.eval.collab import (
     split_sentences,
     task_description,
 )
+from vars_langgraph.models.parsing import MAX_INPUT_CHARS, load_json
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 log = logging.getLogger(__name__)
@@ -238,17 +239,8 @@ TERMINATION_SIGNAL = "TERMINATE"
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    text = (text or "").strip()
-    for candidate in (text, text[text.find("{"): text.rfind("}") + 1] if "{" in text else ""):
-        if not candidate:
-            continue
-        try:
-            out = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(out, dict):
-            return out
-    return None
+    """The JSON object in a simulator/judge reply (models/parsing.py's parser), else None."""
+    return load_json((text or "")[:MAX_INPUT_CHARS], lambda o: isinstance(o, dict))
 
 
 def _truthy(v: Any) -> bool:

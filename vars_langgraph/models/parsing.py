@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
@@ -41,7 +42,7 @@ def _parse(text: Any) -> list[Preference]:
     if not isinstance(text, str) or not text.strip():
         return []
     text = text[:MAX_INPUT_CHARS]
-    obj = _load(text)
+    obj = load_json(text, _usable)
     if obj is None:
         return []
     return _dedupe(p for p in (_coerce(i) for i in _items(obj)[:MAX_ITEMS]) if p is not None)
@@ -50,8 +51,11 @@ def _parse(text: Any) -> list[Preference]:
 # ---------------------------------------------------------------- locating the JSON
 
 
-def _load(text: str) -> Any:
-    """The first candidate that decodes to a preference structure, else None."""
+def load_json(text: str, usable: Callable[[Any], bool]) -> Any:
+    """The first JSON value in an LLM's output that `usable` accepts, else None: the whole
+    text, fenced blocks, the outermost braces/brackets, trailing commas dropped, a value with
+    chatter around it, then truncated output closed after its last complete element. The one
+    JSON-from-LLM parser (extractor output, the user simulator's and judge's replies)."""
     fenced = [m.group(1) for m in _FENCE.finditer(text)]
     candidates = [text, *fenced]
     for src in (text, *fenced):
@@ -64,14 +68,14 @@ def _load(text: str) -> Any:
     for cand in candidates:
         for variant in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
             obj = _try_json(variant)
-            if _usable(obj):
+            if usable(obj):
                 return obj
-    obj = _raw_decode_scan(text)
-    if _usable(obj):
+    obj = _raw_decode_scan(text, usable)
+    if usable(obj):
         return obj
     for src in (*fenced, text):
         obj = _try_json(_repair_truncated(src))
-        if _usable(obj):
+        if usable(obj):
             return obj
     return None
 
@@ -93,7 +97,7 @@ def _looks_like_item(obj: Any) -> bool:
     return isinstance(obj, dict) and "condition" in obj and "action" in obj
 
 
-def _raw_decode_scan(text: str) -> Any:
+def _raw_decode_scan(text: str, usable: Callable[[Any], bool]) -> Any:
     """Decode a JSON value starting at each of the first few `{`/`[` (text around it ignored)."""
     dec = json.JSONDecoder()
     starts = [m.start() for m in re.finditer(r"[\[{]", text)][:_RAW_DECODE_TRIES]
@@ -102,7 +106,7 @@ def _raw_decode_scan(text: str) -> Any:
             obj, _ = dec.raw_decode(text, i)
         except (ValueError, RecursionError):
             continue
-        if _usable(obj):
+        if usable(obj):
             return obj
     return None
 
