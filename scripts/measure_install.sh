@@ -10,6 +10,7 @@ rm -rf "$VENV" /tmp/vars-core-wheel
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip wheel --quiet --no-deps -w /tmp/vars-core-wheel .
+rm -rf build  # setuptools leaves it in the tree
 t0=$(date +%s.%N)
 "$VENV/bin/python" -m pip install --quiet --no-cache-dir torch==2.13.0
 t1=$(date +%s.%N)

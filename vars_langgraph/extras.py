@@ -25,7 +25,7 @@ def require(extra: str, *modules: str) -> None:
     """Raise `MissingExtra` unless every module in `modules` can be imported."""
     missing = [m for m in modules if not _importable(m)]
     if missing:
-        raise MissingExtra(f"{EXTRAS[extra]} needs {', '.join(missing)}: "
+        raise MissingExtra(f"{EXTRAS[extra]}: {', '.join(missing)} not installed; "
                            f'pip install "vars-langgraph[{extra}]"')
 
 

@@ -49,6 +49,7 @@ from vars_langgraph.eval.collab import (
     split_sentences,
     task_description,
 )
+from vars_langgraph.models.embedder import CachedEmbedder
 from vars_langgraph.models.parsing import MAX_INPUT_CHARS, load_json
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
@@ -612,49 +613,8 @@ class ScriptedExtractor:
                           action=_cut(s, MAX_ACTION - 1), confidence=self.conf[2])
 
 
-class CachingEmbedder:
-    """Wraps the real embedder for a benchmark run: the methods see the same texts, so each
-    distinct text is encoded once (same model, same vectors; only repeated work is skipped)."""
-
-    def __init__(self, inner: Any, max_items: int = 200_000):
-        self.inner = inner
-        self.dim = inner.dim
-        self.max_items = max_items
-        self._docs: dict[str, np.ndarray] = {}
-        self._queries: dict[str, np.ndarray] = {}
-        self.hits = self.misses = 0
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything else (`name`, ...) is the wrapped embedder's (the extraction gate reads it)."""
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self._docs]
-        self.hits += len(texts) - len(todo)
-        self.misses += len(todo)
-        if todo:
-            for t, v in zip(todo, np.asarray(self.inner.embed_documents(todo), np.float32),
-                            strict=True):
-                if len(self._docs) < self.max_items:
-                    self._docs[t] = v
-                else:  # full: serve this call, do not grow
-                    return np.asarray(self.inner.embed_documents(list(texts)), np.float32)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        return np.stack([self._docs[t] for t in texts])
-
-    def embed_query(self, text: str) -> np.ndarray:
-        hit = self._queries.get(text)
-        if hit is not None:
-            self.hits += 1
-            return hit
-        self.misses += 1
-        vec = np.asarray(self.inner.embed_query(text), np.float32)
-        if len(self._queries) < self.max_items:
-            self._queries[text] = vec
-        return vec
+# the benchmark's embedding cache: each distinct text is encoded once across methods
+CachingEmbedder = CachedEmbedder
 
 
 SCRIPTED_REPLY = "Sure. Here is my answer, following your preferences."

@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,3 +105,69 @@ def _cached(cfg_json: str) -> SentenceTransformerEmbedder:
 def load_embedder(cfg: EmbeddingConfig) -> SentenceTransformerEmbedder:
     """One embedder per distinct config per process (models are large; share them)."""
     return _cached(cfg.model_dump_json())
+
+
+class CachedEmbedder:
+    """Any embedder with a bounded LRU of vectors per distinct text (documents and queries
+    apart, as a model may embed them differently), thread-safe, with hit/miss counts. The one
+    embedding cache: the runtime's query cache and the benchmarks' caches are this class."""
+
+    def __init__(self, inner: Any, max_items: int = 200_000):
+        self.inner = inner
+        self.dim = int(inner.dim)
+        self.max_items = max(1, int(max_items))
+        self._docs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else (`name`, `model`, ...) is the wrapped embedder's."""
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _keep(self, cache: OrderedDict[str, np.ndarray], text: str, vec: np.ndarray) -> None:
+        cache[text] = vec
+        cache.move_to_end(text)
+        while len(cache) > self.max_items:
+            cache.popitem(last=False)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        with self._lock:
+            found = {t: self._docs[t] for t in dict.fromkeys(texts) if t in self._docs}
+            for t in found:
+                self._docs.move_to_end(t)
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        if todo:
+            vecs = np.asarray(self.inner.embed_documents(todo), np.float32)
+            found.update(zip(todo, vecs, strict=True))
+            with self._lock:
+                for t, v in zip(todo, vecs, strict=True):
+                    self._keep(self._docs, t, v)
+        with self._lock:
+            self.hits += len(texts) - len(todo)
+            self.misses += len(todo)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([found[t] for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            hit = self._queries.get(text)
+            if hit is not None:
+                self._queries.move_to_end(text)
+                self.hits += 1
+                return hit
+            self.misses += 1
+        vec = np.asarray(self.inner.embed_query(text), np.float32)
+        with self._lock:
+            self._keep(self._queries, text, vec)
+        return vec
+
+    def clear(self) -> None:
+        """Forget every vector (e.g. after a user's data is deleted)."""
+        with self._lock:
+            self._docs.clear()
+            self._queries.clear()

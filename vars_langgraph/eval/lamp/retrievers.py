@@ -7,8 +7,7 @@ best first. Learned retrievers (ROPG) and the selector (RSPG) live in `ropg.py` 
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ from vars_langgraph.learning.policy import (
     softmax,
 )
 from vars_langgraph.models.base import Embedder
+from vars_langgraph.models.embedder import CachedEmbedder
 
 
 @dataclass
@@ -119,34 +119,19 @@ class RecencyRetriever:
 
 
 class EmbeddingCache:
-    """An embedder with an LRU cache of document vectors (profiles repeat across inputs)."""
+    """The retrievers' view of an embedder: `docs`/`query` through the one embedding cache
+    (`models.embedder.CachedEmbedder`; profiles repeat across inputs)."""
 
     def __init__(self, embedder: Embedder, max_items: int = 50_000):
         self.embedder = embedder
         self.dim = int(embedder.dim)
-        self.max_items = max_items
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    @staticmethod
-    def _key(text: str) -> str:
-        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+        self._cached = CachedEmbedder(embedder, max_items)
 
     def docs(self, texts: Sequence[str]) -> np.ndarray:
-        keys = [self._key(t) for t in texts]
-        todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
-        if todo:
-            vecs = self.embedder.embed_documents(list(todo.values()))
-            for k, v in zip(todo, vecs, strict=True):
-                self._cache[k] = np.asarray(v, np.float32)
-        for k in keys:
-            self._cache.move_to_end(k)
-        out = np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, self.dim))
-        while len(self._cache) > self.max_items:
-            self._cache.popitem(last=False)
-        return out.astype(np.float32)
+        return self._cached.embed_documents(texts)
 
     def query(self, text: str) -> np.ndarray:
-        return np.asarray(self.embedder.embed_query(text), np.float32)
+        return self._cached.embed_query(text)
 
 
 class DenseRetriever:
