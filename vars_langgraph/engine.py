@@ -25,6 +25,7 @@ from vars_langgraph.learning.policy import UserVector, item_vectors
 from vars_langgraph.memory.index import CardIndex
 from vars_langgraph.memory.store import UserMemory, canonical_vector, check_user_id
 from vars_langgraph.models.base import Embedder, Extractor, Reranker
+from vars_langgraph.storage.features import StoreFeatures, store_features
 from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class VARSEngine:
         self.config = config
         self.store = store
         self.memory = UserMemory(store)
+        self.features: StoreFeatures = store_features(store)  # the store's optional features
         self._index_dir = index_dir
         self._given = {"embedder": embedder, "extractor": extractor, "reranker": reranker,
                        "chat": chat_model}
@@ -102,45 +104,50 @@ class VARSEngine:
 
     @cached_property
     def index(self) -> CardIndex:
-        make = getattr(self.store, "make_card_index", None) or CardIndex  # a store may pick
+        """The store's card index (`StoreFeatures.make_card_index`; default: the FAISS cache)."""
         if self.config.cache.faiss_device != "cpu":
             from vars_langgraph.memory.index import set_faiss_device
 
             set_faiss_device(self.config.cache.faiss_device)
-        return make(self.memory, self.embedder.dim, self._index_dir,
-                    flat_max=self.config.retrieval.flat_index_max,
-                    max_bytes=int(self.config.cache.index_max_mb * 2**20),
-                    write_lock=self.card_write_lock)
+        return self.features.make_card_index(
+            self.memory, self.embedder.dim, self._index_dir,
+            flat_max=self.config.retrieval.flat_index_max,
+            max_bytes=int(self.config.cache.index_max_mb * 2**20),
+            write_lock=self.card_write_lock)
 
     # helpers ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def card_write_lock(self, user_id: str) -> Iterator[None]:
         """Serialises card writes with other processes, so the in-memory index's incremental
-        update never misses a card another process wrote meanwhile: the store's own
-        `card_write_lock(user_id)` when it has one (Postgres: an advisory lock per user), else a
-        file lock in index_dir (`filelock`; one data dir). Re-entrant within a thread."""
+        update never misses a card another process wrote meanwhile: the store's
+        `StoreFeatures.card_write_lock(user_id)` when it gives one (Postgres: an advisory lock
+        per user), else a file lock in index_dir (`filelock`; one data dir). Re-entrant
+        within a thread."""
         held: set[str] = self._held.__dict__.setdefault("users", set())
         if user_id in held:
             yield
             return
-        custom = getattr(self.store, "card_write_lock", None)
-        if custom is not None:
-            lock: Any = custom(user_id)
-        elif self._index_dir:
-            Path(self._index_dir).mkdir(parents=True, exist_ok=True)
-            with self._guard:
-                if self._file_lock is None:
-                    self._file_lock = FileLock(str(Path(self._index_dir) / ".cards.lock"),
-                                               thread_local=False)
-            lock = self._file_lock
-        else:
-            lock = contextlib.nullcontext()
+        lock: Any = self.features.card_write_lock(user_id)
+        if lock is None:
+            lock = self._default_write_lock()
         with lock:
             held.add(user_id)
             try:
                 yield
             finally:
                 held.discard(user_id)
+
+    def _default_write_lock(self) -> Any:
+        """The lock for stores without their own: a file lock in index_dir (no index dir, no
+        other process to serialise with: none)."""
+        if not self._index_dir:
+            return contextlib.nullcontext()
+        Path(self._index_dir).mkdir(parents=True, exist_ok=True)
+        with self._guard:
+            if self._file_lock is None:
+                self._file_lock = FileLock(str(Path(self._index_dir) / ".cards.lock"),
+                                           thread_local=False)
+        return self._file_lock
 
     def user_lock(self, user_id: str) -> threading.RLock:
         """Serialises read-modify-write of one user's vector and cards within this process."""

@@ -3,17 +3,25 @@
 For graphs whose store is given by the platform at run time (`langgraph dev`, LangGraph
 Platform: the `store` section of `langgraph.json`), not at build time. Outside a run, or in a
 graph compiled without a store, it uses `fallback` (an `InMemoryStore` unless given).
+
+Store features (`vars_langgraph.storage.features.StoreFeatures`): the per-call ones (card
+write lock, bulk read) are those of the store in use at the call; the card index, made once
+per engine, is the default FAISS cache.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from langgraph.store.base import BaseStore, Op, Result
 from langgraph.store.memory import InMemoryStore
 
+from vars_langgraph.storage.features import StoreFeatures, store_features
 
-class RuntimeStore(BaseStore):
+
+class RuntimeStore(BaseStore, StoreFeatures):
     """Every call goes to `langgraph.config.get_store()` when a run with a store is in
     progress, else to `fallback`.
 
@@ -41,3 +49,9 @@ class RuntimeStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await self.current.abatch(ops)
+
+    def card_write_lock(self, user_id: str) -> AbstractContextManager[Any] | None:
+        return store_features(self.current).card_write_lock(user_id)
+
+    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
+        return store_features(self.current).namespace_rows(namespace)

@@ -5,13 +5,20 @@ thread checkpointer here (via `vars_langgraph.storage`); any number of app proce
 one database. Tables are LangGraph's own (`store`, `checkpoints`, ...), created by `setup()`
 under a Postgres advisory lock so that processes starting together do not race on migrations.
 
-What this module adds to LangGraph's classes, and nothing more:
+This module needs the `postgres` extra (psycopg, psycopg-pool, langgraph-checkpoint-postgres);
+`vars_langgraph.storage` imports it only when a postgres URL is selected.
+
+What this module adds to LangGraph's classes, and nothing more (public API only: the pool is
+the classes' `conn`, VARS's own SQL runs on connections of that pool):
 - a `psycopg_pool.ConnectionPool` (size from `postgres.pool_min/pool_max`) and no process-wide
-  lock around pooled calls (LangGraph's sync classes serialise every call of a process on one
-  `threading.Lock`, which is only needed for a single shared connection);
-- the async API of the sync checkpointer (`aget_tuple`, `aput`, ...) run in a worker thread, so
-  `ainvoke`/`astream` work on the same objects; for fully async apps `open_async_postgres`
-  gives LangGraph's `AsyncPostgresStore` + `AsyncPostgresSaver` on an `AsyncConnectionPool`;
+  lock around pooled calls (LangGraph's sync classes serialise every pipelined call of a
+  process on their `lock`, which is only needed for a single shared connection);
+- `setup()` under advisory locks; `StoreFeatures`: a per-user advisory lock on card writes,
+  the bulk read of a namespace, the card index;
+- the async API of the sync checkpointer (`aget_tuple`, `aput`, ...) run in a worker thread
+  (`storage.bridge`), so `ainvoke`/`astream` work on the same objects; for fully async apps
+  `open_async_postgres` gives LangGraph's `AsyncPostgresStore` + `AsyncPostgresSaver` on an
+  `AsyncConnectionPool`;
 - optional retrieval by pgvector through the store's own vector index (`postgres.retrieval:
   pgvector`): cards are written with `index=["note"]`, their vectors taken from the card itself
   (no second embedding pass), and the dense top-K runs as a store search. The default is the
@@ -27,7 +34,7 @@ import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ from langchain_core.embeddings import Embeddings
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.store.base import Op, PutOp, Result
 from langgraph.store.postgres import PostgresStore
+from langgraph.store.postgres.aio import AsyncPostgresStore
 from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -49,7 +57,8 @@ from vars_langgraph.memory.store import (
     decode_vector,
     value_vector,
 )
-from vars_langgraph.storage.sqlite import ThreadedAsyncSaver
+from vars_langgraph.storage.bridge import SyncSaverAsyncAPI
+from vars_langgraph.storage.features import StoreFeatures
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
@@ -88,15 +97,21 @@ def advisory_lock(url: str, name: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
-@contextmanager
-def _pooled_cursor(pool: ConnectionPool, pipeline: bool) -> Iterator[Any]:
-    with pool.connection() as conn:
-        if pipeline:
-            with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-                yield cur
-        else:
-            with conn.cursor(binary=True, row_factory=dict_row) as cur:
-                yield cur
+def user_cards_lock(url: str, user_id: str) -> AbstractContextManager[None]:
+    """The advisory lock on one user's card writes (every process on the database)."""
+    return advisory_lock(url, f"vars-langgraph:cards:{user_id}")
+
+
+def _unlock_pooled(obj: Any) -> None:
+    """LangGraph's sync Postgres classes hold `obj.lock`, one `threading.Lock` per object,
+    around pipelined calls, to guard a single shared connection. On a pool every call checks
+    out a connection of its own, so the lock would only serialise the whole process."""
+    if isinstance(obj.conn, ConnectionPool):
+        obj.lock = nullcontext()
+
+
+def _conninfo(conn: Any) -> str | None:
+    return conn.conninfo if isinstance(conn, ConnectionPool) else None
 
 
 # pgvector retrieval: embeddings come from the cards and queries, never from a second model ----
@@ -138,32 +153,59 @@ def _is_card_put(op: Op) -> bool:
             and ns[0] == ROOT and ns[2] == "cards")
 
 
-class VARSPostgresStore(PostgresStore):
-    """LangGraph's `PostgresStore` on a pool (no per-process lock), optionally with cards in
-    pgvector. `close()` closes the pool. Build with `open_postgres_store`."""
+class VARSPostgresStore(PostgresStore, StoreFeatures):
+    """LangGraph's `PostgresStore` on a pool, optionally with cards in pgvector; implements
+    `StoreFeatures` (card index, per-user advisory write lock, bulk read). Build with
+    `open_postgres_store`, or `with VARSPostgresStore.from_conn_string(url) as store:
+    store.setup()`. `close()` closes the pool.
 
-    def __init__(self, pool: ConnectionPool, *, url: str, retrieval: str = "faiss") -> None:
-        super().__init__(pool)
-        self.url = url
+    On a pool, `lock` (LangGraph's per-process lock around pipelined calls, which guards one
+    shared connection) is a no-op: every call checks out its own connection. `setup()` runs
+    LangGraph's migrations under a database-wide advisory lock."""
+
+    def __init__(self, conn: Any, *, url: str | None = None, retrieval: str = "faiss",
+                 **kwargs: Any) -> None:
+        super().__init__(conn, **kwargs)
+        self.url = url or _conninfo(conn)
         self.retrieval = retrieval
         self.vectors: CardVectors | None = None
+        self._indexed: PostgresStore | None = None  # the same tables, with the vector index
         self._vector_dim: int | None = None
         self._enable_guard = threading.Lock()
+        _unlock_pooled(self)
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, *, retrieval: str = "faiss", pool_min: int = 1,
+                         pool_max: int = 10) -> Iterator[VARSPostgresStore]:
+        """A store on its own pool (closed on exit). Call `setup()` before first use."""
+        pool = make_pool(conn_string, pool_min, pool_max, name="vars-store")
+        try:
+            yield cls(pool, url=conn_string, retrieval=retrieval)
+        finally:
+            pool.close()
+
+    def setup(self) -> None:
+        with advisory_lock(self.url, "vars-langgraph:store-setup"):
+            super().setup()
 
     @contextmanager
-    def _cursor(self, *, pipeline: bool = False) -> Iterator[Any]:
-        if isinstance(self.conn, ConnectionPool) and self.pipe is None:
-            with _pooled_cursor(self.conn, pipeline) as cur:
-                yield cur
-        else:  # pragma: no cover - single-connection use keeps LangGraph's locking
-            with super()._cursor(pipeline=pipeline) as cur:
-                yield cur
+    def _sql(self) -> Iterator[Any]:
+        """A cursor for VARS's own SQL, on a connection of this store's pool."""
+        with self.conn.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+
+    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]]:
+        with self._sql() as cur:
+            cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s",
+                        (".".join(namespace),))
+            return [(r["key"], r["value"]) for r in cur.fetchall()]
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        if self.vectors is None or not any(_is_card_put(op) for op in ops):
+        if self._indexed is None:
             return super().batch(ops)
         # pgvector mode: index each card's note with the card's own embedding
+        assert self.vectors is not None
         registered, out_ops = [], []
         for op in ops:
             emb = value_vector(op.value) if _is_card_put(op) else None
@@ -176,7 +218,7 @@ class VARSPostgresStore(PostgresStore):
                 op = PutOp(op.namespace, op.key, op.value, index=False, ttl=op.ttl)
             out_ops.append(op)
         try:
-            return super().batch(out_ops)
+            return self._indexed.batch(out_ops)
         finally:
             self.vectors.release(registered)
 
@@ -185,7 +227,7 @@ class VARSPostgresStore(PostgresStore):
 
     # pgvector -------------------------------------------------------------------------------
     def has_pgvector(self) -> bool:
-        with self._cursor() as cur:
+        with self._sql() as cur:
             cur.execute("SELECT 1 AS ok FROM pg_available_extensions WHERE name = 'vector'")
             return cur.fetchone() is not None
 
@@ -193,22 +235,22 @@ class VARSPostgresStore(PostgresStore):
         """Turn on the store's own vector index for cards (pgvector, exact inner product over
         the user's cards), run its migrations, and backfill cards written before."""
         with self._enable_guard:
-            if self.vectors is not None:
+            if self._indexed is not None:
                 if dim != self._vector_dim:
                     raise ValueError(f"pgvector index is {self._vector_dim}-d, embedder is {dim}-d")
                 return
             vectors = CardVectors()
-            # The index config of the store itself: LangGraph runs its vector migrations and
-            # search SQL from it. "flat": LangGraph's search never uses an ANN index anyway
-            # (its filtered ORDER BY defeats it), and flat allows any dimension (e.g. 4096).
+            # A LangGraph PostgresStore with an index config, on the same pool and tables:
+            # LangGraph runs its vector migrations and search SQL from that config. "flat":
+            # LangGraph's search never uses an ANN index anyway (its filtered ORDER BY
+            # defeats it), and flat allows any dimension (e.g. 4096).
             index = {"dims": dim, "embed": vectors, "fields": [NOTE_FIELD],
                      "distance_type": "inner_product", "ann_index_config": {"kind": "flat"}}
-            from langgraph.store.postgres.base import _ensure_index_config
-
-            self.embeddings, self.index_config = _ensure_index_config(index)
+            indexed = PostgresStore(self.conn, index=index)  # type: ignore[arg-type]
+            _unlock_pooled(indexed)
             with advisory_lock(self.url, "vars-langgraph:store-setup"):
-                self.setup()
-                with self._cursor() as cur:
+                indexed.setup()
+                with self._sql() as cur:
                     cur.execute(
                         "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute "
                         "WHERE attrelid = 'store_vectors'::regclass AND attname = 'embedding'")
@@ -235,6 +277,7 @@ class VARSPostgresStore(PostgresStore):
                         log.info("pgvector: indexed %d cards written before", n)
             self._vector_dim = dim
             self.vectors = vectors
+            self._indexed = indexed
 
     @staticmethod
     def _backfill_compact(cur: Any, dim: int) -> int:
@@ -264,12 +307,12 @@ class VARSPostgresStore(PostgresStore):
     def search_cards(self, memory: UserMemory, user_id: str, query: np.ndarray,
                      k: int) -> list[tuple[PreferenceCard, float]]:
         """Top-k of the user's cards by inner product with `query`, computed in Postgres."""
-        assert self.vectors is not None
+        assert self.vectors is not None and self._indexed is not None
         token = f"\x00vars-query:{uuid.uuid4().hex}"
         self.vectors.register(token, np.asarray(query, np.float32).ravel().tolist())
         ns = memory.ns(user_id, "cards")
         try:
-            items = self.search(ns, query=token, limit=k)
+            items = self._indexed.search(ns, query=token, limit=k)
         finally:
             self.vectors.release([token])
         out = []
@@ -294,13 +337,11 @@ class VARSPostgresStore(PostgresStore):
             return PgVectorCardIndex(self, memory, dim, index_dir, **kwargs)
         return CardIndex(memory, dim, index_dir, **kwargs)
 
-    @contextmanager
-    def card_write_lock(self, user_id: str) -> Iterator[None]:
+    def card_write_lock(self, user_id: str) -> AbstractContextManager[None]:
         """One user's card writes, serialised across every process on this database: a
         session advisory lock keyed by the user, on its own connection (the writes use the
         pool; so a pool of one connection cannot deadlock)."""
-        with advisory_lock(self.url, f"vars-langgraph:cards:{user_id}"):
-            yield
+        return user_cards_lock(self.url, user_id)
 
     def close(self) -> None:
         if isinstance(self.conn, ConnectionPool):
@@ -323,22 +364,50 @@ class PgVectorCardIndex(CardIndex):
 
 
 # checkpointer ---------------------------------------------------------------------------------
-class VARSPostgresSaver(ThreadedAsyncSaver, PostgresSaver):
-    """LangGraph's `PostgresSaver` on a pool, without the per-process lock, with its async API
-    served by the sync one in a worker thread (so `ainvoke`/`astream` work)."""
+class VARSPostgresSaver(SyncSaverAsyncAPI, PostgresSaver):
+    """LangGraph's `PostgresSaver` on a pool, which also serves `ainvoke`/`astream`
+    (`SyncSaverAsyncAPI`). On a pool `lock` is a no-op (see `VARSPostgresStore`); `setup()`
+    runs under an advisory lock. Build with `open_postgres_checkpointer`, or
+    `with VARSPostgresSaver.from_conn_string(url) as saver: saver.setup()`."""
 
+    def __init__(self, conn: Any, pipe: Any = None, serde: Any = None, *,
+                 url: str | None = None) -> None:
+        super().__init__(conn, pipe, serde)
+        self.url = url or _conninfo(conn)
+        _unlock_pooled(self)
+
+    @classmethod
     @contextmanager
-    def _cursor(self, *, pipeline: bool = False) -> Iterator[Any]:
-        if isinstance(self.conn, ConnectionPool) and self.pipe is None:
-            with _pooled_cursor(self.conn, pipeline) as cur:
-                yield cur
-        else:  # pragma: no cover
-            with super()._cursor(pipeline=pipeline) as cur:
-                yield cur
+    def from_conn_string(cls, conn_string: str, *, pool_min: int = 1,  # type: ignore[override]
+                         pool_max: int = 10) -> Iterator[VARSPostgresSaver]:
+        """A checkpointer on its own pool (closed on exit). Call `setup()` before first use."""
+        pool = make_pool(conn_string, pool_min, pool_max, name="vars-checkpoints")
+        try:
+            yield cls(pool, url=conn_string)
+        finally:
+            pool.close()
+
+    def setup(self) -> None:
+        with advisory_lock(self.url, "vars-langgraph:checkpoint-setup"):
+            super().setup()
 
     def close(self) -> None:
         if isinstance(self.conn, ConnectionPool):
             self.conn.close()
+
+
+class VARSAsyncPostgresStore(AsyncPostgresStore, StoreFeatures):
+    """LangGraph's `AsyncPostgresStore` with VARS's per-user advisory card write lock (the
+    engine's sync code takes it from a worker thread, on its own connection). Card index:
+    the FAISS cache; bulk read: the default (one `search`). Build with `open_async_postgres`
+    or `vars_langgraph.storage.open_async_storage`."""
+
+    def __init__(self, conn: Any, *, url: str, **kwargs: Any) -> None:
+        super().__init__(conn, **kwargs)
+        self.url = url
+
+    def card_write_lock(self, user_id: str) -> AbstractContextManager[None]:
+        return user_cards_lock(self.url, user_id)
 
 
 # entry points (called by vars_langgraph.storage) ---------------------------------------------
@@ -349,8 +418,7 @@ def open_postgres_store(url: str, config: Any = None) -> VARSPostgresStore:
                      name="vars-store")
     store = VARSPostgresStore(pool, url=url, retrieval=_option(config, "retrieval", "faiss"))
     try:
-        with advisory_lock(url, "vars-langgraph:store-setup"):
-            store.setup()
+        store.setup()
     except BaseException:
         pool.close()
         raise
@@ -361,10 +429,9 @@ def open_postgres_checkpointer(url: str, config: Any = None) -> VARSPostgresSave
     """A set-up `VARSPostgresSaver` (LangGraph's `PostgresSaver`) on its own pool."""
     pool = make_pool(url, _option(config, "pool_min", 1), _option(config, "pool_max", 10),
                      name="vars-checkpoints")
-    saver = VARSPostgresSaver(pool)
+    saver = VARSPostgresSaver(pool, url=url)
     try:
-        with advisory_lock(url, "vars-langgraph:checkpoint-setup"):
-            saver.setup()
+        saver.setup()
     except BaseException:
         pool.close()
         raise
@@ -373,8 +440,9 @@ def open_postgres_checkpointer(url: str, config: Any = None) -> VARSPostgresSave
 
 @asynccontextmanager
 async def open_async_postgres(url: str, config: Any = None) -> AsyncIterator[tuple[Any, Any]]:
-    """LangGraph's `AsyncPostgresStore` and `AsyncPostgresSaver` on one `AsyncConnectionPool`,
-    set up, for fully async apps (call inside the app's event loop)::
+    """LangGraph's `AsyncPostgresStore` (as `VARSAsyncPostgresStore`) and `AsyncPostgresSaver`
+    on one `AsyncConnectionPool`, set up, for fully async apps (call inside the app's event
+    loop; `vars_langgraph.storage.open_async_storage(config)` calls this for postgres URLs)::
 
         async with open_async_postgres(cfg.storage, cfg) as (store, saver):
             graph = build_graph(cfg, store=store, checkpointer=saver)
@@ -384,7 +452,6 @@ async def open_async_postgres(url: str, config: Any = None) -> AsyncIterator[tup
     through LangGraph's own thread-safe bridge onto this loop. Retrieval uses the FAISS cache.
     """
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from langgraph.store.postgres.aio import AsyncPostgresStore
     from psycopg_pool import AsyncConnectionPool
 
     pool = AsyncConnectionPool(
@@ -394,7 +461,7 @@ async def open_async_postgres(url: str, config: Any = None) -> AsyncIterator[tup
     )
     await pool.open(wait=True, timeout=30)
     try:
-        store = AsyncPostgresStore(pool)
+        store = VARSAsyncPostgresStore(pool, url=url)
         saver = AsyncPostgresSaver(pool)
         await asyncio.to_thread(_locked_async_setup, url, store, saver, asyncio.get_running_loop())
         yield store, saver

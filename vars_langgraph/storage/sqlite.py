@@ -1,11 +1,24 @@
-"""The embedded SQLite backend: LangGraph's `SqliteStore` and `SqliteSaver` on WAL connections,
-with their async API served by the sync one in a worker thread."""
+"""The embedded SQLite backend: LangGraph's SQLite store and checkpointer on WAL connections.
+
+Two shapes, both LangGraph's own classes with VARS's connection settings:
+
+- sync (`open_store` / `open_checkpointer`, what `build_graph(config)` uses by default):
+  `VARSSqliteStore` (`SqliteStore`) and `VARSSqliteSaver` (`SqliteSaver`). One graph built
+  this way serves both `invoke`/`stream` and `ainvoke`/`astream`; see `SyncSaverAsyncAPI` for
+  why the checkpointer needs its async API filled in and the store does not.
+- async (`open_async_storage`): LangGraph's `AsyncSqliteStore` and `AsyncSqliteSaver`
+  (aiosqlite), opened inside the app's event loop.
+
+Both use the same files (`vars.sqlite`, `threads.sqlite`) and tables, so a data dir written by
+one opens in the other.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,50 +26,106 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import Op, Result
 from langgraph.store.sqlite import SqliteStore
 
+from vars_langgraph.storage.bridge import SyncSaverAsyncAPI
+from vars_langgraph.storage.features import StoreFeatures
+
 STORE_FILE = "vars.sqlite"
 THREADS_FILE = "threads.sqlite"
 
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA secure_delete=ON",  # deleted rows are zeroed, not left in free pages
+)
 
-class ThreadedSqliteStore(SqliteStore):
-    """`SqliteStore` whose async API runs the sync one in a worker thread."""
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A sqlite3 connection with VARS's settings: WAL, autocommit (LangGraph's classes open
+    their own transactions), usable from LangGraph's worker threads."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+# the sync classes ---------------------------------------------------------------------------
+class VARSSqliteStore(SqliteStore, StoreFeatures):
+    """LangGraph's `SqliteStore` on a VARS connection (`connect`: WAL, secure delete).
+
+    `abatch` (which every async method of `BaseStore` calls) runs `batch` in a worker thread,
+    as LangGraph's own `PostgresStore.abatch` does, so async nodes of the user's can use the
+    store too. Store features (`StoreFeatures`): the bulk read of a namespace is one SELECT on
+    this store's `conn` under its `lock`; card index and card write lock are the defaults
+    (the FAISS cache, the engine's file lock in the data dir)."""
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[VARSSqliteStore]:
+        """LangGraph's `SqliteStore.from_conn_string`, on a `connect()` connection. Call
+        `setup()` before first use, as with LangGraph's class."""
+        conn = connect(conn_string)
+        try:
+            yield cls(conn, **kwargs)
+        finally:
+            conn.close()
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await asyncio.to_thread(self.batch, list(ops))
 
-
-class ThreadedAsyncSaver:
-    """Mixin for a sync checkpointer: its async API runs the sync one in a worker thread."""
-
-    async def aget_tuple(self, config: Any) -> Any:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        for item in await asyncio.to_thread(lambda: list(self.list(config, **kwargs))):
-            yield item
-
-    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
-        return await asyncio.to_thread(
-            lambda: self.get_delta_channel_history(config=config, channels=channels))
+    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]]:
+        if not self.is_setup:
+            self.setup()
+        with self.lock:  # the store's own lock around its shared connection
+            return self.conn.execute("SELECT key, value FROM store WHERE prefix = ?",
+                                     (".".join(namespace),)).fetchall()
 
 
-class ThreadedSqliteSaver(ThreadedAsyncSaver, SqliteSaver):
-    """`SqliteSaver` that also serves `ainvoke`/`astream`."""
+class VARSSqliteSaver(SyncSaverAsyncAPI, SqliteSaver):
+    """LangGraph's `SqliteSaver` on a VARS connection, which also serves `ainvoke`/`astream`
+    (`SyncSaverAsyncAPI`)."""
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str) -> Iterator[VARSSqliteSaver]:
+        """LangGraph's `SqliteSaver.from_conn_string`, on a `connect()` connection."""
+        conn = connect(conn_string)
+        try:
+            yield cls(conn)
+        finally:
+            conn.close()
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
-    return conn
+def open_sqlite_store(path: str | Path) -> VARSSqliteStore:
+    store = VARSSqliteStore(connect(path))
+    store.setup()
+    return store
+
+
+def open_sqlite_checkpointer(path: str | Path) -> VARSSqliteSaver:
+    saver = VARSSqliteSaver(connect(path))
+    saver.setup()
+    return saver
+
+
+# the async classes --------------------------------------------------------------------------
+@asynccontextmanager
+async def open_async_sqlite(data_path: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """LangGraph's `AsyncSqliteStore` and `AsyncSqliteSaver` on the data dir's two files,
+    opened with their `from_conn_string`, given VARS's pragmas and set up."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    data_path.mkdir(parents=True, exist_ok=True)
+    async with (
+        AsyncSqliteStore.from_conn_string(str(data_path / STORE_FILE)) as store,
+        AsyncSqliteSaver.from_conn_string(str(data_path / THREADS_FILE)) as saver,
+    ):
+        for conn in (store.conn, saver.conn):
+            for pragma in PRAGMAS:
+                await conn.execute(pragma)
+        await store.setup()
+        await saver.setup()
+        yield store, saver
