@@ -3,8 +3,14 @@
     python examples/streaming.py
 
 Uses the full VARS graph (`build_graph`) with `stream_mode=["updates", "messages"]`, once
-synchronously and once with `astream`. On CPU this starts the local llama.cpp server; set
-VARS_LLM__BASE_URL to use another OpenAI-compatible server.
+synchronously and once with `astream`: one graph serves both. A fully async app can open
+LangGraph's async store and checkpointer instead and build the graph inside its event loop:
+
+    async with vars_langgraph.storage.open_async_storage(config) as (store, checkpointer):
+        graph = build_graph(config, store=store, checkpointer=checkpointer)
+
+On CPU this starts the local llama.cpp server; set VARS_LLM__BASE_URL to use another
+OpenAI-compatible server.
 """
 
 import asyncio
