@@ -135,6 +135,10 @@ def test_bridge_covers_every_async_method_of_the_base_saver():
                            or inspect.isasyncgenfunction(getattr(BaseCheckpointSaver, n))))
     assert {"aget_tuple", "alist", "aput", "aput_writes", "adelete_thread"} <= set(expected)
     assert bridged_methods(VARSSqliteSaver) == expected
+    if PG_URL:  # the postgres extra is installed where the tests run against Postgres
+        from vars_langgraph.storage.postgres import VARSPostgresSaver
+
+        assert bridged_methods(VARSPostgresSaver) == expected
     # LangGraph passes task_path only when the signature has it
     assert "task_path" in inspect.signature(VARSSqliteSaver.aput_writes).parameters
     assert inspect.isasyncgenfunction(VARSSqliteSaver.alist)
@@ -170,6 +174,11 @@ async def _two_turns(cfg: VARSConfig, tmp_path: Path):
         conf = {"configurable": {"thread_id": "s2", "user_id": "alice"}}
         out = await g.ainvoke({"messages": [("user", "explain DNS")]}, conf)
         assert len((await g.aget_state(conf)).values["messages"]) == 2
+        if cfg.storage == "sqlite":  # forget from a worker thread: rows gone, WAL truncated
+            assert await asyncio.to_thread(engine.forget_user, "bob") == 0
+            await asyncio.to_thread(engine.add_preferences, "bob", [PREF], SRC)
+            assert await asyncio.to_thread(engine.forget_user, "bob") > 0
+            assert (cfg.data_path / "vars.sqlite-wal").stat().st_size == 0
         return type(store), type(saver), store_features(store), out
 
 
@@ -229,6 +238,10 @@ def test_postgres_classes_have_the_from_conn_string_shape():
         assert not isinstance(store.lock, type(threading.Lock()))
         assert not isinstance(saver.lock, type(threading.Lock()))
         assert saver.get_tuple({"configurable": {"thread_id": "x", "checkpoint_ns": ""}}) is None
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn, pytest.raises(TypeError, match="pool"):
+        VARSPostgresStore(conn)  # VARS's own SQL and locks need a pool
 
 
 # no private LangGraph API -------------------------------------------------------------------

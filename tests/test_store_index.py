@@ -269,7 +269,7 @@ def test_device_settings_fall_back_to_cpu_without_a_gpu(tmp_path):
         pytest.skip("this machine has a GPU: scripts/gpu_check.py covers it")
     assert resolve_device("auto") == "cpu"
     assert set_faiss_device("auto") is False
-    with pytest.raises(RuntimeError, match="faiss-gpu"):
+    with pytest.raises(RuntimeError, match=r"vars-langgraph\[gpu\]"):
         set_faiss_device("gpu")
     cfg = VARSConfig.from_dict({"data_dir": str(tmp_path), "cache": {"faiss_device": "auto"}})
     engine = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")

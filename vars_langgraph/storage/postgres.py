@@ -110,8 +110,13 @@ def _unlock_pooled(obj: Any) -> None:
         obj.lock = nullcontext()
 
 
-def _conninfo(conn: Any) -> str | None:
-    return conn.conninfo if isinstance(conn, ConnectionPool) else None
+def _conninfo(conn: Any) -> str:
+    """The pool's URL (for the advisory locks' own connections). VARS's classes run on a
+    pool: their own SQL and locks need connections besides the one a call is using."""
+    if not isinstance(conn, ConnectionPool):
+        raise TypeError("VARS's Postgres classes take a psycopg_pool.ConnectionPool "
+                        f"(make_pool(url) or from_conn_string(url)), not {type(conn).__name__}")
+    return conn.conninfo
 
 
 # pgvector retrieval: embeddings come from the cards and queries, never from a second model ----
@@ -165,8 +170,10 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
 
     def __init__(self, conn: Any, *, url: str | None = None, retrieval: str = "faiss",
                  **kwargs: Any) -> None:
+        conninfo = _conninfo(conn)  # TypeError unless conn is a pool
+        url = url or conninfo
         super().__init__(conn, **kwargs)
-        self.url = url or _conninfo(conn)
+        self.url = url
         self.retrieval = retrieval
         self.vectors: CardVectors | None = None
         self._indexed: PostgresStore | None = None  # the same tables, with the vector index
@@ -372,8 +379,10 @@ class VARSPostgresSaver(SyncSaverAsyncAPI, PostgresSaver):
 
     def __init__(self, conn: Any, pipe: Any = None, serde: Any = None, *,
                  url: str | None = None) -> None:
+        conninfo = _conninfo(conn)  # TypeError unless conn is a pool
+        url = url or conninfo
         super().__init__(conn, pipe, serde)
-        self.url = url or _conninfo(conn)
+        self.url = url
         _unlock_pooled(self)
 
     @classmethod
