@@ -255,9 +255,10 @@ def _checkpoint(store: Any) -> None:
 
 def _pg_bytes(store: Any) -> int:
     """Postgres: the size of LangGraph's `store` table with its indexes and TOAST."""
-    with store._cursor() as cur:  # (dead rows of earlier sizes count until autovacuum)
-        cur.execute("SELECT pg_total_relation_size('store') AS b")
-        return int(cur.fetchone()["b"])
+    # on a connection of the store's own pool (dead rows of earlier sizes count until autovacuum)
+    with store.conn.connection() as conn:
+        row = conn.execute("SELECT pg_total_relation_size('store')").fetchone()
+    return int(row[0] if isinstance(row, tuple) else next(iter(row.values())))
 
 
 @contextmanager
