@@ -113,3 +113,13 @@ def test_config_import_is_light():
             "print([m for m in ('langgraph', 'langchain_core', 'faiss', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_layout_names_every_part_of_the_tree():
+    readme = (PKG.parent / "README.md").read_text()
+    block = readme.split("## Where things are", 1)[1].split("```", 2)[1]
+    parts = [p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    parts += [p.name for p in PKG.glob("*.py") if p.name != "__init__.py"]
+    parts += [p.name for p in (PKG / "storage").glob("*.py") if p.name != "__init__.py"]
+    missing = [p for p in parts if p not in block and p.removesuffix(".py") not in block]
+    assert not missing, f"README's layout section does not mention {missing}"
