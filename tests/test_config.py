@@ -15,11 +15,11 @@ def test_shipped_cpu_yaml_equals_the_defaults():
 
 def test_env_overrides_nested_keys(monkeypatch, tmp_path):
     monkeypatch.setenv("VARS_LLM__BASE_URL", "http://127.0.0.1:9/v1")
-    monkeypatch.setenv("VARS_RETRIEVAL__SELECT_K", "5")
+    monkeypatch.setenv("VARS_RETRIEVAL__SELECT_K", "4")
     monkeypatch.setenv("VARS_DATA_DIR", str(tmp_path))
     cfg = VARSConfig.from_yaml(None)
     assert cfg.llm.base_url == "http://127.0.0.1:9/v1"
-    assert cfg.retrieval.select_k == 5 and cfg.data_path == tmp_path
+    assert cfg.retrieval.select_k == 4 and cfg.data_path == tmp_path
 
 
 def test_unknown_key_is_named(tmp_path):

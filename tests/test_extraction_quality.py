@@ -15,6 +15,7 @@ from vars_langgraph.models.embedder import load_embedder
 from vars_langgraph.models.extraction_gate import LABELLED, load_gate, worth_extracting
 from vars_langgraph.models.extractor import (
     dialogue_window,
+    drop_context_copies,
     drop_feedback,
     fast_preferences,
     fix_scope,
@@ -95,6 +96,23 @@ def test_general_only_when_the_user_says_so():
     assert sql[0].condition == "writing SQL"  # grounded in the message: kept
     assert has_generality_marker("From now on, answer in Spanish") and not has_generality_marker(BULLETS)
     assert postprocess([P("general", WATER)], [("user", "How do I brew tea?"), ("user", WATER)]) == []
+
+
+def test_a_card_restating_an_earlier_turn_is_not_stored_again():
+    vegan = "I'm vegan, so never suggest dishes with meat or dairy."
+    window = [("user", vegan), ("assistant", "Noted."), ("user", "What should I see in Lisbon?")]
+    copy = P("suggesting dishes", "never suggest dishes with meat or dairy")
+    new = P("visiting Lisbon", "suggest sights in Lisbon")
+    assert drop_context_copies([copy, new], window) == [new]
+    assert postprocess([copy], window) == []
+    # the same card from the message that states it is kept
+    assert drop_context_copies([copy], [("user", vegan)]) == [copy]
+
+
+def test_a_card_grounded_in_both_turns_is_kept():
+    window = [("user", "I like short answers."), ("user", "Keep answers short, in bullets.")]
+    card = P("answering", "keep answers short")
+    assert drop_context_copies([card], window) == [card]
 
 
 # ---------------------------------------------------------------- fast path

@@ -113,10 +113,10 @@ class RerankerConfig(_Strict):
 
 class RetrievalConfig(_Strict):
     """Candidates: dense top-K plus every global card (up to max_global); k of them go in the
-    prompt, global cards included (the prompt budget: 3 notes, as in the paper)."""
+    prompt, global cards included (the prompt budget: 5 notes; the paper uses 3, see docs/method.md)."""
 
     top_k: int = 64  # dense candidates K
-    select_k: int = Field(3, ge=0)  # notes injected k, global ones included
+    select_k: int = Field(5, ge=0)  # notes injected k, global ones included
     max_global: int = 64  # global cards added to the candidates (most confident first)
     dedup_threshold: float = 0.9
     flat_index_max: int = 200_000  # above: approximate (IVF) index

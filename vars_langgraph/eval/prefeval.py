@@ -82,6 +82,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "lgstore": {"extractor": {"enabled": False}},
 }
 REFERENCE = "dense3"
+DENSE_K = 3  # the reference is issue 11's yardstick: dense top-3 over the raw statements
 QUESTION_STUB = "(answer not generated: no judge configured)"
 
 
@@ -97,7 +98,7 @@ class Settings:
     seed: int = 0
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     extractor: str = "config"
-    store_k: int | None = None  # lgstore / dense3 top-k (default: retrieval.select_k)
+    store_k: int | None = None  # lgstore top-k (default: retrieval.select_k)
     config_file: str | None = None
     vars_overrides: dict[str, Any] = field(default_factory=dict)
     judge_base_url: str | None = None
@@ -511,7 +512,7 @@ def run_benchmark(settings: Settings, out_dir: Path, *, embedder: Any = None,
     try:
         for form in settings.forms:
             items = by_form[form]
-            ref = dense_reference(users, items, embedder, k)
+            ref = dense_reference(users, items, embedder, DENSE_K)
             runs.append({"form": form, "inter_turns": None, "method": REFERENCE,
                          "summary": summarize([{"questions": ref}], None)})
             per_user_turns = sum(len(items[f"{t}#{i}"].turns) + 1 for u in users for t, i in u.picks)
@@ -616,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="config: the configured LLM extractor (default); scripted: the collab "
                          "benchmark's rule-based stand-in (label such results)")
     ap.add_argument("--store-k", type=int, default=None,
-                    help="top-k of lgstore and the dense reference (default: retrieval.select_k)")
+                    help="top-k of lgstore (default: retrieval.select_k; the dense reference is top-3)")
     ap.add_argument("--config", help="VARS YAML config for every method")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a VARS config value for every method (repeatable)")

@@ -413,10 +413,31 @@ def fix_scope(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> lis
     return out
 
 
+def drop_context_copies(prefs: list[Preference],
+                        window: Sequence[tuple[str, str]]) -> list[Preference]:  # fmt: skip
+    """Drop cards restating an earlier user turn of the window rather than the last message.
+
+    The window gives the model context, but the earlier turns were extracted when they were
+    the last message: a card grounded in one of them and in no word of the new message is a
+    second copy of a stored card (it would compete with it for the prompt's slots).
+    """
+    said = _content(window[-1][1]) if window else set()
+    earlier = [_content(t) for r, t in window[:-1] if r == "user"]
+    out = []
+    for p in prefs:
+        words = _content(f"{p.condition} {p.action}")
+        copied = any(2 * len(words & e) >= len(words) for e in earlier) if words else False
+        if copied and not words & said:
+            continue
+        out.append(p)
+    return out
+
+
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
-    """The deterministic checks every extractor output goes through (feedback, then scope)."""
+    """The deterministic checks every extractor output goes through (copies, feedback, scope)."""
     if not window:
         return []
+    prefs = drop_context_copies(prefs, window)
     return fix_scope(drop_feedback(prefs, window[-1][1]), window)
 
 
