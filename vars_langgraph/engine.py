@@ -10,7 +10,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -63,7 +62,6 @@ class VARSEngine:
         self._held = threading.local()  # card write locks this thread holds (re-entrant)
         self._file_lock: FileLock | None = None
         apply_threads(config)
-        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._threads_seen: set[tuple[str, str]] = set()
         self._projection = self._load_projection()
 
@@ -76,6 +74,14 @@ class VARSEngine:
 
         apply_threads(self.config, torch_too=True)
         return load_embedder(self.config.embedding)
+
+    @cached_property
+    def query_embedder(self) -> Any:
+        """The embedder behind the one query-embedding cache (`CachedEmbedder`, LRU of
+        `cache.query_cache` queries): reward and retrieve embed a turn's query once."""
+        from vars_langgraph.models.embedder import CachedEmbedder
+
+        return CachedEmbedder(self.embedder, max_items=max(self.config.cache.query_cache, 1))
 
     @cached_property
     def extractor(self) -> Extractor:
@@ -155,18 +161,8 @@ class VARSEngine:
             return self._locks.setdefault(check_user_id(user_id), threading.RLock())
 
     def embed_query(self, text: str) -> np.ndarray:
-        """Query embedding with a small LRU cache (reward and retrieve embed the same text)."""
-        with self._guard:
-            hit = self._qcache.get(text)
-            if hit is not None:
-                self._qcache.move_to_end(text)
-                return hit
-        vec = self.embedder.embed_query(text)
-        with self._guard:
-            self._qcache[text] = vec
-            while len(self._qcache) > max(self.config.cache.query_cache, 1):
-                self._qcache.popitem(last=False)
-        return vec
+        """The query's embedding through the query cache (`query_embedder`)."""
+        return self.query_embedder.embed_query(text)
 
     def item_vectors(self, embeddings: np.ndarray) -> np.ndarray:
         proj, mean = self._projection
@@ -254,7 +250,8 @@ class VARSEngine:
                 remove_user_files(self._index_dir, user_id)
             with self._guard:
                 self._threads_seen = {k for k in self._threads_seen if k[0] != user_id}
-                self._qcache.clear()
+            if "query_embedder" in self.__dict__:  # the user's queries go too
+                self.query_embedder.clear()
         purge_deleted(self.store)
         return n
 

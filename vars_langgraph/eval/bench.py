@@ -302,7 +302,7 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     out["index_build_s"] = round(time.perf_counter() - t0, 3)
     gc.collect()
     out["rss_index_mb"] = round(rss_mb() - rss0, 1)
-    out["faiss_bytes"] = int(ui.index.ntotal * ui.index.d * 4)
+    out["faiss_bytes"] = int(ui.index.ntotal * getattr(ui.index, "code_size", ui.index.d * 4))
     out["index_type"] = type(ui.index).__name__
     out["ram_bytes_per_card"] = round(ui.nbytes / max(n, 1), 1)  # the LRU's accounting
     out["rss_bytes_per_card"] = round(out["rss_index_mb"] * 2**20 / max(n, 1), 1)

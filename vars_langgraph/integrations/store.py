@@ -5,7 +5,7 @@ Platform: the `store` section of `langgraph.json`), not at build time. Outside a
 graph compiled without a store, it uses `fallback` (an `InMemoryStore` unless given).
 
 Store features (`vars_langgraph.storage.features.StoreFeatures`): the per-call ones (card
-write lock, bulk read) are those of the store in use at the call; the card index, made once
+write lock, bulk read, one-item read) are those of the store in use at the call; the card index, made once
 per engine, is the default FAISS cache.
 """
 
@@ -55,3 +55,6 @@ class RuntimeStore(BaseStore, StoreFeatures):
 
     def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
         return store_features(self.current).namespace_rows(namespace)
+
+    def item_value(self, namespace: tuple[str, ...], key: str) -> Any:
+        return store_features(self.current).item_value(namespace, key)

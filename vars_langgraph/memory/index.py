@@ -1,11 +1,15 @@
 """Per-user card index: a bounded, version-checked cache of the store's cards and vectors.
 
-A user's entry (`UserIndex`) holds the cards as compact JSON bytes (parsed on access), a FAISS
-inner-product index over their embeddings (exact `IndexFlatIP` up to `flat_max` cards, IVF
-above: nlist = 4 sqrt(N), nprobe 16), the global card ids and the store version it reflects.
-For the flat index the FAISS storage is the only copy of the vectors (`matrix` is a view of
-it). Every `get` compares the version with the store's (one key read), so a card written by
-another process or a crash between writes never yields stale results.
+A user's entry (`UserIndex`) holds the cards as compact JSON bytes (parsed on access), the
+fields a search serves as per-row columns (notes, confidences, global flags: a search builds
+its candidates from them, no card is parsed), a FAISS inner-product index over their
+embeddings (exact, float16 storage, `IndexScalarQuantizer(QT_fp16)`, up to `flat_max` cards;
+IVF above: nlist = 4 sqrt(N), nprobe 16), the global card ids and the store version it
+reflects. The cards' vectors are float16-rounded (`memory.store.canonical_vector`), so the
+float16 index holds them exactly, in half the bytes of `IndexFlatIP`, and it is the only copy
+of them (`matrix` is a float16 view of its codes). Every `get` compares the version with the
+store's (one item read), so a card written by another process or a crash between writes
+never yields stale results.
 
 Opening a cold user is one bulk read of its card items; the vectors come from the index file
 `<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json` when it reflects that version
@@ -154,43 +158,124 @@ class CardTable(Mapping[str, PreferenceCard]):
         return sum(len(b) for b in self._raw.values())
 
 
-def flat_view(index: faiss.IndexFlat) -> np.ndarray:
-    """The (ntotal, d) float32 vectors inside a flat FAISS index, without a copy (valid while
-    the index lives and is not extended)."""
+def is_exact(index: faiss.Index) -> bool:
+    """An exact index whose storage is rows in order: `IndexFlat` (files written before the
+    float16 index) or the float16 `IndexScalarQuantizer` (`flat_index`)."""
+    return isinstance(index, faiss.IndexFlat) or (
+        isinstance(index, faiss.IndexScalarQuantizer)
+        and index.sq.qtype == faiss.ScalarQuantizer.QT_fp16)
+
+
+def flat_view(index: faiss.Index) -> np.ndarray:
+    """The (ntotal, d) vectors inside an exact index (`is_exact`), without a copy (valid while
+    the index lives and is not extended): float32 for `IndexFlat`, float16 for the float16
+    scalar quantizer (its codes are the IEEE halves, little-endian)."""
     n, d = index.ntotal, index.d
+    if isinstance(index, faiss.IndexFlat):
+        if n == 0:
+            return np.zeros((0, d), np.float32)
+        return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
     if n == 0:
-        return np.zeros((0, d), np.float32)
-    return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+        return np.zeros((0, d), np.float16)
+    codes = faiss.rev_swig_ptr(index.codes.data(), n * index.code_size)
+    return codes.view(np.float16).reshape(n, d)
 
 
-def flat_index(matrix: np.ndarray) -> faiss.IndexFlatIP:
-    index = faiss.IndexFlatIP(matrix.shape[1])
+def flat_index(matrix: np.ndarray) -> faiss.Index:
+    """Exact inner-product index over `matrix` (rows float16-rounded), stored as float16."""
+    index = faiss.IndexScalarQuantizer(matrix.shape[1], faiss.ScalarQuantizer.QT_fp16,
+                                       faiss.METRIC_INNER_PRODUCT)
     if len(matrix):
         index.add(np.ascontiguousarray(matrix, np.float32))
     return index
 
 
+_NUM = (float, int)
+
+
+def serving_fields(key: str, value: Any) -> tuple[str, float, bool, bool]:
+    """(note, confidence, is_global, ok) of a card item's parsed body, for the per-row columns.
+
+    ok: the item is certainly a valid `PreferenceCard` with id `key` (every field of the model
+    present with its JSON type, sources included), so a search may serve the columns without
+    parsing it; otherwise (ok False: odd types pydantic may coerce, or an invalid card) the
+    search reads that row through `CardTable` (pydantic), exactly as a card object would be.
+    is_global is the raw flag (`is True`), which is also what `global_ids` holds."""
+    if type(value) is not dict:
+        return "", 0.0, False, False
+    note, conf, glob = value.get("note"), value.get("confidence"), value.get("is_global", False)
+    ok = (value.get("id") == key and type(note) is str and type(conf) in _NUM
+          and type(glob) is bool and type(value.get("user_id")) is str
+          and type(value.get("condition")) is str and type(value.get("action")) is str
+          and type(value.get("kind", "")) is str
+          and type(value.get("created_at", 0.0)) in _NUM
+          and type(value.get("updated_at", 0.0)) in _NUM)
+    if ok:
+        sources = value.get("sources", [])
+        ok = type(sources) is list and all(
+            type(src) is dict and type(src.get("thread_id", "")) is str
+            and type(src.get("turn", 0)) is int and type(src.get("query", "")) is str
+            and type(src.get("created_at", 0.0)) in _NUM for src in sources)
+    try:
+        conf_f = float(conf) if type(conf) in _NUM else 0.0
+    except OverflowError:
+        conf_f, ok = 0.0, False
+    return (note if type(note) is str else ""), conf_f, glob is True, ok
+
+
+def _card_fields(card: PreferenceCard) -> tuple[str, float, bool, bool]:
+    return card.note, float(card.confidence), card.is_global is True, True
+
+
 @dataclass
 class UserIndex:
     """One user's cards (compact), their FAISS index and vectors (`matrix`, rows in `ids`
-    order: a view of the flat index's storage, or its own array for IVF)."""
+    order: a float16 view of the flat index's storage, or its own array for IVF), and the
+    per-row columns a search serves (`notes`, `confidence`, `is_global`, `ok`; see
+    `serving_fields`)."""
 
     version: str
     index: faiss.Index
     ids: list[str] = field(default_factory=list)
     raw: dict[str, bytes] = field(default_factory=dict)
-    global_ids: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    is_global: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     ivf_matrix: np.ndarray | None = None  # IVF only: the vectors (IVF lists are not rows)
     ivf_lock: threading.Lock = field(default_factory=threading.Lock)  # IVF add vs search
     rows: dict[str, int] = field(init=False)
     cards: CardTable = field(init=False)
     matrix: np.ndarray = field(init=False)
+    global_ids: list[str] = field(init=False)
+    global_rows: np.ndarray = field(init=False)
     _nbytes: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.cards = CardTable(self.raw)
         self.rows = {cid: i for i, cid in enumerate(self.ids)}
         self.matrix = self.ivf_matrix if self.ivf_matrix is not None else flat_view(self.index)
+        if not (len(self.notes) == len(self.confidence) == len(self.is_global) == len(self.ok)
+                == len(self.ids)):
+            raise ValueError("UserIndex: one column value per card id is required")
+        self.global_rows = np.flatnonzero(self.is_global)
+        self.global_ids = [self.ids[r] for r in self.global_rows.tolist()]
+
+    @classmethod
+    def build(cls, version: str, index: faiss.Index, ids: list[str], raw: dict[str, bytes],
+              fields: Mapping[str, tuple[str, float, bool, bool]] | list[tuple[str, float, bool, bool]],
+              **kwargs: Any) -> UserIndex:
+        """An entry from per-card `serving_fields` (a list in `ids` order, or by id)."""
+        cols = fields if isinstance(fields, list) else [fields[cid] for cid in ids]
+        return cls(version=version, index=index, ids=ids, raw=raw,
+                   notes=[c[0] for c in cols],
+                   confidence=np.fromiter((c[1] for c in cols), np.float64, len(cols)),
+                   is_global=np.fromiter((c[2] for c in cols), bool, len(cols)),
+                   ok=np.fromiter((c[3] for c in cols), bool, len(cols)), **kwargs)
+
+    def fields(self, row: int) -> tuple[str, float, bool, bool]:
+        return (self.notes[row], float(self.confidence[row]), bool(self.is_global[row]),
+                bool(self.ok[row]))
 
     @property
     def is_flat(self) -> bool:
@@ -201,11 +286,13 @@ class UserIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes this entry holds: vectors (an IVF index's copy too), card bodies, bookkeeping
-        (computed once: an entry is not changed after it is built)."""
+        """Bytes this entry holds: vectors (an IVF index's copy too), card bodies, the columns,
+        bookkeeping (computed once: an entry is not changed after it is built)."""
         if self._nbytes is None:
             ivf = 0 if self.is_flat else self.index.ntotal * (self.index.d * 4 + 8)
-            self._nbytes = int(self.matrix.nbytes + self.cards.nbytes
+            notes = sum(map(len, self.notes)) + 57 * len(self.notes)  # str objects + pointers
+            cols = self.confidence.nbytes + self.is_global.nbytes + self.ok.nbytes
+            self._nbytes = int(self.matrix.nbytes + self.cards.nbytes + notes + cols
                                + ENTRY_OVERHEAD * len(self.ids) + ivf)
         return self._nbytes
 
@@ -213,7 +300,7 @@ class UserIndex:
         """The (len(ids), d) float32 embeddings of these cards, in order (KeyError if unknown)."""
         if not ids:
             return np.zeros((0, self.index.d), np.float32)
-        return self.matrix[[self.rows[i] for i in ids]]
+        return self.matrix[[self.rows[i] for i in ids]].astype(np.float32)
 
     def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(sims, rows) of the top-k rows by inner product with `query` (rows -1: none)."""
@@ -240,6 +327,58 @@ class UserIndex:
                 if card is not None:
                     out.append((card, float(s)))
         return out
+
+    def _candidate(self, row: int, sim: float, glob: bool | None = None) -> dict[str, Any] | None:
+        """The retrieve node's candidate dict for a row (None: the card is unreadable)."""
+        cid = self.ids[row]
+        if self.ok[row]:
+            return {"id": cid, "note": self.notes[row], "dense": round(sim, 6),
+                    "confidence": float(self.confidence[row]),
+                    "global": bool(self.is_global[row]) if glob is None else glob}
+        card = self.cards.get(cid)  # odd or invalid item: read it as a card object would be
+        if card is None:
+            return None
+        return {"id": card.id, "note": card.note, "dense": round(sim, 6),
+                "confidence": card.confidence, "global": card.is_global if glob is None else glob}
+
+    def candidates(self, query: np.ndarray, top_k: int, max_global: int,
+                   hits: list[tuple[int, float]] | None = None) -> list[dict[str, Any]]:
+        """The retrieve node's candidates: the dense top-K rows plus the global cards not
+        among them (up to `max_global` globals in all, most confident first, then by
+        cosine), sorted by cosine. Built from the columns; only rows that are not `ok` are
+        parsed. `hits`: (row, cosine) pairs found elsewhere (pgvector) instead of FAISS."""
+        q = np.asarray(query, np.float32).ravel()
+        out: list[dict[str, Any]] = []
+        if hits is None and self.ids and top_k > 0:
+            sims, rows = self.search_rows(q, top_k)
+            hits = [(r, s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True) if r >= 0]
+        for r, s in hits or []:
+            c = self._candidate(r, s)
+            if c is not None:
+                out.append(c)
+        room = max_global - sum(c["global"] for c in out)
+        if room > 0 and len(self.global_rows):
+            seen = {c["id"] for c in out}
+            extra = [r for r in self.global_rows.tolist() if self.ids[r] not in seen]
+            if extra:
+                sims = self.matrix[extra].astype(np.float32) @ q
+                conf = [self._confidence(r) for r in extra]
+                order = sorted(range(len(extra)), key=lambda i: (-conf[i], -sims[i]))
+                for i in order:
+                    if room <= 0:
+                        break
+                    c = self._candidate(extra[i], float(sims[i]), glob=True)
+                    if c is not None:
+                        out.append(c)
+                        room -= 1
+        out.sort(key=lambda c: -c["dense"])
+        return out
+
+    def _confidence(self, row: int) -> float:
+        if self.ok[row]:
+            return float(self.confidence[row])
+        card = self.cards.get(self.ids[row])
+        return card.confidence if card is not None else float("-inf")
 
 
 class _GpuSearch:
@@ -285,8 +424,8 @@ class _Rows:
         self.dim = dim
         self.ids: list[str] = []
         self.bodies: dict[str, bytes] = {}
-        self.globals: list[str] = []
         self.old_format: list[str] = []
+        self.fields: list[tuple[str, float, bool, bool]] = []  # `serving_fields`, per id
         self._src: list[str | np.ndarray] = []  # base64 text or a decoded vector, per id
         want = len(encode_vector(np.zeros(dim, np.float32)))
         for key, value in rows:
@@ -316,8 +455,7 @@ class _Rows:
         self.ids.append(key)
         self.bodies[key] = body
         self._src.append(src)
-        if value.get("is_global") is True:
-            self.globals.append(key)
+        self.fields.append(serving_fields(key, value))
 
     def decode_some(self, positions: list[int]) -> np.ndarray:
         return np.stack([self._vec(self._src[i]) for i in positions])
@@ -330,6 +468,9 @@ class _Rows:
     @property
     def _nan(self) -> bytes:
         return np.full(self.dim, np.nan, VEC_DTYPE).tobytes()
+
+    def fields_by_id(self) -> dict[str, tuple[str, float, bool, bool]]:
+        return dict(zip(self.ids, self.fields, strict=True))
 
     def decode(self) -> tuple[np.ndarray, list[str]]:
         """(matrix, ids) of the cards with a finite vector, in row order."""
@@ -420,6 +561,12 @@ class CardIndex:
         to the store (one version check; with an entry already in hand, use `ui.search`)."""
         return self.get(user_id).search(query, k)
 
+    def candidates(self, user_id: str, query: np.ndarray, top_k: int,
+                   max_global: int) -> list[dict[str, Any]]:
+        """The retrieve node's candidates for this user (`UserIndex.candidates`), fresh with
+        respect to the store (one version check)."""
+        return self.get(user_id).candidates(query, top_k, max_global)
+
     def apply(self, user_id: str, old_version: str, new_version: str,
               upserts: list[PreferenceCard], vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """After a write of `upserts` (vectors: `vectors[id]`, else `card.embedding`) moved the
@@ -431,7 +578,8 @@ class CardIndex:
             if cur is None or cur.version != old_version:
                 self._drop(user_id)  # stale or absent: rebuilt lazily on next get
                 return
-            raw, ids, new_vecs, globals_ = dict(cur.raw), list(cur.ids), [], list(cur.global_ids)
+            raw, ids, new_vecs = dict(cur.raw), list(cur.ids), []
+            fields = {cid: cur.fields(r) for cid, r in cur.rows.items()}
             for c in upserts:
                 vec = vectors.get(c.id)
                 vec = canonical_vector(c.embedding if vec is None else vec)
@@ -440,23 +588,22 @@ class CardIndex:
                 if c.id not in raw:
                     ids.append(c.id)
                     new_vecs.append(vec)
-                    if c.is_global:
-                        globals_.append(c.id)
                 raw[c.id] = card_body_bytes(c.model_dump(mode="json", exclude={"embedding"}))
+                fields[c.id] = _card_fields(c)
             if cur.is_flat and len(ids) > self.flat_max:
                 self._drop(user_id)  # grew past flat_max: reopened (IVF) on next get
                 return
             if cur.is_flat:  # a new flat index (copy-on-write: readers keep the old one)
-                matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
-                new = UserIndex(version=new_version, index=flat_index(matrix), ids=ids, raw=raw,
-                                global_ids=globals_)
+                index = flat_index(np.vstack([cur.matrix.astype(np.float32), *new_vecs])) \
+                    if new_vecs else cur.index  # unchanged vectors: share the index
+                new = UserIndex.build(new_version, index, ids, raw, fields)
             else:
                 matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
                 if new_vecs:
                     with cur.ivf_lock:  # IVF rows are ids' order: append the new ones
                         cur.index.add(np.vstack(new_vecs))
-                new = UserIndex(version=new_version, index=cur.index, ids=ids, raw=raw,
-                                global_ids=globals_, ivf_matrix=matrix, ivf_lock=cur.ivf_lock)
+                new = UserIndex.build(new_version, cur.index, ids, raw, fields,
+                                      ivf_matrix=matrix, ivf_lock=cur.ivf_lock)
             self._put(user_id, new)
 
     def invalidate(self, user_id: str, remove_files: bool = False) -> None:
@@ -516,27 +663,30 @@ class CardIndex:
         loaded = self._load(user_id, version, rows)
         if loaded is not None:
             index, order = loaded
-            gset = set(rows.globals)
-            g_order = [cid for cid in order if cid in gset]
+            fields = rows.fields_by_id()
             ivf_matrix = None
-            if not isinstance(index, faiss.IndexFlat):
+            if not is_exact(index):
                 matrix = rows.decode()[0]
                 pos = {cid: i for i, cid in enumerate(rows.ids)}
                 ivf_matrix = matrix[[pos[cid] for cid in order]]
+            old_file = isinstance(index, faiss.IndexFlat)
+            if old_file:  # a file written before the float16 index: convert (exact), rewrite
+                index = flat_index(flat_view(index))
             with self._guard:
                 self.loads += 1
-            return UserIndex(version=version, index=index, ids=order, raw=rows.bodies,
-                             global_ids=g_order, ivf_matrix=ivf_matrix), rows.old_format
+            ui = UserIndex.build(version, index, order, rows.bodies, fields,
+                                 ivf_matrix=ivf_matrix)
+            if old_file:
+                self._save(user_id, ui, force=True)
+            return ui, rows.old_format
         matrix, ids = rows.decode()
         raw = {cid: rows.bodies[cid] for cid in ids}
-        gset = set(rows.globals)
-        globals_ = [cid for cid in ids if cid in gset]
+        fields = rows.fields if len(ids) == len(rows.ids) else rows.fields_by_id()
         if len(ids) > self.flat_max:
-            ui = UserIndex(version=version, index=self._train_ivf(matrix), ids=ids, raw=raw,
-                           global_ids=globals_, ivf_matrix=matrix)
+            ui = UserIndex.build(version, self._train_ivf(matrix), ids, raw, fields,
+                                 ivf_matrix=matrix)
         else:
-            ui = UserIndex(version=version, index=flat_index(matrix), ids=ids, raw=raw,
-                           global_ids=globals_)
+            ui = UserIndex.build(version, flat_index(matrix), ids, raw, fields)
         with self._guard:
             self.rebuilds += 1
         self._save(user_id, ui, force=True)
@@ -589,14 +739,15 @@ class CardIndex:
                     or len(order) != len(ids) or set(order) != set(ids)):
                 return None
             index = faiss.read_index(str(d / "cards.faiss"))
-            if index.ntotal != len(ids) or index.d != self.dim:
+            if (index.ntotal != len(ids) or index.d != self.dim
+                    or index.metric_type != faiss.METRIC_INNER_PRODUCT):
                 raise ValueError("index and meta disagree")
         except FileNotFoundError:
             return None
         except Exception as e:  # corrupt file: rebuild from the store
             log.warning("index for user %r unreadable (%s); rebuilding from the store", user_id, e)
             return None
-        if isinstance(index, faiss.IndexFlat):
+        if is_exact(index):
             # the two files are replaced one after the other: check that the vectors really
             # are those of `order` (a sample of rows; a mismatch means rebuild)
             pos = {cid: i for i, cid in enumerate(ids)}

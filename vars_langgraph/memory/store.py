@@ -287,13 +287,13 @@ class UserMemory:
         return version
 
     def version(self, user_id: str) -> str:
-        it = self.store.get(self.ns(user_id, "state"), "meta")
-        return str(it.value.get("version", "")) if it else ""
+        """The user's card version token ("" before any card write): one item read."""
+        value = read_value(self.store, self.ns(user_id, "state"), "meta")
+        return str(value.get("version", "")) if value else ""
 
     # user vector --------------------------------------------------------------------------
     def get_vector(self, user_id: str) -> dict[str, Any] | None:
-        it = self.store.get(self.ns(user_id, "state"), "vector")
-        return dict(it.value) if it else None
+        return read_value(self.store, self.ns(user_id, "state"), "vector")
 
     def put_vector(self, user_id: str, value: dict[str, Any]) -> None:
         self.store.put(self.ns(user_id, "state"), "vector", value, index=False)
@@ -308,8 +308,7 @@ class UserMemory:
 
     # pending feedback (per thread) --------------------------------------------------------
     def get_pending(self, user_id: str, thread_id: str) -> dict[str, Any] | None:
-        it = self.store.get(self.ns(user_id, "pending"), thread_id or "-")
-        return dict(it.value) if it else None
+        return read_value(self.store, self.ns(user_id, "pending"), thread_id or "-")
 
     def put_pending(self, user_id: str, thread_id: str, value: dict[str, Any]) -> None:
         self.store.put(self.ns(user_id, "pending"), thread_id or "-", value, index=False)
@@ -380,17 +379,51 @@ class UserMemory:
             offset += PAGE
 
 
+class _Unsupported:
+    """`NamespaceRows.item_value`'s answer for a store without one-item reads."""
+
+    def __repr__(self) -> str:
+        return "UNSUPPORTED"
+
+
+UNSUPPORTED: Any = _Unsupported()
+
+
 class NamespaceRows:
-    """The store feature the memory uses when a store has it: one namespace's (key, value)
-    rows in one read (value: JSON text or a dict; no paging, no `Item` objects). VARS's SQLite
-    and Postgres stores have it (`vars_langgraph.storage.features.StoreFeatures`, which
-    extends this class); for any other `BaseStore`, `namespace_rows` is None and the memory
-    reads with one `search`. VARS's items carry no TTL, so a bulk read need not refresh one."""
+    """The store features the memory uses when a store has them (VARS's SQLite and Postgres
+    stores: `vars_langgraph.storage.features.StoreFeatures`, which extends this class); VARS's
+    items carry no TTL, so these reads need not refresh one:
+
+    - `namespace_rows(namespace)`: one namespace's (key, value) rows in one read (value: JSON
+      text or a dict; no paging, no `Item` objects); None: not supported, the memory reads
+      with one `search`.
+    - `item_value(namespace, key)`: one item's value (JSON text or a dict), None when absent,
+      in one read (one SELECT; no `GetOp` batch, no `Item`); `UNSUPPORTED`: the memory calls
+      `store.get`. The per-turn reads (the version token, the user vector, the pending
+      feedback) go through it."""
 
     def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
         return None
+
+    def item_value(self, namespace: tuple[str, ...], key: str) -> Any:
+        return UNSUPPORTED
 
 
 def _bulk_rows(store: BaseStore, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
     """The namespace's rows from a store with `NamespaceRows`, else None."""
     return store.namespace_rows(namespace) if isinstance(store, NamespaceRows) else None
+
+
+def read_value(store: BaseStore, namespace: tuple[str, ...], key: str) -> dict[str, Any] | None:
+    """One item's value as a dict (None when absent or not a JSON object): the store's
+    `item_value` when it has one, else `store.get`."""
+    value = store.item_value(namespace, key) if isinstance(store, NamespaceRows) else UNSUPPORTED
+    if value is UNSUPPORTED:
+        it = store.get(namespace, key)
+        return dict(it.value) if it is not None else None
+    if isinstance(value, str | bytes):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value if isinstance(value, dict) else None

@@ -1,12 +1,12 @@
 """retrieve: the policy's candidates, dense top-K of this user's cards for the query (FAISS)
 plus every global card (up to `max_global`, most confident first). Nothing is injected here:
-global cards compete in rerank like any other card."""
+global cards compete in rerank like any other card. The work is `CardIndex.candidates` (one
+version check, FAISS, candidates from the entry's per-row columns)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
@@ -25,22 +25,8 @@ def make_retrieve(engine: VARSEngine):
         if not query.strip():
             return {"candidates": [], "selected": []}
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
-        ui = engine.index.get(user_id)  # one version check for the whole node
-        hits = ui.search(qvec, rcfg.top_k)
-        candidates = [{"id": card.id, "note": card.note, "dense": round(sim, 6),
-                       "confidence": card.confidence, "global": card.is_global}
-                      for card, sim in hits]
-        room = rcfg.max_global - sum(c["global"] for c in candidates)
-        seen = {c["id"] for c in candidates}
-        extra = [cid for cid in ui.global_ids if cid not in seen and cid in ui.cards]
-        if extra and room > 0:
-            sims = ui.vectors(extra) @ np.asarray(qvec, np.float32)
-            order = sorted(range(len(extra)), key=lambda i: (-ui.cards[extra[i]].confidence, -sims[i]))
-            for i in order[:room]:
-                c = ui.cards[extra[i]]
-                candidates.append({"id": c.id, "note": c.note, "dense": round(float(sims[i]), 6),
-                                   "confidence": c.confidence, "global": True})
-        candidates.sort(key=lambda c: -c["dense"])
+        # one version check for the whole node; candidates built from the entry's columns
+        candidates = engine.index.candidates(user_id, qvec, rcfg.top_k, rcfg.max_global)
         return {"query": query, "candidates": candidates, "selected": []}
 
     return retrieve

@@ -16,6 +16,10 @@ SQLite/Postgres classes, a user's store):
 - `namespace_rows(namespace)` (from `memory.store.NamespaceRows`): one namespace's (key,
   value) rows in one read, or None. Default None: the memory reads with one `search` call.
   VARS's SQLite and Postgres stores run one SELECT on LangGraph's `store` table.
+- `item_value(namespace, key)` (also from `NamespaceRows`): one item's value (JSON text or a
+  dict, None when absent) in one SELECT, or `UNSUPPORTED`. Default `UNSUPPORTED`: the memory
+  calls `store.get` (a `GetOp` batch and an `Item`). The per-turn reads use it: the version
+  token checked before every search, the user vector, the pending feedback.
 
 VARS's own classes implement it: `VARSSqliteStore`, `VARSPostgresStore`,
 `VARSAsyncPostgresStore`, and `RuntimeStore` (which forwards the per-call features to the store

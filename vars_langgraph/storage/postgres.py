@@ -14,7 +14,7 @@ the classes' `conn`, VARS's own SQL runs on connections of that pool):
   lock around pooled calls (LangGraph's sync classes serialise every pipelined call of a
   process on their `lock`, which is only needed for a single shared connection);
 - `setup()` under advisory locks; `StoreFeatures`: a per-user advisory lock on card writes,
-  the bulk read of a namespace, the card index;
+  the bulk read of a namespace and the one-item read (one SELECT each), the card index;
 - the async API of the sync checkpointer (`aget_tuple`, `aput`, ...) run in a worker thread
   (`storage.bridge`), so `ainvoke`/`astream` work on the same objects; for fully async apps
   `open_async_postgres` gives LangGraph's `AsyncPostgresStore` + `AsyncPostgresSaver` on an
@@ -160,7 +160,7 @@ def _is_card_put(op: Op) -> bool:
 
 class VARSPostgresStore(PostgresStore, StoreFeatures):
     """LangGraph's `PostgresStore` on a pool, optionally with cards in pgvector; implements
-    `StoreFeatures` (card index, per-user advisory write lock, bulk read). Build with
+    `StoreFeatures` (card index, per-user advisory write lock, bulk and one-item reads). Build with
     `open_postgres_store`, or `with VARSPostgresStore.from_conn_string(url) as store:
     store.setup()`. `close()` closes the pool.
 
@@ -207,6 +207,13 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
             cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s",
                         (".".join(namespace),))
             return [(r["key"], r["value"]) for r in cur.fetchall()]
+
+    def item_value(self, namespace: tuple[str, ...], key: str) -> Any:
+        with self._sql() as cur:
+            cur.execute("SELECT value::text AS value FROM store WHERE prefix = %s AND key = %s",
+                        (".".join(namespace), key))
+            row = cur.fetchone()
+        return row["value"] if row is not None else None
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         if self._indexed is None:
@@ -368,6 +375,14 @@ class PgVectorCardIndex(CardIndex):
         if k <= 0:
             return []
         return self.pg.search_cards(self.memory, user_id, query, k)
+
+    def candidates(self, user_id: str, query: np.ndarray, top_k: int,
+                   max_global: int) -> list[dict[str, Any]]:
+        """The dense top-K from Postgres, the global cards and the columns from the entry."""
+        ui = self.get(user_id)
+        hits = [(ui.rows[card.id], sim) for card, sim in self.search(user_id, query, top_k)
+                if card.id in ui.rows]
+        return ui.candidates(query, top_k, max_global, hits=hits)
 
 
 # checkpointer ---------------------------------------------------------------------------------

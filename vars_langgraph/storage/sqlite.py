@@ -82,6 +82,14 @@ class VARSSqliteStore(SqliteStore, StoreFeatures):
             return self.conn.execute("SELECT key, value FROM store WHERE prefix = ?",
                                      (".".join(namespace),)).fetchall()
 
+    def item_value(self, namespace: tuple[str, ...], key: str) -> Any:
+        if not self.is_setup:
+            self.setup()
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM store WHERE prefix = ? AND key = ?",
+                                    (".".join(namespace), key)).fetchone()
+        return row[0] if row is not None else None
+
 
 class VARSSqliteSaver(SyncSaverAsyncAPI, SqliteSaver):
     """LangGraph's `SqliteSaver` on a VARS connection, which also serves `ainvoke`/`astream`
