@@ -60,3 +60,18 @@ def test_the_cache_is_bounded_lru():
     cached.clear()
     cached.embed_query("a")
     assert inner.queries[-1] == "a"
+
+
+def test_query_fast_path_matches_encode_with_and_without_a_query_prompt():
+    """The one-text query path (real MiniLM) gives encode()'s vector, prompt included once."""
+    from vars_langgraph.config import EmbeddingConfig
+    from vars_langgraph.models.embedder import SentenceTransformerEmbedder
+
+    text = "How should I structure a pytest fixture for a database?"
+    for prompt in (None, "query: "):
+        emb = SentenceTransformerEmbedder(EmbeddingConfig(query_prompt=prompt))
+        assert emb._fast is not None
+        want = emb._encode([text], prompt=prompt)[0]
+        np.testing.assert_allclose(emb.embed_query(text), want, atol=1e-5)
+    plain = SentenceTransformerEmbedder(EmbeddingConfig())
+    assert not np.allclose(plain.embed_query(text), want, atol=1e-3)  # the prompt matters

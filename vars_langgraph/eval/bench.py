@@ -472,7 +472,8 @@ class _NoExtractor:
 
 
 def faiss_growth(matrix: np.ndarray, qvecs: np.ndarray, k: int, nprobe: int = 16) -> dict[str, Any]:
-    """Search time of FAISS flat vs IVF over the same vectors, and IVF's recall@k vs flat."""
+    """Search time of FAISS flat (float32), of the float16 flat index VARS uses, and of IVF
+    over the same vectors, and IVF's recall@k vs flat."""
     import faiss
 
     n, d = matrix.shape
@@ -487,6 +488,14 @@ def faiss_growth(matrix: np.ndarray, qvecs: np.ndarray, k: int, nprobe: int = 16
         tf.append((time.perf_counter() - t0) * 1000)
         truth.append(set(idx[0].tolist()))
     res["flat_ms"] = pct(tf)
+    from vars_langgraph.memory.index import flat_index
+
+    sq, ts = flat_index(matrix), []  # the float16 index VARS itself searches
+    for q in qvecs:
+        t0 = time.perf_counter()
+        sq.search(q.reshape(1, -1), k)
+        ts.append((time.perf_counter() - t0) * 1000)
+    res["fp16_ms"] = pct(ts)
     nlist = max(1, int(4 * np.sqrt(n)))  # the engine's rule (memory/index.py)
     if n >= nlist:
         quant = faiss.IndexFlatIP(d)
@@ -698,11 +707,14 @@ def markdown_report(res: dict[str, Any]) -> str:
     lines += _before_after(res)
     lines += ["", "Search-time growth, FAISS flat vs IVF (ms, p50 / p95; top-K = "
               f"{res['settings']['top_k']}):", "",
-              "| cards | flat | IVF | IVF nlist / nprobe | IVF recall@K | IVF build (s) |",
-              "|---|---|---|---|---|---|"]
+              "| cards | flat | flat float16 (VARS's index) | IVF | IVF nlist / nprobe | "
+              "IVF recall@K | IVF build (s) |",
+              "|---|---|---|---|---|---|---|"]
     for g in res["faiss"]:
         ivf = g.get("ivf_ms")
+        sq = g.get("fp16_ms") or {"p50": None, "p95": None}
         lines.append(f"| {g['cards']:,} | {_f(g['flat_ms']['p50'], 3)} / {_f(g['flat_ms']['p95'], 3)}"
+                     f" | {_f(sq['p50'], 3)} / {_f(sq['p95'], 3)}"
                      f" | {(_f(ivf['p50'], 3) + ' / ' + _f(ivf['p95'], 3)) if ivf else '–'} | "
                      f"{g['nlist']} / {g.get('nprobe', '–')} | {_f(g.get('ivf_recall_at_k'), 3)} | "
                      f"{_f(g.get('ivf_build_s'))} |")

@@ -352,10 +352,16 @@ class UserIndex:
         if hits is None and self.ids and top_k > 0:
             sims, rows = self.search_rows(q, top_k)
             hits = [(r, s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True) if r >= 0]
-        for r, s in hits or []:
-            c = self._candidate(r, s)
-            if c is not None:
-                out.append(c)
+        if hits:
+            rows = np.fromiter((r for r, _ in hits), np.int64, len(hits))
+            if self.ok[rows].all():  # the common case: columns only, no per-row calls
+                out = [{"id": self.ids[r], "note": self.notes[r], "dense": round(d, 6),
+                        "confidence": c, "global": g}
+                       for (r, d), c, g in zip(hits,
+                                             self.confidence[rows].tolist(),
+                                             self.is_global[rows].tolist(), strict=True)]
+            else:
+                out = [c for c in (self._candidate(r, s) for r, s in hits) if c is not None]
         room = max_global - sum(c["global"] for c in out)
         if room > 0 and len(self.global_rows):
             seen = {c["id"] for c in out}

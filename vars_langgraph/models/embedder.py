@@ -121,7 +121,7 @@ class SentenceTransformerEmbedder:
         if self._fast is None:
             return self._encode([text], prompt=self.cfg.query_prompt)[0]
         with self._lock:
-            return self._fast(text if not self.cfg.query_prompt else self.cfg.query_prompt + text)
+            return self._fast(text)  # `_QueryForward` adds the query prompt itself
 
 
 class _QueryForward:
