@@ -351,17 +351,22 @@ class UserIndex:
         out: list[dict[str, Any]] = []
         if hits is None and self.ids and top_k > 0:
             sims, rows = self.search_rows(q, top_k)
-            hits = [(r, s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True) if r >= 0]
-        if hits:
+            keep = rows >= 0
+            rows, sims = rows[keep], sims[keep]
+        elif hits:
             rows = np.fromiter((r for r, _ in hits), np.int64, len(hits))
-            if self.ok[rows].all():  # the common case: columns only, no per-row calls
-                out = [{"id": self.ids[r], "note": self.notes[r], "dense": round(d, 6),
-                        "confidence": c, "global": g}
-                       for (r, d), c, g in zip(hits,
-                                             self.confidence[rows].tolist(),
-                                             self.is_global[rows].tolist(), strict=True)]
-            else:
-                out = [c for c in (self._candidate(r, s) for r, s in hits) if c is not None]
+            sims = np.fromiter((s for _, s in hits), np.float32, len(hits))
+        else:
+            rows, sims = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if len(rows) and self.ok[rows].all():  # the common case: columns only, no per-row calls
+            out = [{"id": self.ids[r], "note": self.notes[r], "dense": d, "confidence": c,
+                    "global": g}
+                   for r, d, c, g in zip(rows.tolist(), np.round(sims.astype(np.float64), 6).tolist(),
+                                         self.confidence[rows].tolist(),
+                                         self.is_global[rows].tolist(), strict=True)]
+        elif len(rows):
+            out = [c for c in (self._candidate(r, s) for r, s in
+                               zip(rows.tolist(), sims.tolist(), strict=True)) if c is not None]
         room = max_global - sum(c["global"] for c in out)
         if room > 0 and len(self.global_rows):
             seen = {c["id"] for c in out}
@@ -377,7 +382,9 @@ class UserIndex:
                     if c is not None:
                         out.append(c)
                         room -= 1
-        out.sort(key=lambda c: -c["dense"])
+                out.sort(key=lambda c: -c["dense"])
+        if hits is not None:
+            out.sort(key=lambda c: -c["dense"])
         return out
 
     def _confidence(self, row: int) -> float:
