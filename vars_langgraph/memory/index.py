@@ -349,6 +349,7 @@ class UserIndex:
         parsed. `hits`: (row, cosine) pairs found elsewhere (pgvector) instead of FAISS."""
         q = np.asarray(query, np.float32).ravel()
         out: list[dict[str, Any]] = []
+        resort = hits is not None  # FAISS returns its rows by cosine; other sources may not
         if hits is None and self.ids and top_k > 0:
             sims, rows = self.search_rows(q, top_k)
             keep = rows >= 0
@@ -382,8 +383,8 @@ class UserIndex:
                     if c is not None:
                         out.append(c)
                         room -= 1
-                out.sort(key=lambda c: -c["dense"])
-        if hits is not None:
+                resort = True
+        if resort:
             out.sort(key=lambda c: -c["dense"])
         return out
 
