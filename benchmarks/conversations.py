@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from vars_langgraph.eval.stats import percentile
+from vars_langgraph_eval.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "conversations.jsonl"

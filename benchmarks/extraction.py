@@ -8,7 +8,7 @@ held-out split, the rest is dev; nothing (prompt, examples, filters, gate, thres
 on held-out. The first 62 lines are the original set (its held-out third unchanged); the lines
 after them were appended in a seeded shuffle (random.Random(0)) and split by the same rule.
 
-Scoring (vars_langgraph/eval/extraction.py): a card matches a label when the MiniLM cosine of
+Scoring (eval/vars_langgraph_eval/extraction.py): a card matches a label when the MiniLM cosine of
 the actions is >= 0.5, no content word is negated in one and asserted in the other, and the
 condition fits (a label "general" needs an unscoped card; a specific label needs condition
 cosine >= 0.5). Reported per split: precision, recall (strict and action-only), share of cards
@@ -40,17 +40,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from vars_langgraph.config import VARSConfig  # noqa: E402
-from vars_langgraph.eval.extraction import (  # noqa: E402
+from vars_langgraph.models.embedder import load_embedder  # noqa: E402
+from vars_langgraph.models.extractor import load_extractor  # noqa: E402
+from vars_langgraph.types import Preference  # noqa: E402
+from vars_langgraph_eval.extraction import (  # noqa: E402
     ACTION_THRESHOLD,
     CONDITION_THRESHOLD,
     MessageScore,
     score_message,
     summarize_scores,
 )
-from vars_langgraph.eval.stats import percentile  # noqa: E402
-from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.extractor import load_extractor  # noqa: E402
-from vars_langgraph.types import Preference  # noqa: E402
+from vars_langgraph_eval.stats import percentile  # noqa: E402
 
 try:  # absent in versions before the gate and the fast path (the "before" run)
     from vars_langgraph.models.extraction_gate import load_gate  # noqa: E402

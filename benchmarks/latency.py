@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vars_langgraph.eval.bench import bench_main  # noqa: E402
+from vars_langgraph_eval.bench import bench_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(bench_main(sys.argv[1:]))

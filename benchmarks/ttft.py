@@ -39,8 +39,8 @@ from tqdm import tqdm
 from vars_langgraph import VARSConfig, build_graph
 from vars_langgraph.background import get_learner
 from vars_langgraph.cli import stream_turn
-from vars_langgraph.eval.stats import summary
 from vars_langgraph.types import CardSource, Preference
+from vars_langgraph_eval.stats import summary
 
 QUESTIONS = [
     "How do I brew green tea?",

@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vars_langgraph import VARSConfig, VARSEngine
-    from vars_langgraph.eval.bench import pct, synthetic_notes, synthetic_queries
     from vars_langgraph.memory.index import set_faiss_device
     from vars_langgraph.storage import open_store
     from vars_langgraph.types import CardSource, Preference, PreferenceCard
+    from vars_langgraph_eval.bench import pct, synthetic_notes, synthetic_queries
 
     report: dict = {"torch_cuda": torch.cuda.is_available(),
                     "faiss_gpus": faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0}

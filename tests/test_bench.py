@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vars_langgraph.eval.bench import STAGES, bench_main, faiss_growth, jittered, synthetic_notes
+from vars_langgraph_eval.bench import STAGES, bench_main, faiss_growth, jittered, synthetic_notes
 
 
 def test_synthetic_notes_are_distinct_and_deterministic():

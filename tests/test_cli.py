@@ -14,10 +14,10 @@ from vars_langgraph.cli import main
 
 
 @pytest.mark.parametrize("argv,module,func", [
-    (["bench", "--sizes", "100,1000", "--no-baselines"], "vars_langgraph.eval.bench", "bench_main"),
-    (["eval", "collab", "--sessions", "2", "--users", "1"], "vars_langgraph.eval.runner", "collab_main"),
+    (["bench", "--sizes", "100,1000", "--no-baselines"], "vars_langgraph_eval.bench", "bench_main"),
+    (["eval", "collab", "--sessions", "2", "--users", "1"], "vars_langgraph_eval.runner", "collab_main"),
     (["eval", "lamp", "--task", "LaMP_2", "--k", "4", "--questions", "q.json"],
-     "vars_langgraph.eval.lamp.harness", "lamp_main"),
+     "vars_langgraph_eval.lamp.harness", "lamp_main"),
 ])
 def test_delegated_options_pass_through(monkeypatch, argv, module, func):
     seen: list[list[str]] = []

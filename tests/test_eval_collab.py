@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHARED
-from vars_langgraph.eval.collab import (
+from vars_langgraph.learning import reward as rw
+from vars_langgraph.types import CardSource, Preference
+from vars_langgraph_eval.collab import (
     Problem,
     applicable_preferences,
     assign_scopes,
@@ -29,7 +31,7 @@ from vars_langgraph.eval.collab import (
     task_kind,
     user_voice,
 )
-from vars_langgraph.eval.runner import (
+from vars_langgraph_eval.runner import (
     METHODS,
     MethodRunner,
     RunSettings,
@@ -38,7 +40,7 @@ from vars_langgraph.eval.runner import (
     collab_main,
     settings_from_args,
 )
-from vars_langgraph.eval.simulator import (
+from vars_langgraph_eval.simulator import (
     CLOSINGS,
     DEFAULT_CONDITION,
     ENFORCE_OPENERS,
@@ -53,8 +55,6 @@ from vars_langgraph.eval.simulator import (
     intro_statement,
     load_user_prompt,
 )
-from vars_langgraph.learning import reward as rw
-from vars_langgraph.types import CardSource, Preference
 
 USER_PROMPT = SHARED / "data" / "multisessioncollab" / "prompts" / \
     "user_system_prompt_profile_with_preferences.txt"

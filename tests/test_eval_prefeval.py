@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED
-from vars_langgraph.eval import prefeval_data as pd
-from vars_langgraph.eval.prefeval import Conversation, prefeval_main
-from vars_langgraph.eval.prefeval_judge import Verdict, judge_answer, load_prompts, xml_tag
 from vars_langgraph.types import CardSource
+from vars_langgraph_eval import prefeval_data as pd
+from vars_langgraph_eval.prefeval import Conversation, prefeval_main
+from vars_langgraph_eval.prefeval_judge import Verdict, judge_answer, load_prompts, xml_tag
 
 PREFEVAL = SHARED / "data" / "prefeval"
 

@@ -10,7 +10,6 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.config import EmbeddingConfig
-from vars_langgraph.eval.extraction import is_unscoped, polarity_conflict, score_message
 from vars_langgraph.models.embedder import load_embedder
 from vars_langgraph.models.extraction_gate import LABELLED, load_gate, worth_extracting
 from vars_langgraph.models.extractor import (
@@ -25,6 +24,7 @@ from vars_langgraph.models.extractor import (
 from vars_langgraph.nodes.extract import make_extract
 from vars_langgraph.storage import open_store
 from vars_langgraph.types import Preference
+from vars_langgraph_eval.extraction import is_unscoped, polarity_conflict, score_message
 
 WATER = "no, that's not what I asked. Tell me the water temperature and steeping time."
 BULLETS = "I prefer answers in bullet points, and please keep them short."

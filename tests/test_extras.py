@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 import pytest
@@ -29,10 +30,10 @@ def hide(monkeypatch):
 
 
 def test_require_names_the_extra(hide):
-    require("eval", "json")  # present: nothing raised
-    hide("matplotlib")
-    with pytest.raises(MissingExtra, match=r'pip install "vars-langgraph\[eval\]"'):
-        require("eval", "json", "matplotlib")
+    require("postgres", "json")  # present: nothing raised
+    hide("psycopg")
+    with pytest.raises(MissingExtra, match=r'pip install "vars-langgraph\[postgres\]"'):
+        require("postgres", "json", "psycopg")
 
 
 def test_require_handles_a_missing_parent_package():
@@ -46,10 +47,13 @@ def test_local_server_without_llama_cpp(hide):
         local_server.local_base_url(VARSConfig())
 
 
-def test_eval_without_its_extra_exits_2_with_the_message(hide, capsys):
-    hide("matplotlib")
+def test_eval_without_its_distribution_exits_2_with_the_message(monkeypatch, capsys):
+    """Without vars-langgraph-eval (no entry points in its group) the suites name the package."""
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [] if kw.get("group") == cli.SUITE_GROUP else real(**kw))
     assert cli.main(["eval", "collab", "--sessions", "1", "--users", "1"]) == 2
-    assert 'pip install "vars-langgraph[eval]"' in capsys.readouterr().err
+    assert "pip install vars-langgraph-eval" in capsys.readouterr().err
 
 
 def test_chat_without_the_local_server_says_which_extra(hide, tmp_path, capsys):

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from vars_langgraph.eval.lamp.data import Question
+from vars_langgraph_eval.lamp.data import Question
 
 L2_PREFIX = ("Which tag does this movie relate to among the following tags? Just answer with "
              "the tag name without further explanation. tags: [sci-fi, based on a book, comedy, "

@@ -8,9 +8,9 @@ from dataclasses import asdict
 import pytest
 
 from tests.test_lamp_fakes import HashEmbedder, lamp2_user, tag_reader
-from vars_langgraph.eval.lamp.data import load_outputs
-from vars_langgraph.eval.lamp.harness import lamp_main
-from vars_langgraph.eval.lamp.metrics import evaluate_task
+from vars_langgraph_eval.lamp.data import load_outputs
+from vars_langgraph_eval.lamp.harness import lamp_main
+from vars_langgraph_eval.lamp.metrics import evaluate_task
 
 
 def write_task(tmp_path, name, users):

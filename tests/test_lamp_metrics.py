@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from vars_langgraph.eval.lamp.data import LABELS
-from vars_langgraph.eval.lamp.metrics import (
+from vars_langgraph_eval.lamp.data import LABELS
+from vars_langgraph_eval.lamp.metrics import (
     classification_metrics,
     evaluate_task,
     rating_value,

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from vars_langgraph.eval.lamp.data import (
+from vars_langgraph_eval.lamp.data import (
     load_outputs,
     load_questions,
     normalise_task,
     write_predictions,
 )
-from vars_langgraph.eval.lamp.prompts import (
+from vars_langgraph_eval.lamp.prompts import (
     NoTruncation,
     WordTokenizer,
     build_prompt,

@@ -6,8 +6,9 @@ import numpy as np
 
 from tests.test_lamp_fakes import HashEmbedder
 from vars_langgraph.config import PolicyConfig
-from vars_langgraph.eval.lamp.data import Question
-from vars_langgraph.eval.lamp.retrievers import (
+from vars_langgraph.learning.policy import effective_z, item_vectors
+from vars_langgraph_eval.lamp.data import Question
+from vars_langgraph_eval.lamp.retrievers import (
     BM25Retriever,
     DenseRetriever,
     EmbeddingCache,
@@ -18,7 +19,6 @@ from vars_langgraph.eval.lamp.retrievers import (
     make_request,
     profile_feedback,
 )
-from vars_langgraph.learning.policy import effective_z, item_vectors
 
 
 def okapi(query, docs, k1=1.5, b=0.75):

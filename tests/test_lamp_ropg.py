@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tests.test_lamp_fakes import HashEmbedder
-from vars_langgraph.eval.lamp.retrievers import EmbeddingCache, make_request
-from vars_langgraph.eval.lamp.ropg import (
+from vars_langgraph.learning.policy import policy_gradient, softmax
+from vars_langgraph_eval.lamp.retrievers import EmbeddingCache, make_request
+from vars_langgraph_eval.lamp.ropg import (
     ItemFeedback,
     ROPGRetriever,
     ROPGScorer,
@@ -17,7 +18,6 @@ from vars_langgraph.eval.lamp.ropg import (
     train_kd,
     train_rl,
 )
-from vars_langgraph.learning.policy import policy_gradient, softmax
 
 
 def test_surrogate_gradient_is_minus_the_vars_policy_gradient():

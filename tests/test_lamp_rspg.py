@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.test_lamp_fakes import HashEmbedder, lamp2_user
-from vars_langgraph.eval.lamp.retrievers import EmbeddingCache, make_request
-from vars_langgraph.eval.lamp.rspg import (
+from vars_langgraph_eval.lamp.retrievers import EmbeddingCache, make_request
+from vars_langgraph_eval.lamp.rspg import (
     RSPGSelector,
     SelectorInput,
     selection_quality,

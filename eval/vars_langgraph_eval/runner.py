@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from vars_langgraph.config import PolicyConfig, VARSConfig, _merge
-from vars_langgraph.eval.collab import (
+from vars_langgraph_eval.collab import (
     Problem,
     UserProfile,
     applicable_preferences,
@@ -52,7 +52,7 @@ from vars_langgraph.eval.collab import (
     scope_allows,
     task_kind,
 )
-from vars_langgraph.eval.simulator import (
+from vars_langgraph_eval.simulator import (
     MEASURED_NOISE,
     USER_PROMPT_FILE,
     CachingEmbedder,
@@ -68,7 +68,7 @@ from vars_langgraph.eval.simulator import (
     openai_completer,
     scripted_agent,
 )
-from vars_langgraph.eval.stats import percentile
+from vars_langgraph_eval.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -519,7 +519,7 @@ def run_benchmark(settings: RunSettings, out_dir: Path, *, embedder: Any = None,
                   simulator: Any = None, progress: bool = True, keep_data: bool = False,
                   transcripts: bool = False) -> dict[str, Any]:
     """Run every method; write results.json, summary.md and the PNG plots into `out_dir`."""
-    from vars_langgraph.eval.plots import plot_results
+    from vars_langgraph_eval.plots import plot_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = filter_split(load_profiles(settings.profiles), settings.split)

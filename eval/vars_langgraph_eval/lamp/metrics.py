@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from vars_langgraph.eval.lamp.data import LABELS, normalise_task
+from vars_langgraph_eval.lamp.data import LABELS, normalise_task
 
 HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "MAE": False, "RMSE": False,
                     "rouge-1": True, "rouge-L": True}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from vars_langgraph.eval.stats import summary
+from vars_langgraph_eval.stats import summary
 
 SCRIPT = [
     ("s1", "Hi! Please always use bullet points, and write python code when code is needed."),

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vars_langgraph.eval.lamp.data import write_predictions as write_official
-from vars_langgraph.eval.lamp.metrics import HIGHER_IS_BETTER, metric_names
-from vars_langgraph.eval.lamp.papers import OUR_TO_THEIRS, THEIR_MODEL, published
+from vars_langgraph_eval.lamp.data import write_predictions as write_official
+from vars_langgraph_eval.lamp.metrics import HIGHER_IS_BETTER, metric_names
+from vars_langgraph_eval.lamp.papers import OUR_TO_THEIRS, THEIR_MODEL, published
 
 if TYPE_CHECKING:
-    from vars_langgraph.eval.lamp.harness import MethodRun
+    from vars_langgraph_eval.lamp.harness import MethodRun
 
 
 def _fmt(v: float | None) -> str:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vars_langgraph.eval.lamp.retrievers import EmbeddingCache, Request
-from vars_langgraph.eval.lamp.ropg import one_thread
+from vars_langgraph_eval.lamp.retrievers import EmbeddingCache, Request
+from vars_langgraph_eval.lamp.ropg import one_thread
 
 Mode = Literal["pre", "post"]
 

@@ -40,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from vars_langgraph.eval.collab import (
+from vars_langgraph.models.embedder import CachedEmbedder
+from vars_langgraph.models.parsing import MAX_INPUT_CHARS, load_json
+from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
+from vars_langgraph_eval.collab import (
     PreferenceSpec,
     Problem,
     UserProfile,
@@ -49,9 +52,6 @@ from vars_langgraph.eval.collab import (
     split_sentences,
     task_description,
 )
-from vars_langgraph.models.embedder import CachedEmbedder
-from vars_langgraph.models.parsing import MAX_INPUT_CHARS, load_json
-from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def load_user_prompt(path: str | Path | None = None) -> str:
     template with {user_task_description}, {problem}, {user_persona}, {user_preferences} and
     {termination_signal}."""
     if path is None:
-        from vars_langgraph.eval.collab import default_data_dir
+        from vars_langgraph_eval.collab import default_data_dir
 
         d = default_data_dir()
         if d is None:

@@ -15,8 +15,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from vars_langgraph.config import PolicyConfig
-from vars_langgraph.eval.lamp.data import Question, normalise_task
-from vars_langgraph.eval.lamp.prompts import corpus, retrieval_query
 from vars_langgraph.learning.policy import (
     UserVector,
     effective_z,
@@ -28,6 +26,8 @@ from vars_langgraph.learning.policy import (
 )
 from vars_langgraph.models.base import Embedder
 from vars_langgraph.models.embedder import CachedEmbedder
+from vars_langgraph_eval.lamp.data import Question, normalise_task
+from vars_langgraph_eval.lamp.prompts import corpus, retrieval_query
 
 
 @dataclass
@@ -167,7 +167,7 @@ def profile_feedback(task: str, held_out: dict[str, Any], candidate: dict[str, A
     LaMP-2: same tag; LaMP-3: 1 - |score difference| / 4; others: ROUGE-1 F between the
     labels (titles; LaMP-1 and LaMP-7 have no label and compare titles / tweet texts).
     """
-    from vars_langgraph.eval.lamp.metrics import rouge_pair
+    from vars_langgraph_eval.lamp.metrics import rouge_pair
 
     n = int(normalise_task(task)[-1])
     a, b = held_out.get(_LABEL[n], ""), candidate.get(_LABEL[n], "")

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from vars_langgraph.config import VARSConfig
-from vars_langgraph.eval.stats import summary as pct
+from vars_langgraph_eval.stats import summary as pct
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from vars_langgraph.eval.lamp.data import normalise_task
+from vars_langgraph_eval.lamp.data import normalise_task
 
 DEFAULT_MAX_LENGTH = 512  # the LaMP and ROPG papers' prompt budget (FlanT5 tokens)
 

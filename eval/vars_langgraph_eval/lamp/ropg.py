@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from vars_langgraph.eval.lamp.data import Question
-from vars_langgraph.eval.lamp.generate import Generator, generate_all
-from vars_langgraph.eval.lamp.metrics import utility
-from vars_langgraph.eval.lamp.prompts import Tokenizer, build_prompt
-from vars_langgraph.eval.lamp.retrievers import EmbeddingCache, Request, Retriever, make_request
 from vars_langgraph.learning.policy import select
+from vars_langgraph_eval.lamp.data import Question
+from vars_langgraph_eval.lamp.generate import Generator, generate_all
+from vars_langgraph_eval.lamp.metrics import utility
+from vars_langgraph_eval.lamp.prompts import Tokenizer, build_prompt
+from vars_langgraph_eval.lamp.retrievers import EmbeddingCache, Request, Retriever, make_request
 
 BatchGenerator = Callable[[Sequence[str]], list[str]]
 

@@ -49,7 +49,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.message import add_messages
 
-from vars_langgraph.eval.prefeval_data import (
+from vars_langgraph.types import Preference
+from vars_langgraph_eval.prefeval_data import (
     FORMS,
     Item,
     SimUser,
@@ -60,8 +61,7 @@ from vars_langgraph.eval.prefeval_data import (
     load_items,
     split_topics,
 )
-from vars_langgraph.eval.stats import percentile
-from vars_langgraph.types import Preference
+from vars_langgraph_eval.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ class Conversation:
                "memory_tokens": _memory_tokens(system, self.config.prompt.base_system),
                "prompt_tokens": count_tokens_approximately(prompt)}
         if judge is not None:
-            from vars_langgraph.eval.prefeval_judge import judge_answer
+            from vars_langgraph_eval.prefeval_judge import judge_answer
 
             answer = str(msgs[-1].content)
             rec["answer"] = answer
@@ -451,7 +451,7 @@ def _load(settings: Settings) -> tuple[dict[str, dict[str, Item]], list[tuple[st
 
 def make_extractor(settings: Settings, config: Any) -> CachingExtractor:
     if settings.extractor == "scripted":
-        from vars_langgraph.eval.simulator import ScriptedExtractor
+        from vars_langgraph_eval.simulator import ScriptedExtractor
 
         return CachingExtractor(ScriptedExtractor())
     from vars_langgraph.models.extractor import load_extractor
@@ -463,8 +463,8 @@ def _judge(settings: Settings, config: Any) -> tuple[Any, Any]:
     """(judge dict, live chat model) when a judge is configured, else (None, None)."""
     if not settings.judge_base_url:
         return None, None
-    from vars_langgraph.eval.prefeval_judge import load_prompts, openai_judge
     from vars_langgraph.models.llm import chat_model, resolve_llm
+    from vars_langgraph_eval.prefeval_judge import load_prompts, openai_judge
 
     url = settings.judge_base_url
     if url == "local":
@@ -480,8 +480,8 @@ def run_benchmark(settings: Settings, out_dir: Path, *, embedder: Any = None,
                   extractor: Any = None, progress: bool = True,
                   keep_data: bool = False) -> dict[str, Any]:
     """Run every (form, N, method); write results.json, summary.md and a PNG into `out_dir`."""
-    from vars_langgraph.eval.prefeval_report import markdown, plot
-    from vars_langgraph.eval.simulator import CachingEmbedder
+    from vars_langgraph_eval.prefeval_report import markdown, plot
+    from vars_langgraph_eval.simulator import CachingEmbedder
 
     out_dir.mkdir(parents=True, exist_ok=True)
     by_form, distractors, topics = _load(settings)
@@ -636,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    from vars_langgraph.eval.runner import parse_set
+    from vars_langgraph_eval.runner import parse_set
 
     data = args.data or default_data_dir()
     if data is None or not Path(data).is_dir():

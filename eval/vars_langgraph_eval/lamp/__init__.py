@@ -1,11 +1,11 @@
 """LaMP evaluation: official formats and metrics, profile retrievers (BM25, recency, dense, the
 VARS policy), ROPG and RSPG, and the harness behind `vars-langgraph eval lamp`.
 
-Persona-Plug lives in `vars_langgraph.eval.persona_plug`. Heavy imports (torch, sklearn, bm25s)
+Persona-Plug lives in `vars_langgraph_eval.persona_plug`. Heavy imports (torch, sklearn, bm25s)
 happen inside the functions that need them or in `ropg`/`rspg`.
 """
 
-from vars_langgraph.eval.lamp.data import (
+from vars_langgraph_eval.lamp.data import (
     LABELS,
     TASKS,
     Question,
@@ -14,9 +14,9 @@ from vars_langgraph.eval.lamp.data import (
     normalise_task,
     write_predictions,
 )
-from vars_langgraph.eval.lamp.harness import METHODS, Harness, Settings, lamp_main
-from vars_langgraph.eval.lamp.metrics import evaluate_task, metric_names, score, utility
-from vars_langgraph.eval.lamp.prompts import build_prompt, corpus, retrieval_query
+from vars_langgraph_eval.lamp.harness import METHODS, Harness, Settings, lamp_main
+from vars_langgraph_eval.lamp.metrics import evaluate_task, metric_names, score, utility
+from vars_langgraph_eval.lamp.prompts import build_prompt, corpus, retrieval_query
 
 __all__ = [
     "LABELS", "METHODS", "TASKS", "Harness", "Question", "Settings", "build_prompt", "corpus",

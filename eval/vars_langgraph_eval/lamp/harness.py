@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from vars_langgraph.config import PolicyConfig, VARSConfig
-from vars_langgraph.eval.lamp.data import Question, load_outputs, load_questions, normalise_task
-from vars_langgraph.eval.lamp.generate import Generator, generate_all
-from vars_langgraph.eval.lamp.metrics import evaluate_task, utility
-from vars_langgraph.eval.lamp.prompts import (
+from vars_langgraph.models.base import Embedder
+from vars_langgraph_eval.lamp.data import Question, load_outputs, load_questions, normalise_task
+from vars_langgraph_eval.lamp.generate import Generator, generate_all
+from vars_langgraph_eval.lamp.metrics import evaluate_task, utility
+from vars_langgraph_eval.lamp.prompts import (
     DEFAULT_MAX_LENGTH,
     HFTokenizer,
     NoTruncation,
@@ -27,8 +28,8 @@ from vars_langgraph.eval.lamp.prompts import (
     WordTokenizer,
     build_prompt,
 )
-from vars_langgraph.eval.lamp.report import write_outputs
-from vars_langgraph.eval.lamp.retrievers import (
+from vars_langgraph_eval.lamp.report import write_outputs
+from vars_langgraph_eval.lamp.retrievers import (
     BM25Retriever,
     DenseRetriever,
     EmbeddingCache,
@@ -39,7 +40,6 @@ from vars_langgraph.eval.lamp.retrievers import (
     VARSPolicyRetriever,
     make_request,
 )
-from vars_langgraph.models.base import Embedder
 
 BASIC = ("none", "bm25", "recency", "dense", "vars")
 LEARNED = ("ropg-rl", "ropg-kd", "rspg-pre", "rspg-post")
@@ -167,7 +167,7 @@ class Harness:
         return run
 
     def _run_rspg(self, method: str, reqs: Sequence[Request]):
-        from vars_langgraph.eval.lamp.rspg import selector_input
+        from vars_langgraph_eval.lamp.rspg import selector_input
 
         sel = self.selectors.get(method)
         if sel is None:
@@ -198,7 +198,7 @@ class Harness:
     def train_ropg(self, questions: Sequence[Question], golds: dict[str, str],
                    variants: Sequence[str], save_dir: Path | None = None) -> dict[str, list]:
         """Collect per-item feedback on the training inputs and fit ROPG-RL / ROPG-KD."""
-        from vars_langgraph.eval.lamp import ropg
+        from vars_langgraph_eval.lamp import ropg
 
         data = ropg.collect_item_feedback(
             self.task, questions, golds, lambda ps: self.generate(ps, f"{self.task} ROPG feedback"),
@@ -217,7 +217,7 @@ class Harness:
     def train_rspg(self, questions: Sequence[Question], golds: dict[str, str],
                    variants: Sequence[str], save_dir: Path | None = None) -> dict[str, list]:
         """Generate with every pool retriever on the training inputs; fit the selectors."""
-        from vars_langgraph.eval.lamp.rspg import RSPGSelector, selector_input, train_selector
+        from vars_langgraph_eval.lamp.rspg import RSPGSelector, selector_input, train_selector
 
         reqs = self.requests(questions)
         picks = self._pool_picks(reqs)
@@ -240,8 +240,8 @@ class Harness:
 
     def load_models(self, model_dir: Path, methods: Sequence[str]) -> None:
         """Load trained ROPG/RSPG models saved by an earlier run (`{task}_{method}.pt`)."""
-        from vars_langgraph.eval.lamp.ropg import ROPGRetriever, ROPGScorer
-        from vars_langgraph.eval.lamp.rspg import RSPGSelector
+        from vars_langgraph_eval.lamp.ropg import ROPGRetriever, ROPGScorer
+        from vars_langgraph_eval.lamp.rspg import RSPGSelector
 
         for m in methods:
             path = model_dir / f"{self.task}_{m}.pt"
@@ -348,7 +348,7 @@ def run_lamp(args: argparse.Namespace, generator: Generator | None = None,
     if generator is None:
         label = (f"{llm.model} @ {llm.base_url}" if llm.base_url else
                  f"{cfg.local_server.model_path or cfg.local_server.model} (local llama.cpp)")
-        from vars_langgraph.eval.lamp.generate import openai_generator
+        from vars_langgraph_eval.lamp.generate import openai_generator
 
         max_tokens = args.max_tokens or (16 if task in ("LaMP_1", "LaMP_2", "LaMP_3") else 64)
         generator = openai_generator(cfg, llm, max_tokens, args.temperature)
@@ -398,7 +398,7 @@ def run_pplug(h: Harness, args: argparse.Namespace, questions: Sequence[Question
     """
     import torch
 
-    from vars_langgraph.eval.persona_plug import (
+    from vars_langgraph_eval.persona_plug import (
         InputEncoder,
         PersonaPlug,
         lamp_examples,
@@ -427,7 +427,7 @@ def run_pplug(h: Harness, args: argparse.Namespace, questions: Sequence[Question
         raise FileNotFoundError(f"no trained Persona-Plug at {saved}")
     from tqdm.auto import tqdm
 
-    from vars_langgraph.eval.persona_plug import PersonaPlugResponder
+    from vars_langgraph_eval.persona_plug import PersonaPlugResponder
 
     responder = PersonaPlugResponder(plug, embed)
     max_new = args.max_tokens or (16 if h.task in ("LaMP_1", "LaMP_2", "LaMP_3") else 64)

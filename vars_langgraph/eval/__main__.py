@@ -1,7 +1,0 @@
-"""`python -m vars_langgraph.eval [options]`: the same as `vars-langgraph eval collab`."""
-
-import sys
-
-from vars_langgraph.eval.runner import collab_main
-
-sys.exit(collab_main(sys.argv[1:]))
