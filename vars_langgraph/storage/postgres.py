@@ -346,7 +346,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
         if self.retrieval == "pgvector":
             if not self.has_pgvector():
                 raise RuntimeError("postgres.retrieval: pgvector, but the server has no "
-                                   "`vector` extension (install postgresql-NN-pgvector)")
+                                   "`vector` extension (install pgvector)")
             self.enable_vectors(dim)
             return PgVectorCardIndex(self, memory, dim, index_dir, **kwargs)
         return CardIndex(memory, dim, index_dir, **kwargs)
