@@ -70,6 +70,45 @@ def test_sqlite_store_implements_the_bulk_read(tmp_path):
     assert memory.card_rows("alice") == rows  # the memory uses it (not a search)
 
 
+def test_sqlite_store_falls_back_to_the_public_api_on_an_unknown_schema(tmp_path):
+    """`storage.tables` reads LangGraph's `store` table only when its columns are the ones
+    its SQL uses; else no reader, and the memory reads through `search`/`get`."""
+    import sqlite3
+
+    from vars_langgraph.memory.store import UNSUPPORTED
+    from vars_langgraph.storage.tables import tables_for_sqlite
+
+    odd = sqlite3.connect(":memory:")
+    odd.execute("CREATE TABLE store (prefix TEXT, key TEXT, blob TEXT)")
+    assert tables_for_sqlite(odd, threading.Lock()) is None
+
+    store = open_store(config_for(tmp_path))
+    assert store.tables is not None  # LangGraph's schema as expected
+    memory = UserMemory(store)
+    store.put(memory.ns("alice", "cards"), "k1", {"note": "x"}, index=False)
+    direct = memory.card_rows("alice")
+    store.tables = None  # what setup() leaves on an unknown schema
+    assert store.namespace_rows(memory.ns("alice", "cards")) is None
+    assert store.item_value(memory.ns("alice", "cards"), "k1") is UNSUPPORTED
+    public = memory.card_rows("alice")  # through search
+    assert [k for k, _ in public] == [k for k, _ in direct] == ["k1"]
+
+
+def test_sql_on_langgraphs_tables_only_in_the_adapter_module():
+    """One module (`storage/tables.py`) has SQL on LangGraph's tables; no module replaces a
+    LangGraph lock."""
+    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+(store|store_vectors|checkpoints|"
+                     r"checkpoint_writes|checkpoint_blobs)\b")
+    offenders = []
+    for f in sorted((ROOT / "vars_langgraph").rglob("*.py")):
+        text = f.read_text()
+        if sql.search(text) and f.name != "tables.py":
+            offenders.append(f.name)
+        if re.search(r"\.lock\s*=\s*(contextlib\.)?nullcontext", text):
+            offenders.append(f"{f.name}: lock replaced")
+    assert offenders == []
+
+
 class RecordingStore(InMemoryStore, StoreFeatures):
     """A user's store with its own features: the engine must use them."""
 
@@ -243,9 +282,7 @@ def test_postgres_classes_have_the_from_conn_string_shape():
         saver.setup()
         store.put(("vars", "a", "cards"), "k", {"note": "n"}, index=False)
         assert store.namespace_rows(("vars", "a", "cards"))[0][0] == "k"
-        # pooled: LangGraph's per-object lock does not serialise the process
-        assert not isinstance(store.lock, type(threading.Lock()))
-        assert not isinstance(saver.lock, type(threading.Lock()))
+        assert store.tables is not None  # the schema check at setup() passed
         assert saver.get_tuple({"configurable": {"thread_id": "x", "checkpoint_ns": ""}}) is None
     import psycopg
 
