@@ -1,24 +1,46 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the storage-parametrised tests: Debian's postgresql (+ pgvector when
-# the archive has it), a fresh cluster in a temp dir, on a loopback port, as a non-root user.
+# A throwaway PostgreSQL for the storage-parametrised tests: PostgreSQL + pgvector from the
+# `pgserver` wheel, a fresh cluster in a temp dir, on a loopback port, as a non-root user.
 #
 #   source .ci/postgres.sh        # sets and prints VARS_TEST_POSTGRES_URL (CI does this)
 #   bash .ci/postgres.sh          # prints `export VARS_TEST_POSTGRES_URL=...` (eval it)
 #   bash .ci/postgres.sh stop     # stops the server and removes its data dir
 #
-# Idempotent and fast: packages are installed only when missing, a server already answering on
+# Idempotent and fast: nothing is built; a server already answering on
 # the port is reused; otherwise a fresh cluster is made (~3 s). Settings (env): VARS_PG_PORT
 # (55432), VARS_PG_DIR (/tmp/vars-pg-$PORT), VARS_PG_DB (vars_test), VARS_PG_BINDIR (a
-# PostgreSQL bin dir to use instead of Debian's, e.g. one that ships pgvector).
+# PostgreSQL bin dir to use instead of the pgserver wheel's).
 # Test-only server: fsync off, trust auth on 127.0.0.1.
 # Safe to `source` under `set -euo pipefail`: everything runs in functions that `return`.
 
 _vars_pg_log() { echo "postgres.sh: $*" >&2; }
 
+# PostgreSQL + pgvector from a package: the `pgserver` wheel (the [test] extra) ships a
+# relocatable PostgreSQL 16 in pgserver/pginstall (bin/initdb, bin/postgres, pgvector 0.6.2's
+# vector.so). Found without importing pgserver. Else Debian's postgresql (no pgvector: those
+# tests skip).
+_vars_pg_wheel_bindir() {
+  local py
+  py=$(command -v python || command -v python3 || true)
+  [ -n "$py" ] || return 0
+  "$py" - <<'PY' 2>/dev/null || true
+import importlib.util, os
+spec = importlib.util.find_spec("pgserver")
+for root in (spec.submodule_search_locations or []) if spec else []:
+    bindir = os.path.join(root, "pginstall", "bin")
+    if os.access(os.path.join(bindir, "initdb"), os.X_OK):
+        print(bindir)
+        break
+PY
+}
+
 _vars_pg_bindir() {
   if [ -n "${VARS_PG_BINDIR:-}" ]; then echo "$VARS_PG_BINDIR"; return 0; fi
   local d
-  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  d=$(_vars_pg_wheel_bindir)
+  if [ -z "$d" ]; then
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  fi
   echo "$d"
 }
 
@@ -27,61 +49,16 @@ _vars_pg_install() {
   bindir=$(_vars_pg_bindir)
   if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
     if [ "$(id -u)" != 0 ]; then
-      _vars_pg_log "PostgreSQL is not installed and this user cannot apt-get install it"
+      _vars_pg_log "no PostgreSQL: pip install pgserver (the [test] extra), or set VARS_PG_BINDIR"
       return 1
     fi
-    _vars_pg_log "installing postgresql (Debian)"
+    _vars_pg_log "pgserver wheel not found; installing Debian's postgresql (without pgvector)"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       postgresql >/dev/null
     bindir=$(_vars_pg_bindir)
   fi
-  # pgvector for the store's own vector index, when the archive has it (bookworm: not in main).
-  local major pkg
-  major=$(basename "$(dirname "$bindir")")
-  pkg="postgresql-${major}-pgvector"
-  if [ -z "${VARS_PG_BINDIR:-}" ] && [ "$(id -u)" = 0 ] \
-      && ! ls "/usr/share/postgresql/${major}/extension/vector.control" >/dev/null 2>&1; then
-    if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
-      apt-get update -qq >/dev/null 2>&1 || true  # a fresh machine has no package lists
-    fi
-    if apt-cache show "$pkg" >/dev/null 2>&1; then
-      _vars_pg_log "installing $pkg"
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" \
-        >/dev/null || _vars_pg_log "$pkg failed to install; continuing without pgvector"
-    else
-      _vars_pg_build_pgvector "$major" \
-        || _vars_pg_log "pgvector could not be built; pgvector tests will skip"
-    fi
-  fi
   echo "$bindir"
-}
-
-# Debian bookworm has no postgresql-NN-pgvector: build the vendored source (.ci/pgvector, see its
-# README) against Debian's server headers (~30 s once; installed files stay for later runs).
-_vars_pg_build_pgvector() {
-  local major="$1" src build
-  src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pgvector"
-  [ -f "$src/vector.control" ] || return 1
-  if [ ! -f "/usr/include/postgresql/${major}/server/postgres.h" ]; then
-    _vars_pg_log "installing postgresql-server-dev-${major} (to build pgvector)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "postgresql-server-dev-${major}" make gcc libc6-dev >/dev/null || return 1
-  fi
-  _vars_pg_log "building pgvector from .ci/pgvector"
-  build=$(mktemp -d)
-  cp -r "$src/." "$build/"
-  # OPTFLAGS="": no -march=native, so the build runs on any x86-64 machine
-  if make -C "$build" -s -j2 OPTFLAGS="" PG_CONFIG="/usr/lib/postgresql/${major}/bin/pg_config" \
-      >"$build/build.log" 2>&1 \
-      && make -C "$build" -s install PG_CONFIG="/usr/lib/postgresql/${major}/bin/pg_config" \
-      >>"$build/build.log" 2>&1; then
-    rm -rf "$build"
-    return 0
-  fi
-  tail -n 20 "$build/build.log" >&2
-  rm -rf "$build"
-  return 1
 }
 
 # Run a command as the server's (non-root) owner.

@@ -62,16 +62,17 @@ def test_the_cache_is_bounded_lru():
     assert inner.queries[-1] == "a"
 
 
-def test_query_fast_path_matches_encode_with_and_without_a_query_prompt():
-    """The one-text query path (real MiniLM) gives encode()'s vector, prompt included once."""
+def test_embed_query_is_encode_with_the_query_prompt():
+    """Queries go through `SentenceTransformer.encode()` (real MiniLM), the prompt added once."""
     from vars_langgraph.config import EmbeddingConfig
     from vars_langgraph.models.embedder import SentenceTransformerEmbedder
 
     text = "How should I structure a pytest fixture for a database?"
     for prompt in (None, "query: "):
         emb = SentenceTransformerEmbedder(EmbeddingConfig(query_prompt=prompt))
-        assert emb._fast is not None
-        want = emb._encode([text], prompt=prompt)[0]
-        np.testing.assert_allclose(emb.embed_query(text), want, atol=1e-5)
+        want = emb.model.encode([text], prompt=prompt, normalize_embeddings=True)[0]
+        got = emb.embed_query(text)
+        assert got.dtype == np.float32 and abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
+        np.testing.assert_allclose(got, want, atol=1e-6)
     plain = SentenceTransformerEmbedder(EmbeddingConfig())
     assert not np.allclose(plain.embed_query(text), want, atol=1e-3)  # the prompt matters

@@ -70,6 +70,45 @@ def test_sqlite_store_implements_the_bulk_read(tmp_path):
     assert memory.card_rows("alice") == rows  # the memory uses it (not a search)
 
 
+def test_sqlite_store_falls_back_to_the_public_api_on_an_unknown_schema(tmp_path):
+    """`storage.tables` reads LangGraph's `store` table only when its columns are the ones
+    its SQL uses; else no reader, and the memory reads through `search`/`get`."""
+    import sqlite3
+
+    from vars_langgraph.memory.store import UNSUPPORTED
+    from vars_langgraph.storage.tables import tables_for_sqlite
+
+    odd = sqlite3.connect(":memory:")
+    odd.execute("CREATE TABLE store (prefix TEXT, key TEXT, blob TEXT)")
+    assert tables_for_sqlite(odd, threading.Lock()) is None
+
+    store = open_store(config_for(tmp_path))
+    assert store.tables is not None  # LangGraph's schema as expected
+    memory = UserMemory(store)
+    store.put(memory.ns("alice", "cards"), "k1", {"note": "x"}, index=False)
+    direct = memory.card_rows("alice")
+    store.tables = None  # what setup() leaves on an unknown schema
+    assert store.namespace_rows(memory.ns("alice", "cards")) is None
+    assert store.item_value(memory.ns("alice", "cards"), "k1") is UNSUPPORTED
+    public = memory.card_rows("alice")  # through search
+    assert [k for k, _ in public] == [k for k, _ in direct] == ["k1"]
+
+
+def test_sql_on_langgraphs_tables_only_in_the_adapter_module():
+    """One module (`storage/tables.py`) has SQL on LangGraph's tables; no module replaces a
+    LangGraph lock."""
+    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+(store|store_vectors|checkpoints|"
+                     r"checkpoint_writes|checkpoint_blobs)\b")
+    offenders = []
+    for f in sorted((ROOT / "vars_langgraph").rglob("*.py")):
+        text = f.read_text()
+        if sql.search(text) and f.name != "tables.py":
+            offenders.append(f.name)
+        if re.search(r"\.lock\s*=\s*(contextlib\.)?nullcontext", text):
+            offenders.append(f"{f.name}: lock replaced")
+    assert offenders == []
+
+
 class RecordingStore(InMemoryStore, StoreFeatures):
     """A user's store with its own features: the engine must use them."""
 
@@ -126,19 +165,28 @@ def test_runtime_store_forwards_per_call_features():
 
 
 # the async API of the sync checkpointer ----------------------------------------------------
-def test_bridge_covers_every_async_method_of_the_base_saver():
+def test_bridge_fills_the_async_twin_of_each_implemented_sync_method():
+    """An async method is filled in only where the sync class implements its twin: a saver
+    claims (to LangGraph's conformance suite) only what works."""
     from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
 
-    expected = sorted(n for n in dir(BaseCheckpointSaver) if n.startswith("a")
-                      and callable(getattr(BaseCheckpointSaver, n[1:], None))
+    def expected(cls: type) -> list[str]:
+        return sorted(n for n in dir(BaseCheckpointSaver) if n.startswith("a")
                       and (inspect.iscoroutinefunction(getattr(BaseCheckpointSaver, n))
-                           or inspect.isasyncgenfunction(getattr(BaseCheckpointSaver, n))))
-    assert {"aget_tuple", "alist", "aput", "aput_writes", "adelete_thread"} <= set(expected)
-    assert bridged_methods(VARSSqliteSaver) == expected
+                           or inspect.isasyncgenfunction(getattr(BaseCheckpointSaver, n)))
+                      and getattr(cls, n[1:], None) is not getattr(BaseCheckpointSaver, n[1:]))
+
+    got = bridged_methods(VARSSqliteSaver)
+    assert got == expected(SqliteSaver)
+    assert {"aget_tuple", "alist", "aput", "aput_writes", "adelete_thread"} <= set(got)
+    assert not {"acopy_thread", "adelete_for_runs", "aprune"} & set(got)  # SqliteSaver lacks them
     if PG_URL:  # the postgres extra is installed where the tests run against Postgres
+        from langgraph.checkpoint.postgres import PostgresSaver
+
         from vars_langgraph.storage.postgres import VARSPostgresSaver
 
-        assert bridged_methods(VARSPostgresSaver) == expected
+        assert bridged_methods(VARSPostgresSaver) == expected(PostgresSaver)
     # LangGraph passes task_path only when the signature has it
     assert "task_path" in inspect.signature(VARSSqliteSaver.aput_writes).parameters
     assert inspect.isasyncgenfunction(VARSSqliteSaver.alist)
@@ -234,9 +282,7 @@ def test_postgres_classes_have_the_from_conn_string_shape():
         saver.setup()
         store.put(("vars", "a", "cards"), "k", {"note": "n"}, index=False)
         assert store.namespace_rows(("vars", "a", "cards"))[0][0] == "k"
-        # pooled: LangGraph's per-object lock does not serialise the process
-        assert not isinstance(store.lock, type(threading.Lock()))
-        assert not isinstance(saver.lock, type(threading.Lock()))
+        assert store.tables is not None  # the schema check at setup() passed
         assert saver.get_tuple({"configurable": {"thread_id": "x", "checkpoint_ns": ""}}) is None
     import psycopg
 

@@ -132,6 +132,82 @@ def test_textual_tool_calls_become_openai_tool_calls():
     assert b'"content": ""' in fixed and fix_request(b"not json") == b"not json"
 
 
+def test_a_repeated_call_becomes_the_answer():
+    """What Qwen2.5-0.5B does with a tool (seen on the real server): the call, then an
+    invented `{"response": ...}`; after the tool's result, the same call again and the
+    answer. The first is one tool call; the repeat is the answer, unwrapped."""
+    from vars_langgraph.models._server_tools import answered_calls, parse_tool_calls, with_tool_calls
+
+    names = {"weather"}
+    text = '{"name": "weather", "arguments": "{\\"city\\": \\"Paris\\"}"}\n{"response": "21 C"}'
+    first = parse_tool_calls(text, names)
+    assert [c["function"]["arguments"] for c in first] == ['{"city": "Paris"}']
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "It is 21 C in Paris."}]
+    done = answered_calls(messages)
+    assert done == {("weather", '{"city": "Paris"}')}
+    resp = {"choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}]}
+    choice = with_tool_calls(resp, names, done)["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["message"]["content"] == "21 C"
+    other = text.replace("Paris", "Lyon")  # a new call is still made
+    resp = {"choices": [{"index": 0, "message": {"role": "assistant", "content": other}}]}
+    assert with_tool_calls(resp, names, done)["choices"][0]["message"]["tool_calls"]
+    # a call without a result yet (no tool message) is not "answered"
+    assert answered_calls(messages[:2]) == set()
+
+
+def test_streamed_log_probs_are_reassembled():
+    from vars_langgraph.models._server_tools import from_stream, sse_body
+
+    def chunk(text, lp, finish=None):
+        return {"id": "x", "created": 1, "model": "local", "choices": [{
+            "index": 0, "delta": {"content": text}, "finish_reason": finish,
+            "logprobs": {"content": [{"token": text, "logprob": lp, "top_logprobs": []}]}}]}
+
+    body = sse_body(iter([chunk('{"', -0.1), chunk("a", -0.2, "length")]))
+    out = from_stream(body)
+    choice = out["choices"][0]
+    assert choice["message"]["content"] == '{"a' and choice["finish_reason"] == "length"
+    assert [t["logprob"] for t in choice["logprobs"]["content"]] == [-0.1, -0.2]
+    assert out["object"] == "chat.completion"
+
+
+@pytest.mark.llm
+def test_create_agent_with_the_memory_middleware_calls_the_tool(make_config, llm_base_url):
+    """The issue's case on the real local server: `create_agent(llm, [weather],
+    middleware=[memory.middleware()])` asked for the weather makes a real tool call (the tool
+    runs once) and ends with an answer, not the call's JSON."""
+    from langchain.agents import create_agent
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    ran: list[str] = []
+
+    @tool
+    def weather(city: str) -> str:
+        """The current temperature in a city, in degrees Celsius."""
+        ran.append(city)
+        return f"It is 21 degrees Celsius in {city}."
+
+    memory = VARSMemory(make_config(storage="memory"), store=InMemoryStore())
+    llm = ChatOpenAI(base_url=llm_base_url, api_key="x", model="local", temperature=0.0,
+                     max_tokens=64)
+    agent = create_agent(llm, [weather], middleware=[memory.middleware()])
+    out = agent.invoke({"messages": [("user", "What's the weather in Paris?")]},
+                       {"configurable": {"thread_id": "t1"}, "recursion_limit": 12},
+                       context={"user_id": "alice"})
+    assert ran and "paris" in ran[0].lower(), out["messages"]
+    assert any(isinstance(m, ToolMessage) for m in out["messages"])
+    final = out["messages"][-1]
+    assert final.type == "ai" and not final.tool_calls
+    assert '"name"' not in final.content, final.content
+
+
 @pytest.mark.llm
 def test_memory_tool_executes_on_the_default_local_server(make_config, llm_base_url):
     """A real tool call: Qwen2.5-0.5B on the local llama.cpp server, through ChatOpenAI's

@@ -18,6 +18,7 @@ from langchain_core.messages import convert_to_messages
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import get_runtime
 from langgraph.store.base import BaseStore
 
 from vars_langgraph.background import add_background_nodes, background_enabled
@@ -33,16 +34,23 @@ log = logging.getLogger(__name__)
 class VARSGraph(CompiledStateGraph):
     """The compiled VARS graph. Before a run starts, so before the checkpointer stores the
     input, it refuses a missing or empty user id and an empty last user message, and records
-    the thread in the user's registry (what `forget --threads` deletes)."""
+    the thread in the user's registry (what `forget --threads` deletes).
+
+    Built from the graph `StateGraph.compile()` returns, through the constructor with the
+    fields LangGraph's own `copy()` passes it, plus `engine`; so LangGraph's `copy()` (which
+    `langgraph dev` calls per run) rebuilds a `VARSGraph` with its engine."""
 
     engine: VARSEngine
 
-    def copy(self, update: dict[str, Any] | None = None) -> VARSGraph:
-        # LangGraph (and `langgraph dev`, which copies every graph per run) rebuild the object
-        # from its constructor's fields; keep the engine.
-        new = super().copy(update)
-        new.engine = self.engine
-        return new
+    def __init__(self, *, engine: VARSEngine, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
+
+    @classmethod
+    def from_compiled(cls, graph: CompiledStateGraph, engine: VARSEngine) -> VARSGraph:
+        """A `VARSGraph` with `graph`'s fields (as `graph.copy()` would construct it)."""
+        fields = {k: v for k, v in vars(graph).items() if k != "__orig_class__"}
+        return cls(engine=engine, **fields)
 
     def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Any:  # noqa: A002
         self._before_run(input, config, kwargs.get("context"))
@@ -56,8 +64,8 @@ class VARSGraph(CompiledStateGraph):
     def _before_run(self, input: Any, config: Any, context: Any,  # noqa: A002
                     defer_note: bool = False) -> Any:
         conf = (config or {}).get("configurable") or {}
-        if context is None:  # a subgraph call carries the parent's runtime instead
-            context = getattr(conf.get("__pregel_runtime"), "context", None)
+        if context is None:  # a subgraph call: the parent run's context
+            context = _parent_context()
         user_id = resolve_user_id(SimpleNamespace(context=context), config)
         msgs = input.get("messages") if isinstance(input, dict) else None
         if msgs:
@@ -82,6 +90,15 @@ class VARSGraph(CompiledStateGraph):
             if not self.engine.config.fail_open:
                 raise
             log.warning("VARS could not record the thread: %r", e)
+
+
+def _parent_context() -> Any:
+    """The runtime context of the run this call is made from (a node of a parent graph), or
+    None outside a run (`langgraph.runtime.get_runtime`)."""
+    try:
+        return get_runtime().context
+    except RuntimeError:  # not inside a runnable context
+        return None
 
 
 async def _noted_first(note: Any, stream: Any) -> Any:
@@ -131,12 +148,9 @@ def build_graph(
     for a, b in zip(names, names[1:], strict=False):
         builder.add_edge(a, b)
     builder.add_edge(names[-1], END)
-    graph = builder.compile(
-        checkpointer=checkpointer or None, store=engine.store, name="vars"
-    )
-    graph.__class__ = VARSGraph  # checks the user id before anything is written
-    graph.engine = engine  # type: ignore[attr-defined]  # for CLI/tests: the shared parts
-    return graph
+    compiled = builder.compile(checkpointer=checkpointer or None, store=engine.store, name="vars")
+    # checks the user id before anything is written; `engine`: the shared parts (CLI, tests)
+    return VARSGraph.from_compiled(compiled, engine)
 
 
 def default_index_dir(config: VARSConfig) -> str | None:

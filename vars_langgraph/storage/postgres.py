@@ -8,13 +8,12 @@ under a Postgres advisory lock so that processes starting together do not race o
 This module needs the `postgres` extra (psycopg, psycopg-pool, langgraph-checkpoint-postgres);
 `vars_langgraph.storage` imports it only when a postgres URL is selected.
 
-What this module adds to LangGraph's classes, and nothing more (public API only: the pool is
-the classes' `conn`, VARS's own SQL runs on connections of that pool):
-- a `psycopg_pool.ConnectionPool` (size from `postgres.pool_min/pool_max`) and no process-wide
-  lock around pooled calls (LangGraph's sync classes serialise every pipelined call of a
-  process on their `lock`, which is only needed for a single shared connection);
+What this module adds to LangGraph's classes, and nothing more (LangGraph's public API: the
+pool is the classes' `conn`; the direct reads of LangGraph's tables are in `storage.tables`,
+the one module with SQL on them):
+- a `psycopg_pool.ConnectionPool` (size from `postgres.pool_min/pool_max`);
 - `setup()` under advisory locks; `StoreFeatures`: a per-user advisory lock on card writes,
-  the bulk read of a namespace and the one-item read (one SELECT each), the card index;
+  the bulk read of a namespace and the one-item read (`storage.tables`), the card index;
 - the async API of the sync checkpointer (`aget_tuple`, `aput`, ...) run in a worker thread
   (`storage.bridge`), so `ainvoke`/`astream` work on the same objects; for fully async apps
   `open_async_postgres` gives LangGraph's `AsyncPostgresStore` + `AsyncPostgresSaver` on an
@@ -34,7 +33,7 @@ import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +50,15 @@ from psycopg_pool import ConnectionPool
 from vars_langgraph.memory.index import CardIndex
 from vars_langgraph.memory.store import (
     ROOT,
+    UNSUPPORTED,
     VEC_KEY,
     UserMemory,
     card_from_value,
-    decode_vector,
     value_vector,
 )
 from vars_langgraph.storage.bridge import SyncSaverAsyncAPI
 from vars_langgraph.storage.features import StoreFeatures
+from vars_langgraph.storage.tables import PostgresTables, tables_for_postgres
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,6 @@ def advisory_lock(url: str, name: str) -> Iterator[None]:
 def user_cards_lock(url: str, user_id: str) -> AbstractContextManager[None]:
     """The advisory lock on one user's card writes (every process on the database)."""
     return advisory_lock(url, f"vars-langgraph:cards:{user_id}")
-
-
-def _unlock_pooled(obj: Any) -> None:
-    """LangGraph's sync Postgres classes hold `obj.lock`, one `threading.Lock` per object,
-    around pipelined calls, to guard a single shared connection. On a pool every call checks
-    out a connection of its own, so the lock would only serialise the whole process."""
-    if isinstance(obj.conn, ConnectionPool):
-        obj.lock = nullcontext()
 
 
 def _conninfo(conn: Any) -> str:
@@ -162,11 +154,8 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
     """LangGraph's `PostgresStore` on a pool, optionally with cards in pgvector; implements
     `StoreFeatures` (card index, per-user advisory write lock, bulk and one-item reads). Build with
     `open_postgres_store`, or `with VARSPostgresStore.from_conn_string(url) as store:
-    store.setup()`. `close()` closes the pool.
-
-    On a pool, `lock` (LangGraph's per-process lock around pipelined calls, which guards one
-    shared connection) is a no-op: every call checks out its own connection. `setup()` runs
-    LangGraph's migrations under a database-wide advisory lock."""
+    store.setup()`. `close()` closes the pool. `setup()` runs LangGraph's migrations under a
+    database-wide advisory lock, then checks the schema for the direct reads (`storage.tables`)."""
 
     def __init__(self, conn: Any, *, url: str | None = None, retrieval: str = "faiss",
                  **kwargs: Any) -> None:
@@ -179,7 +168,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
         self._indexed: PostgresStore | None = None  # the same tables, with the vector index
         self._vector_dim: int | None = None
         self._enable_guard = threading.Lock()
-        _unlock_pooled(self)
+        self.tables: PostgresTables | None = None  # set by setup() (`storage.tables`)
 
     @classmethod
     @contextmanager
@@ -195,25 +184,21 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
     def setup(self) -> None:
         with advisory_lock(self.url, "vars-langgraph:store-setup"):
             super().setup()
+        if self.tables is None:
+            self.tables = tables_for_postgres(self.conn)
 
     @contextmanager
     def _sql(self) -> Iterator[Any]:
-        """A cursor for VARS's own SQL, on a connection of this store's pool."""
+        """A cursor on a connection of this store's pool (catalog queries, not LangGraph's
+        tables)."""
         with self.conn.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             yield cur
 
-    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]]:
-        with self._sql() as cur:
-            cur.execute("SELECT key, value::text AS value FROM store WHERE prefix = %s",
-                        (".".join(namespace),))
-            return [(r["key"], r["value"]) for r in cur.fetchall()]
+    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
+        return self.tables.namespace_rows(namespace) if self.tables is not None else None
 
     def item_value(self, namespace: tuple[str, ...], key: str) -> Any:
-        with self._sql() as cur:
-            cur.execute("SELECT value::text AS value FROM store WHERE prefix = %s AND key = %s",
-                        (".".join(namespace), key))
-            row = cur.fetchone()
-        return row["value"] if row is not None else None
+        return self.tables.item_value(namespace, key) if self.tables is not None else UNSUPPORTED
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         if self._indexed is None:
@@ -261,62 +246,37 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
             index = {"dims": dim, "embed": vectors, "fields": [NOTE_FIELD],
                      "distance_type": "inner_product", "ann_index_config": {"kind": "flat"}}
             indexed = PostgresStore(self.conn, index=index)  # type: ignore[arg-type]
-            _unlock_pooled(indexed)
             with advisory_lock(self.url, "vars-langgraph:store-setup"):
                 indexed.setup()
-                with self._sql() as cur:
-                    cur.execute(
-                        "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute "
-                        "WHERE attrelid = 'store_vectors'::regclass AND attname = 'embedding'")
-                    row = cur.fetchone()
-                    if row and row["t"] != f"vector({dim})":
-                        raise ValueError(f"store_vectors.embedding is {row['t']}, embedder is "
+                tables = self.tables if self.tables is not None and self.tables.vectors_ok() else None
+                if tables is not None:
+                    found = tables.embedding_type()
+                    if found and found != f"vector({dim})":
+                        raise ValueError(f"store_vectors.embedding is {found}, embedder is "
                                          f"{dim}-d: one embedding model per database")
-                    # cards written before pgvector was on (or by a FAISS-mode process)
-                    cur.execute(
-                        """
-                        INSERT INTO store_vectors (prefix, key, field_name, embedding)
-                        SELECT s.prefix, s.key, %s, (s.value->'embedding')::text::vector
-                        FROM store s
-                        WHERE s.prefix LIKE %s AND s.prefix LIKE %s
-                          AND jsonb_typeof(s.value->'embedding') = 'array'
-                          AND jsonb_array_length(s.value->'embedding') = %s
-                        ON CONFLICT (prefix, key, field_name) DO NOTHING
-                        """,
-                        (NOTE_FIELD, ROOT + ".%", "%.cards", dim),
-                    )
-                    n = cur.rowcount
-                    n += self._backfill_compact(cur, dim)
-                    if n:
-                        log.info("pgvector: indexed %d cards written before", n)
             self._vector_dim = dim
             self.vectors = vectors
             self._indexed = indexed
+            # cards written before pgvector was on (or by a FAISS-mode process)
+            with advisory_lock(self.url, "vars-langgraph:store-setup"):
+                if tables is not None:
+                    n = tables.backfill_vectors(ROOT, VEC_KEY, NOTE_FIELD, dim)
+                else:
+                    n = self._reindex_cards()
+            if n:
+                log.info("pgvector: indexed %d cards written before", n)
 
-    @staticmethod
-    def _backfill_compact(cur: Any, dim: int) -> int:
-        """Index format-2 cards (float16 base64 vectors) that have no vector row yet."""
-        cur.execute(
-            """
-            SELECT s.prefix, s.key, s.value->>%s AS v FROM store s
-            LEFT JOIN store_vectors sv
-              ON sv.prefix = s.prefix AND sv.key = s.key AND sv.field_name = %s
-            WHERE s.prefix LIKE %s AND s.prefix LIKE %s AND s.value ? %s AND sv.key IS NULL
-            """,
-            (VEC_KEY, NOTE_FIELD, ROOT + ".%", "%.cards", VEC_KEY),
-        )
-        rows = []
-        for r in cur.fetchall():
-            vec = decode_vector(r["v"])
-            if vec is not None and len(vec) == dim and np.all(np.isfinite(vec)):
-                rows.append((r["prefix"], r["key"], NOTE_FIELD,
-                             "[" + ",".join(map(repr, vec.tolist())) + "]"))
-        if rows:
-            cur.executemany(
-                "INSERT INTO store_vectors (prefix, key, field_name, embedding) "
-                "VALUES (%s, %s, %s, %s::vector) ON CONFLICT (prefix, key, field_name) DO NOTHING",
-                rows)
-        return len(rows)
+    def _reindex_cards(self) -> int:
+        """The backfill through the public API (when `storage.tables` cannot be used): every
+        card put again through `batch`, which indexes it with its own vector."""
+        n = 0
+        for ns in self.list_namespaces(prefix=(ROOT,), suffix=("cards",), limit=1_000_000):
+            offset = 0
+            while items := self.search(ns, limit=1000, offset=offset):
+                self.batch([PutOp(it.namespace, it.key, it.value) for it in items])
+                n += len(items)
+                offset += len(items)
+        return n
 
     def search_cards(self, memory: UserMemory, user_id: str, query: np.ndarray,
                      k: int) -> list[tuple[PreferenceCard, float]]:
@@ -346,7 +306,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
         if self.retrieval == "pgvector":
             if not self.has_pgvector():
                 raise RuntimeError("postgres.retrieval: pgvector, but the server has no "
-                                   "`vector` extension (install postgresql-NN-pgvector)")
+                                   "`vector` extension (install pgvector)")
             self.enable_vectors(dim)
             return PgVectorCardIndex(self, memory, dim, index_dir, **kwargs)
         return CardIndex(memory, dim, index_dir, **kwargs)
@@ -398,7 +358,6 @@ class VARSPostgresSaver(SyncSaverAsyncAPI, PostgresSaver):
         url = url or conninfo
         super().__init__(conn, pipe, serde)
         self.url = url
-        _unlock_pooled(self)
 
     @classmethod
     @contextmanager

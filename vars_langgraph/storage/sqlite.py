@@ -26,8 +26,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import Op, Result
 from langgraph.store.sqlite import SqliteStore
 
+from vars_langgraph.memory.store import UNSUPPORTED
 from vars_langgraph.storage.bridge import SyncSaverAsyncAPI
 from vars_langgraph.storage.features import StoreFeatures
+from vars_langgraph.storage.tables import SqliteTables, tables_for_sqlite
 
 STORE_FILE = "vars.sqlite"
 THREADS_FILE = "threads.sqlite"
@@ -72,23 +74,30 @@ class VARSSqliteStore(SqliteStore, StoreFeatures):
         finally:
             conn.close()
 
+    tables: SqliteTables | None = None
+
+    def setup(self) -> None:
+        """LangGraph's migrations, then the direct reader of its `store` table when the
+        schema is the expected one (`storage.tables`; else the public API)."""
+        super().setup()
+        if self.tables is None:
+            self.tables = tables_for_sqlite(self.conn, self.lock)
+
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await asyncio.to_thread(self.batch, list(ops))
 
-    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]]:
+    def _reader(self) -> SqliteTables | None:
         if not self.is_setup:
             self.setup()
-        with self.lock:  # the store's own lock around its shared connection
-            return self.conn.execute("SELECT key, value FROM store WHERE prefix = ?",
-                                     (".".join(namespace),)).fetchall()
+        return self.tables
+
+    def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
+        tables = self._reader()
+        return tables.namespace_rows(namespace) if tables is not None else None
 
     def item_value(self, namespace: tuple[str, ...], key: str) -> Any:
-        if not self.is_setup:
-            self.setup()
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM store WHERE prefix = ? AND key = ?",
-                                    (".".join(namespace), key)).fetchone()
-        return row[0] if row is not None else None
+        tables = self._reader()
+        return tables.item_value(namespace, key) if tables is not None else UNSUPPORTED
 
 
 class VARSSqliteSaver(SyncSaverAsyncAPI, SqliteSaver):
