@@ -122,6 +122,5 @@ def test_readme_layout_names_every_part_of_the_tree():
     block = readme.split("## Where things are", 1)[1].split("```", 2)[1]
     parts = [p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
     parts += [p.name for p in PKG.glob("*.py") if p.name != "__init__.py"]
-    parts += [p.name for p in (PKG / "storage").glob("*.py") if p.name != "__init__.py"]
     missing = [p for p in parts if p not in block and p.removesuffix(".py") not in block]
     assert not missing, f"README's layout section does not mention {missing}"
