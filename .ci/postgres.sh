@@ -61,6 +61,27 @@ _vars_pg_install() {
   echo "$bindir"
 }
 
+# As root the server runs as another user, who must reach the binaries: a wheel in a venv under
+# a private folder (e.g. /root) is copied once to a world-readable place.
+_vars_pg_reachable() {
+  local bindir="$1" user="${VARS_PG_USER:-postgres}" dest
+  if [ "$(id -u)" != 0 ] || runuser -u "$user" -- test -x "$bindir/initdb"; then
+    echo "$bindir"; return 0
+  fi
+  # <site>/pgserver/pginstall/bin: the binaries find their libraries in <site>/pgserver.libs
+  local site
+  site=$(cd "$bindir/../../.." && pwd)
+  dest="/usr/local/lib/vars-pgserver/$(echo "$bindir" | md5sum | cut -c1-12)"
+  if [ ! -x "$dest/pgserver/pginstall/bin/initdb" ]; then
+    _vars_pg_log "copying PostgreSQL from $site to $dest (readable by $user)"
+    mkdir -p "$dest/pgserver" \
+      && cp -a "$site/pgserver/pginstall" "$dest/pgserver/" \
+      && { [ ! -d "$site/pgserver.libs" ] || cp -a "$site/pgserver.libs" "$dest/"; } \
+      && chmod -R a+rX "$dest" || return 1
+  fi
+  echo "$dest/pgserver/pginstall/bin"
+}
+
 # Run a command as the server's (non-root) owner.
 _vars_pg_as() {
   if [ "$(id -u)" = 0 ]; then
@@ -84,6 +105,7 @@ _vars_pg_start() {
     if [ "$(id -u)" = 0 ] && ! id "${VARS_PG_USER:-postgres}" >/dev/null 2>&1; then
       useradd --system --no-create-home "${VARS_PG_USER:-postgres}"
     fi
+    bindir=$(_vars_pg_reachable "$bindir") || return 1
     # not running: a fresh cluster (never a leftover data dir from an earlier run)
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -111,6 +133,7 @@ _vars_pg_stop() {
   local dir="${VARS_PG_DIR:-/tmp/vars-pg-$port}"
   local bindir
   bindir=$(_vars_pg_bindir)
+  bindir=$(_vars_pg_reachable "$bindir") || return 1
   if [ -s "$dir/data/postmaster.pid" ]; then
     _vars_pg_as "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
   fi

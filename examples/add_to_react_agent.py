@@ -2,6 +2,8 @@
 
     python examples/add_to_react_agent.py
 
+For agents already built with `langgraph.prebuilt.create_react_agent` (deprecated by
+LangGraph in favour of LangChain v1's `create_agent`; new agents: `add_to_agent.py`).
 On CPU this starts the local llama.cpp server (Qwen2.5-Coder-0.5B); set VARS_LLM__BASE_URL to
 use any OpenAI-compatible server instead. Alice states a preference on Monday; on Friday, in a
 new thread, the model's input carries it. The explicit preference is stored before the first
@@ -17,7 +19,7 @@ from langgraph.prebuilt import create_react_agent
 from vars_langgraph import VARSConfig, VARSMemory
 from vars_langgraph.models.llm import chat_model, resolve_llm
 
-# create_react_agent is deprecated in favour of LangChain's create_agent (see docs/dropin.md)
+# this path is for existing create_react_agent agents; new ones use create_agent (add_to_agent.py)
 warnings.filterwarnings("ignore", message="create_react_agent has been moved")
 
 config = VARSConfig.from_dict({"storage": "memory", "llm": {"max_tokens": 64, "temperature": 0}})

@@ -218,8 +218,9 @@ def test_every_candidate_chosen_still_updates_as_the_reference_does():
     assert mean == pytest.approx(np.zeros(3), abs=1e-12)
 
 
-def test_selection_config_and_deprecated_sample_alias():
+def test_selection_config():
     assert PolicyConfig().selection == "top_k" and PolicyConfig().gradient == "auto"
-    assert PolicyConfig(sample=False).selection == "top_k"
-    assert PolicyConfig(sample=True, selection="top_k").selection == "sample"
+    assert PolicyConfig(selection="sample").selection == "sample"
+    with pytest.raises(ValueError, match="sample"):  # the pre-release alias is gone
+        PolicyConfig(sample=True)
     assert not PolicyConfig(use_long=False, use_short=False).learning

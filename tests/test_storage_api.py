@@ -71,12 +71,12 @@ def test_sqlite_store_implements_the_bulk_read(tmp_path):
 
 
 def test_sqlite_store_falls_back_to_the_public_api_on_an_unknown_schema(tmp_path):
-    """`storage.tables` reads LangGraph's `store` table only when its columns are the ones
+    """`storage.features` reads LangGraph's `store` table only when its columns are the ones
     its SQL uses; else no reader, and the memory reads through `search`/`get`."""
     import sqlite3
 
     from vars_langgraph.memory.store import UNSUPPORTED
-    from vars_langgraph.storage.tables import tables_for_sqlite
+    from vars_langgraph.storage.features import tables_for_sqlite
 
     odd = sqlite3.connect(":memory:")
     odd.execute("CREATE TABLE store (prefix TEXT, key TEXT, blob TEXT)")
@@ -95,14 +95,14 @@ def test_sqlite_store_falls_back_to_the_public_api_on_an_unknown_schema(tmp_path
 
 
 def test_sql_on_langgraphs_tables_only_in_the_adapter_module():
-    """One module (`storage/tables.py`) has SQL on LangGraph's tables; no module replaces a
+    """One module (`storage/features.py`) has SQL on LangGraph's tables; no module replaces a
     LangGraph lock."""
     sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+(store|store_vectors|checkpoints|"
                      r"checkpoint_writes|checkpoint_blobs)\b")
     offenders = []
     for f in sorted((ROOT / "vars_langgraph").rglob("*.py")):
         text = f.read_text()
-        if sql.search(text) and f.name != "tables.py":
+        if sql.search(text) and f.name != "features.py":
             offenders.append(f.name)
         if re.search(r"\.lock\s*=\s*(contextlib\.)?nullcontext", text):
             offenders.append(f"{f.name}: lock replaced")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "VARS_"
 
@@ -97,18 +97,6 @@ class RerankerConfig(_Strict):
     max_candidates: int = 64
     calibration_path: str | None = None  # a calibration JSON of your own (None: the shipped maps)
     global_bonus: float | None = None  # log-odds prior of global cards (None: the fitted one)
-    scale: float | None = None  # removed: an error that says what to use instead
-
-    @field_validator("scale")
-    @classmethod
-    def _no_scale(cls, v: float | None) -> None:
-        if v is not None:
-            raise ValueError(
-                "reranker.scale was removed: s0 is now the calibrated log P(useful) for every "
-                "backend. Drop the key; to change how strongly the user vector weighs against "
-                "s0 set policy.tau / policy.beta_long / policy.beta_short, and to recalibrate "
-                "run `python benchmarks/rerank.py --fit` and set reranker.calibration_path")
-        return None
 
 
 class RetrievalConfig(_Strict):
@@ -143,16 +131,8 @@ class PolicyConfig(_Strict):
     # "sequence": score function of the drawn sequence (unbiased for "sample"); "paper":
     # (A/tau)(mean v_chosen - mu), the reference formula; "auto": sequence when sampling
     gradient: Literal["auto", "sequence", "paper"] = "auto"
-    sample: bool | None = None  # deprecated alias: true -> selection "sample", false -> "top_k"
     seed: int | None = None  # seed of the sampling generator (one per engine); None: fresh entropy
     projection_path: str | None = None  # .npy/.npz (item_dim x d) PCA matrix, optional mean
-
-    @model_validator(mode="after")
-    def _alias(self) -> PolicyConfig:
-        if self.sample is not None:
-            self.selection = "sample" if self.sample else "top_k"
-            self.sample = None
-        return self
 
     @property
     def learning(self) -> bool:

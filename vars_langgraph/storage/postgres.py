@@ -9,11 +9,11 @@ This module needs the `postgres` extra (psycopg, psycopg-pool, langgraph-checkpo
 `vars_langgraph.storage` imports it only when a postgres URL is selected.
 
 What this module adds to LangGraph's classes, and nothing more (LangGraph's public API: the
-pool is the classes' `conn`; the direct reads of LangGraph's tables are in `storage.tables`,
+pool is the classes' `conn`; the direct reads of LangGraph's tables are in `storage.features`,
 the one module with SQL on them):
 - a `psycopg_pool.ConnectionPool` (size from `postgres.pool_min/pool_max`);
 - `setup()` under advisory locks; `StoreFeatures`: a per-user advisory lock on card writes,
-  the bulk read of a namespace and the one-item read (`storage.tables`), the card index;
+  the bulk read of a namespace and the one-item read (`storage.features`), the card index;
 - the async API of the sync checkpointer (`aget_tuple`, `aput`, ...) run in a worker thread
   (`storage.bridge`), so `ainvoke`/`astream` work on the same objects; for fully async apps
   `open_async_postgres` gives LangGraph's `AsyncPostgresStore` + `AsyncPostgresSaver` on an
@@ -57,8 +57,7 @@ from vars_langgraph.memory.store import (
     value_vector,
 )
 from vars_langgraph.storage.bridge import SyncSaverAsyncAPI
-from vars_langgraph.storage.features import StoreFeatures
-from vars_langgraph.storage.tables import PostgresTables, tables_for_postgres
+from vars_langgraph.storage.features import PostgresTables, StoreFeatures, tables_for_postgres
 from vars_langgraph.types import PreferenceCard
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
     `StoreFeatures` (card index, per-user advisory write lock, bulk and one-item reads). Build with
     `open_postgres_store`, or `with VARSPostgresStore.from_conn_string(url) as store:
     store.setup()`. `close()` closes the pool. `setup()` runs LangGraph's migrations under a
-    database-wide advisory lock, then checks the schema for the direct reads (`storage.tables`)."""
+    database-wide advisory lock, then checks the schema for the direct reads (`storage.features`)."""
 
     def __init__(self, conn: Any, *, url: str | None = None, retrieval: str = "faiss",
                  **kwargs: Any) -> None:
@@ -168,7 +167,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
         self._indexed: PostgresStore | None = None  # the same tables, with the vector index
         self._vector_dim: int | None = None
         self._enable_guard = threading.Lock()
-        self.tables: PostgresTables | None = None  # set by setup() (`storage.tables`)
+        self.tables: PostgresTables | None = None  # set by setup() (`storage.features`)
 
     @classmethod
     @contextmanager
@@ -267,7 +266,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
                 log.info("pgvector: indexed %d cards written before", n)
 
     def _reindex_cards(self) -> int:
-        """The backfill through the public API (when `storage.tables` cannot be used): every
+        """The backfill through the public API (when `storage.features` cannot be used): every
         card put again through `batch`, which indexes it with its own vector."""
         n = 0
         for ns in self.list_namespaces(prefix=(ROOT,), suffix=("cards",), limit=1_000_000):

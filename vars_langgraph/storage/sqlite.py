@@ -28,8 +28,7 @@ from langgraph.store.sqlite import SqliteStore
 
 from vars_langgraph.memory.store import UNSUPPORTED
 from vars_langgraph.storage.bridge import SyncSaverAsyncAPI
-from vars_langgraph.storage.features import StoreFeatures
-from vars_langgraph.storage.tables import SqliteTables, tables_for_sqlite
+from vars_langgraph.storage.features import SqliteTables, StoreFeatures, tables_for_sqlite
 
 STORE_FILE = "vars.sqlite"
 THREADS_FILE = "threads.sqlite"
@@ -78,7 +77,7 @@ class VARSSqliteStore(SqliteStore, StoreFeatures):
 
     def setup(self) -> None:
         """LangGraph's migrations, then the direct reader of its `store` table when the
-        schema is the expected one (`storage.tables`; else the public API)."""
+        schema is the expected one (`storage.features`; else the public API)."""
         super().setup()
         if self.tables is None:
             self.tables = tables_for_sqlite(self.conn, self.lock)
