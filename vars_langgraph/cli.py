@@ -159,6 +159,12 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
     if value is None and learner is not None:
         value = "not yet (learning in the background)"
     v = engine.load_vector(user).norms()
+    cut = out.get("input_cut")
+    if cut:
+        console.print(f"(your message was cut to fit the model's context window of "
+                      f"{cut['budget']} tokens: {cut['tokens']} tokens, {cut['chars']} characters;"
+                      f" its first and last {cut['kept_chars'] // 2} characters were kept)",
+                      style="dim", markup=False, highlight=False)
     console.print(
         f"(first token {t['ttft_s']:.2f}s, total {t['total_s']:.1f}s, "
         f"{t['tokens_per_s']:.1f} tok/s; memory {t['memory_s'] * 1000:.0f} ms; "
@@ -215,6 +221,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     cfg = _config(args)
     check_user_id(args.user)
     engine = _engine(cfg)
+    with engine.user_lock(args.user), engine.card_write_lock(args.user):
+        engine.memory.bump_generation(args.user)  # from now on running sessions write nothing
     threads = 0
     if args.threads:  # first: the user's thread registry is deleted with the user
         from vars_langgraph.storage import open_checkpointer
@@ -226,15 +234,25 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def forget_threads(checkpointer, user: str, known: Any = ()) -> int:
-    """Delete the checkpointed threads of this user: those in `known` (the store's registry,
-    `UserMemory.threads`) and those whose checkpoints carry the user id in their metadata."""
+    """Delete the checkpointed threads of this user: those whose checkpoints carry the user id
+    in their metadata, and those in `known` (the store's registry, `UserMemory.threads`) whose
+    checkpoints name no other user (a registry entry never deletes another user's thread)."""
     from vars_langgraph.storage import purge_deleted
 
-    ids = set(known) | {
+    ids = {
         t.config["configurable"]["thread_id"]
         for t in checkpointer.list(None)
         if (t.metadata or {}).get("user_id") == user
     }
+    for tid in set(known) - ids:
+        owners = {(t.metadata or {}).get("user_id")
+                  for t in checkpointer.list({"configurable": {"thread_id": tid}})}
+        if owners - {None, user}:
+            logging.getLogger(__name__).warning(
+                "forget: thread %r is recorded for %r but its checkpoints belong to another "
+                "user; left alone", tid, user)
+            continue
+        ids.add(tid)
     for tid in ids:
         checkpointer.delete_thread(tid)
     purge_deleted(checkpointer)
@@ -253,13 +271,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    with (sys.stdin if args.file == "-" else open(args.file)) as f:
-        data = json.load(f)
+    """Restore an export into one user's namespaces (`UserMemory.import_checked`: foreign user
+    ids refused, jobs and thread records never imported, cards without a vector re-embedded)."""
+    from vars_langgraph.memory.store import BadImport, check_user_id
+
+    try:
+        with (sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")) as f:
+            data = json.load(f)
+    except (ValueError, UnicodeError) as e:
+        raise BadImport(f"import: {args.file} is not a JSON export: {e}") from None
+    user = args.user or (data.get("user_id") if isinstance(data, dict) else None)
+    try:
+        user = check_user_id(user)
+    except ValueError:
+        raise BadImport("import: no usable user id: pass --user or import a file with a "
+                        "user_id") from None
     engine = _engine(_config(args))
-    with engine.card_write_lock(args.user or data.get("user_id")):  # vs. other processes' caches
-        n = engine.memory.import_user(data, args.user)
-    engine.index.invalidate(args.user or data.get("user_id"))
-    print(f"imported {n} items for {args.user or data.get('user_id')!r}")
+    with engine.card_write_lock(user):  # vs. other processes' caches
+        stats = engine.memory.import_checked(
+            data, user, embed=lambda texts: engine.embedder.embed_documents(texts),
+            dim=lambda: engine.embedder.dim)  # the model loads only for a valid file
+    engine.index.invalidate(user)
+    notes = [f"{stats[k]} {what}" for k, what in (
+        ("reembedded", "cards re-embedded from their notes"),
+        ("clamped", "confidences clamped to [0, 1]"),
+        ("skipped_cards", "cards skipped (confidence not a number)"),
+        ("skipped_jobs", "learning jobs not imported"),
+        ("skipped_threads", "thread records not imported")) if stats[k]]
+    print(f"imported {stats['imported']} items for {user!r}"
+          + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 
 

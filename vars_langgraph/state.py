@@ -31,6 +31,7 @@ class VARSState(TypedDict, total=False):
     system_prompt: str  # the rendered system message (augment)
     reward: dict[str, Any] | None  # reward of the previous turn (reward/update)
     user_vector: dict[str, Any]  # z_long/z_short norms, baseline, update count
+    input_cut: dict[str, Any] | None  # the user's message cut to fit the context (generate)
 
 
 def resolve_user_id(runtime: Runtime[Any] | None, config: RunnableConfig | None) -> str:
