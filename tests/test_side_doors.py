@@ -558,3 +558,81 @@ class _Learnerless:
 
     def __init__(self, engine):
         self.engine = engine
+
+
+# -- 8b. read-only commands work on a read-only data dir ------------------------------------------
+def _immutable(root: Path, on: bool) -> None:
+    import subprocess
+
+    paths = [str(p) for p in sorted(root.rglob("*"))] + [str(root)]
+    subprocess.run(["chattr", "+i" if on else "-i", *paths], check=True, capture_output=True)
+
+
+def test_memories_and_export_work_on_a_read_only_data_dir(tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    from vars_langgraph.storage import purge_deleted
+
+    if not shutil.which("chattr"):
+        pytest.skip("needs chattr to make a directory read-only (also for root)")
+    cfg = cfg_for(tmp_path, "sqlite")
+    engine = make_engine(cfg)
+    engine.add_preferences("u", [Preference(condition="in general", action="be kind")], SRC)
+    purge_deleted(engine.store)
+    engine.store.conn.close()
+    data = cfg.data_path
+    try:
+        _immutable(data, True)
+    except subprocess.CalledProcessError:
+        pytest.skip("this file system cannot mark files immutable")
+    try:
+        with pytest.raises(OSError):
+            (data / "probe").write_text("x")  # really read-only, even for root
+        capsys.readouterr()
+        assert main(["--data-dir", str(data), "memories", "--user", "u", "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert [c["note"] for c in shown["cards"]] == ["In general, be kind."]
+        assert main(["--data-dir", str(data), "export", "--user", "u"]) == 0
+        assert json.loads(capsys.readouterr().out)["user_id"] == "u"
+    finally:
+        _immutable(data, False)
+
+
+# -- 8a. fail_open covers the conversation store ---------------------------------------------------
+def test_fail_open_answers_when_the_conversation_store_fails(tmp_path, storage, caplog):
+    from vars_langgraph.memory.threads import FailOpenSaver
+
+    for fail_open in (False, True):
+        cfg = cfg_for(tmp_path / str(fail_open), storage, fail_open=fail_open)
+        g = scripted_graph(cfg)
+        run = {"configurable": {"thread_id": "t", "user_id": "u"}}
+        g.invoke({"messages": [("user", f"PREF cooking {marker(1, 0)} hi")]}, run)
+        saver = g.checkpointer.inner if fail_open else g.checkpointer
+        saver.conn.close()  # the conversation store is gone (disk, server, permissions)
+        if not fail_open:
+            with pytest.raises(Exception):  # noqa: B017 - whatever the backend raises
+                g.invoke({"messages": [("user", "tell me about cooking")]}, run)
+            continue
+        assert isinstance(g.checkpointer, FailOpenSaver)
+        out = g.invoke({"messages": [("user", "tell me about cooking")]}, run)
+        assert out["messages"][-1].content == "ok."
+        assert [m.content for m in out["messages"]] == ["tell me about cooking", "ok."]
+        assert marker(1, 0) in out["system_prompt"]  # memory still personalizes the answer
+        assert g.checkpointer.last_error is not None
+        assert any("without the conversation's history" in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_fail_open_answers_when_the_data_dir_cannot_hold_threads(tmp_path):
+    cfg = cfg_for(tmp_path, "sqlite", fail_open=True)
+    (cfg.data_path).mkdir(parents=True)
+    (cfg.data_path / "threads.sqlite").mkdir()  # cannot be opened as a database
+    engine = make_engine(cfg, extractor=MarkerExtractor(), chat_model=RecordingChat())
+    g = build_graph(cfg, engine=engine)
+    out = g.invoke({"messages": [("user", "hello")]},
+                   {"configurable": {"thread_id": "t", "user_id": "u"}})
+    assert out["messages"][-1].content == "ok."
+    strict = cfg.model_copy(update={"fail_open": False})
+    with pytest.raises(Exception):  # noqa: B017
+        build_graph(strict, engine=engine)

@@ -32,6 +32,39 @@ def _engine(cfg: VARSConfig):
     return VARSEngine(cfg, open_store(cfg), index_dir=default_index_dir(cfg))
 
 
+def _read_engine(cfg: VARSConfig):
+    """The engine for a read-only command (`memories`, `export`): a SQLite data dir that
+    cannot be written (read-only mount, no permission, full disk) is opened read-only."""
+    import sqlite3
+
+    try:
+        return _engine(cfg)
+    except (sqlite3.OperationalError, OSError) as e:
+        if cfg.storage != "sqlite":
+            raise
+        from vars_langgraph.engine import VARSEngine
+        from vars_langgraph.storage import STORE_FILE, VARSSqliteStore
+
+        path = cfg.data_path / STORE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no VARS data in {cfg.data_path} ({e})") from None
+        logging.getLogger(__name__).info("data dir not writable (%s): reading it read-only", e)
+        conn = None
+        for query in ("mode=ro", "mode=ro&immutable=1"):  # immutable: no -shm can be made
+            try:
+                conn = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True,
+                                       check_same_thread=False, isolation_level=None)
+                conn.execute("SELECT 1 FROM store LIMIT 1").fetchall()
+                break
+            except sqlite3.OperationalError:
+                conn = None
+        if conn is None:
+            raise
+        store = VARSSqliteStore(conn)
+        store.is_setup = True  # set up by whoever wrote it; nothing may be written now
+        return VARSEngine(cfg, store, index_dir=None)
+
+
 QUIET_LOGGERS = ("httpx", "httpcore", "openai", "sentence_transformers", "transformers",
                  "huggingface_hub", "urllib3", "faiss", "filelock")
 
@@ -137,6 +170,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if t["tokens"] == 0:  # a model that does not stream: print the whole answer
                 write(str(out["messages"][-1].content))
             write("\n")
+            if getattr(graph.checkpointer, "last_error", None) is not None:  # fail_open
+                console.print("(the conversation store failed: this answer was given without "
+                              "the conversation's history and the turn is not saved)",
+                              style="yellow", markup=False, highlight=False)
             if args.verbose:
                 _print_turn_stats(console, graph.engine, learner, args.user, session, out, t)
     finally:
@@ -205,7 +242,7 @@ def _print_memories(engine, user: str, console) -> None:
 
 
 def cmd_memories(args: argparse.Namespace) -> int:
-    engine = _engine(_config(args))
+    engine = _read_engine(_config(args))
     if args.json:
         print(json.dumps(_memories(engine, args.user), indent=2))
     else:
@@ -260,7 +297,7 @@ def forget_threads(checkpointer, user: str, known: Any = ()) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    data = _engine(_config(args)).memory.export_user(args.user)
+    data = _read_engine(_config(args)).memory.export_user(args.user)
     text = json.dumps(data, indent=2)
     if args.out and args.out != "-":
         with open(args.out, "w") as f:

@@ -16,6 +16,7 @@ from typing import Any
 
 from langchain_core.messages import convert_to_messages
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
@@ -23,7 +24,7 @@ from langgraph.store.base import BaseStore
 from vars_langgraph.background import add_background_nodes, background_enabled
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.memory.threads import drop_failed_run
+from vars_langgraph.memory.threads import FailOpenSaver, drop_failed_run
 from vars_langgraph.nodes.wiring import ORDER, add_vars_nodes
 from vars_langgraph.state import VARSContext, VARSState, message_text, resolve_user_id
 
@@ -173,7 +174,16 @@ def build_graph(
     if checkpointer is None:
         from vars_langgraph.storage import open_checkpointer
 
-        checkpointer = open_checkpointer(config)
+        try:
+            checkpointer = open_checkpointer(config)
+        except Exception as e:  # unwritable data dir, full disk, server down
+            if not config.fail_open:
+                raise
+            log.warning("VARS fail_open: the conversation store cannot be opened (%r); "
+                        "conversations are not kept", e)
+            checkpointer = InMemorySaver()
+    if config.fail_open and checkpointer:  # its faults: answer without history (and say so)
+        checkpointer = FailOpenSaver(checkpointer)
     builder = StateGraph(VARSState, context_schema=VARSContext)
     if background is None:
         background = background_enabled(config, default=False)
