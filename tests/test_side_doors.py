@@ -636,3 +636,14 @@ def test_fail_open_answers_when_the_data_dir_cannot_hold_threads(tmp_path):
     strict = cfg.model_copy(update={"fail_open": False})
     with pytest.raises(Exception):  # noqa: B017
         build_graph(strict, engine=engine)
+
+
+def test_lone_surrogates_in_a_message_are_answered(tmp_path, storage):
+    """Without fail_open too: a lone surrogate (e.g. from a broken paste) is read as U+FFFD
+    by the memory side (the embedder's tokenizer refused it with a TypeError)."""
+    g = scripted_graph(cfg_for(tmp_path, storage))
+    run = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    out = g.invoke({"messages": [("user", f"PREF cooking {marker(1, 0)} hi \ud800 there")]}, run)
+    assert out["messages"][-1].content == "ok."
+    assert [c.note for c in g.engine.memory.list_cards("u")] == [
+        f"When discussing cooking, mention the code word {marker(1, 0)}."]
