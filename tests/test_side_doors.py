@@ -155,10 +155,32 @@ class ForgetOnCall(RecordingChat):
         return super().invoke(input, config, **kwargs)
 
 
+class ForgetOnExtract(MarkerExtractor):
+    """The rule extractor; its `at`-th call first runs the CLI forget (mid-run, before the
+    card write)."""
+
+    def __init__(self, argv: list[str], at: int = 2):
+        self.argv, self.at, self.n = argv, at, 0
+
+    def extract(self, turns):
+        self.n += 1
+        if self.n == self.at:
+            assert main(self.argv) == 0
+        return super().extract(turns)
+
+
+@pytest.mark.parametrize("where", ["generate", "extract"])
 @pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
-def test_forget_during_a_running_chat_wins(tmp_path, storage, cli_env, background):
-    chat = ForgetOnCall(argv=[*cli_env, "forget", "--user", "xena", "--threads"])
-    g = scripted_graph(cfg_for(tmp_path, storage), chat, background=background)
+def test_forget_during_a_running_chat_wins(tmp_path, storage, cli_env, background, where):
+    argv = [*cli_env, "forget", "--user", "xena", "--threads"]
+    cfg = cfg_for(tmp_path, storage)
+    if where == "generate":
+        chat = ForgetOnCall(argv=argv)
+        g = scripted_graph(cfg, chat, background=background)
+    else:
+        engine = make_engine(cfg, extractor=ForgetOnExtract(argv), chat_model=RecordingChat())
+        g = build_graph(cfg, engine=engine, checkpointer=open_checkpointer(cfg),
+                        background=background)
     run = {"configurable": {"thread_id": "xena-s1", "user_id": "xena"}}
     g.invoke({"messages": [("user", f"PREF cooking {marker(1, 0)} hi")]}, run)
     g.invoke({"messages": [("user", f"PREF travel {marker(1, 1)} more")]}, run)  # forgotten here

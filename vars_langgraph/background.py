@@ -152,7 +152,7 @@ class _EngineView:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def note_thread(self, user_id: str, thread_id: str) -> None:
+    def note_thread(self, user_id: str, thread_id: str, renew: bool = True) -> None:
         return None
 
     def add_preferences(self, user_id: str, prefs: list[Preference], source: CardSource,

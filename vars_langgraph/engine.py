@@ -285,11 +285,16 @@ class VARSEngine:
         purge_deleted(self.store)
         return n
 
-    def note_thread(self, user_id: str, thread_id: str) -> None:
+    def note_thread(self, user_id: str, thread_id: str, renew: bool = True) -> None:
         """A run of the user's thread starts: record the thread for `forget --threads` (once
         per process and forget generation) and the generation this session writes under
-        (one item read per run)."""
+        (one item read per run). `renew=False` (a node inside a run): only when this process
+        has no session of the thread yet, so a forget during a run is never taken over."""
         key = (check_user_id(user_id), thread_id)
+        if not renew:
+            with self._guard:
+                if key in self._sessions:
+                    return
         gen = self.memory.generation(user_id)
         with self._guard:
             if self._sessions.get(key) == gen:

@@ -143,11 +143,15 @@ def fit_to_context(engine: VARSEngine, msgs: list[AnyMessage],
     message's middle (its head and tail kept, the cut marked in the text). Returns the
     messages and, when the message was cut, {"chars", "kept_chars", "tokens", "budget"}."""
     avail = context_tokens(engine) - reserve - TEMPLATE_TOKENS * len(msgs)
-    if sum(len(message_text(m)) for m in msgs) * 2 <= avail:  # surely fits: no counting
+    texts = [message_text(m) for m in msgs]
+    if sum(len(t.encode("utf-8")) for t in texts) <= avail:  # <= 1 token a byte: it fits
         return msgs, None
-    last, text = msgs[-1], message_text(msgs[-1])
+    n_all = count_tokens(engine, "\n".join(texts))  # one tokenizer call in the common case
+    if n_all <= avail:
+        return msgs, None
+    last, text = msgs[-1], texts[-1]
     n = count_tokens(engine, text)
-    room = avail - sum(count_tokens(engine, message_text(m)) for m in msgs[:-1])
+    room = avail - max(n_all - n, 0)
     if n <= room:
         return msgs, None
     if len(msgs) > 2:  # drop the history before cutting the message itself
