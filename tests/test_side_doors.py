@@ -669,3 +669,14 @@ def test_lone_surrogates_in_a_message_are_answered(tmp_path, storage):
     assert out["messages"][-1].content == "ok."
     assert [c.note for c in g.engine.memory.list_cards("u")] == [
         f"When discussing cooking, mention the code word {marker(1, 0)}."]
+
+
+def test_fail_open_answers_when_the_store_dies_mid_session(tmp_path, storage):
+    cfg = cfg_for(tmp_path, storage, fail_open=True)
+    g = scripted_graph(cfg)
+    run = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    g.invoke({"messages": [("user", f"PREF cooking {marker(1, 0)} hi")]}, run)
+    g.engine.store.conn.close()  # the memory store is gone after the session started
+    out = g.invoke({"messages": [("user", "tell me about cooking")]}, run)
+    assert out["messages"][-1].content == "ok."
+    assert out["system_prompt"] == cfg.prompt.base_system  # answered, not personalized

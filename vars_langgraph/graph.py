@@ -109,7 +109,12 @@ def _after(engine: VARSEngine, user_id: str, tid: str, checkpointer: Any,
             drop_failed_run(checkpointer, tid)
         except Exception as e:  # noqa: BLE001 - the run's own error is the one to report
             log.warning("VARS could not remove the failed run's checkpoints: %r", e)
-    engine.enforce_forget(user_id, tid, checkpointer)
+    try:
+        engine.enforce_forget(user_id, tid, checkpointer)
+    except Exception as e:
+        if not engine.config.fail_open and not failed:  # else the run's own error wins
+            raise
+        log.warning("VARS could not check for a forget during the run: %r", e)
 
 
 def _forget_wins(after: Any, stream: Any) -> Any:
