@@ -191,6 +191,8 @@ class PromptConfig(_Strict):
     of answering (benchmarks/conversations.py); a large model may keep more history."""
 
     max_note_chars: int = Field(300, ge=8)
+    # the answering model's context when its server does not say (llama.cpp `/props` n_ctx,
+    # or the local server's `local_server.n_ctx`, take precedence): nodes/generate.py
     max_context_tokens: int = Field(8192, ge=256)
     base_system: str = (
         "You are a helpful assistant. Reply to the user's latest message. If it only states a "
