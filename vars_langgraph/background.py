@@ -56,7 +56,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import PutOp
 
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.memory.store import PAGE, ROOT, UserMemory
+from vars_langgraph.memory.store import PAGE, ROOT, BadInput, UserMemory, unlabel
 from vars_langgraph.nodes import make_extract, make_generate, make_reward, make_update
 from vars_langgraph.nodes.extract import dialogue_window
 from vars_langgraph.nodes.wiring import add_vars_nodes, bounded, fail_open, node_slots
@@ -121,6 +121,8 @@ class _JobMemory:
 
     def commit_update(self, user_id: str, thread_id: str, vector: dict[str, Any],
                       drop_pending: bool) -> None:
+        if _forgotten(self._memory, user_id, self._job):
+            raise _Forgotten
         self._job = {**self._job, "stage": "updated"}
         m = self._memory
         m.store.batch([
@@ -129,15 +131,35 @@ class _JobMemory:
         ])
 
 
-class _EngineView:
-    """The engine with the job's memory view; everything else is the real engine."""
+class _Forgotten(Exception):
+    """The job's user was forgotten after the job was recorded: the job is dropped."""
 
-    def __init__(self, engine: VARSEngine, memory: _JobMemory):
+
+def _forgotten(memory: UserMemory, user_id: str, job: dict[str, Any]) -> bool:
+    gen = job.get("generation")
+    return isinstance(gen, int) and memory.generation(user_id) != gen
+
+
+class _EngineView:
+    """The engine with the job's memory view; everything else is the real engine. Its card
+    writes carry the job's forget generation and it records no thread (the session did)."""
+
+    def __init__(self, engine: VARSEngine, memory: Any, job: dict[str, Any] | None = None):
         self._engine = engine
         self.memory = memory
+        self._job = job or {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
+
+    def note_thread(self, user_id: str, thread_id: str, renew: bool = True) -> None:
+        return None
+
+    def add_preferences(self, user_id: str, prefs: list[Preference], source: CardSource,
+                        generation: int | None = None) -> list[Any]:
+        gen = self._job.get("generation") if generation is None else generation
+        return self._engine.add_preferences(user_id, prefs, source,
+                                            generation=gen if isinstance(gen, int) else None)
 
 
 def _messages(job: dict[str, Any]) -> list[Any]:
@@ -185,6 +207,7 @@ class BackgroundLearner:
         `fast`: the actions the fast path stores for this turn (the extraction skips them)."""
         mem = self.engine.memory
         window = dialogue_window(messages, self.engine.config.extractor.window_turns)
+        gen = self.engine.session_generation(user_id, tid)
         job = {
             "kind": JOB_KIND, "thread_id": tid, "user_id": user_id,
             "turn": sum(1 for m in messages if getattr(m, "type", "") == "human"),
@@ -192,6 +215,8 @@ class BackgroundLearner:
             "pending": mem.get_pending(user_id, tid),
             "stage": "recorded", "created_at": time.time(),
             "owner": {"host": HOST, "pid": os.getpid()}, "fast": list(fast or []),
+            # the forget generation the session started under: a forget after it drops the job
+            "generation": mem.generation(user_id) if gen is None else gen,
         }
         key = f"{JOB_PREFIX}{time.time():017.6f}:{uuid.uuid4().hex[:12]}"
         ns = mem.ns(user_id, "pending")
@@ -244,18 +269,24 @@ class BackgroundLearner:
     def run_job(self, user_id: str, key: str, job: dict[str, Any]) -> None:
         """Reward, update and extract of one recorded turn, then delete the job record."""
         engine = self.engine
-        view = _EngineView(engine, _JobMemory(engine.memory, user_id, key, job))
+        view = _EngineView(engine, _JobMemory(engine.memory, user_id, key, job), job)
         config: RunnableConfig = {"configurable": {"thread_id": job.get("thread_id") or "default",
                                                    "user_id": user_id}}
         state: dict[str, Any] = {"messages": _messages(job)}
-        if last_user_text(state["messages"]).strip():
-            state.update(make_reward(view)(state, config, None))  # type: ignore[arg-type]
-            state.update(make_update(view)(state, config, None))  # type: ignore[arg-type]
-            extract_view: Any = engine
-            if job.get("fast"):
-                extract_view = _EngineView(engine, engine.memory)
-                extract_view.extractor = _SkipFast(engine.extractor, job["fast"], engine.embedder)
-            state.update(make_extract(extract_view)(state, config, None))
+        try:
+            if _forgotten(engine.memory, user_id, job):
+                raise _Forgotten
+            if last_user_text(state["messages"]).strip():
+                state.update(make_reward(view)(state, config, None))  # type: ignore[arg-type]
+                state.update(make_update(view)(state, config, None))  # type: ignore[arg-type]
+                extract_view: Any = _EngineView(engine, engine.memory, job)
+                if job.get("fast"):
+                    extract_view.extractor = _SkipFast(engine.extractor, job["fast"],
+                                                       engine.embedder)
+                state.update(make_extract(extract_view)(state, config, None))
+        except _Forgotten:  # forget wins: nothing of this job is written
+            log.info("VARS learning job of a forgotten session of user %r dropped", user_id)
+            state = {}
         engine.memory.store.delete(engine.memory.ns(user_id, "pending"), key)
         self.last[(user_id, str(job.get("thread_id") or ""))] = {
             "turn": job.get("turn"), "reward": state.get("reward"),
@@ -311,9 +342,11 @@ class BackgroundLearner:
         store, out, offset = self.engine.memory.store, [], 0
         while True:
             items = store.search((ROOT,), filter={"kind": JOB_KIND}, limit=PAGE, offset=offset)
-            out += [(str(it.value.get("user_id")), it.key, it.value) for it in items
+            # the user is the namespace the job sits in, never the job's own `user_id` field
+            # (an imported or tampered record must not write into another user's memory)
+            out += [(unlabel(it.namespace[1]), it.key, it.value) for it in items
                     if len(it.namespace) == 3 and it.namespace[2] == "pending"
-                    and it.key.startswith(JOB_PREFIX) and it.value.get("user_id")]
+                    and it.key.startswith(JOB_PREFIX)]
             if len(items) < PAGE:
                 return sorted(out, key=lambda x: x[1])
             offset += PAGE
@@ -380,7 +413,7 @@ def make_learn(engine: VARSEngine):
         messages = state.get("messages", [])
         query = last_user_text(messages)
         if not query.strip():
-            raise ValueError("the last message must be a non-empty user message")
+            raise BadInput("the last message must be a non-empty user message")
         learner = get_learner(engine)
         tid = thread_id(config)
         prefs = _fast(engine, query)

@@ -33,6 +33,39 @@ def _engine(cfg: VARSConfig):
     return VARSEngine(cfg, open_store(cfg), index_dir=default_index_dir(cfg))
 
 
+def _read_engine(cfg: VARSConfig):
+    """The engine for a read-only command (`memories`, `export`): a SQLite data dir that
+    cannot be written (read-only mount, no permission, full disk) is opened read-only."""
+    import sqlite3
+
+    try:
+        return _engine(cfg)
+    except (sqlite3.OperationalError, OSError) as e:
+        if cfg.storage != "sqlite":
+            raise
+        from vars_langgraph.engine import VARSEngine
+        from vars_langgraph.storage import STORE_FILE, VARSSqliteStore
+
+        path = cfg.data_path / STORE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no VARS data in {cfg.data_path} ({e})") from None
+        logging.getLogger(__name__).info("data dir not writable (%s): reading it read-only", e)
+        conn = None
+        for query in ("mode=ro", "mode=ro&immutable=1"):  # immutable: no -shm can be made
+            try:
+                conn = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True,
+                                       check_same_thread=False, isolation_level=None)
+                conn.execute("SELECT 1 FROM store LIMIT 1").fetchall()
+                break
+            except sqlite3.OperationalError:
+                conn = None
+        if conn is None:
+            raise
+        store = VARSSqliteStore(conn)
+        store.is_setup = True  # set up by whoever wrote it; nothing may be written now
+        return VARSEngine(cfg, store, index_dir=None)
+
+
 QUIET_LOGGERS = ("httpx", "httpcore", "openai", "sentence_transformers", "transformers",
                  "huggingface_hub", "urllib3", "faiss", "filelock")
 
@@ -138,6 +171,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if t["tokens"] == 0:  # a model that does not stream: print the whole answer
                 write(str(out["messages"][-1].content))
             write("\n")
+            if getattr(graph.checkpointer, "last_error", None) is not None:  # fail_open
+                console.print("(the conversation store failed: this answer was given without "
+                              "the conversation's history and the turn is not saved)",
+                              style="yellow", markup=False, highlight=False)
             if args.verbose:
                 _print_turn_stats(console, graph.engine, learner, args.user, session, out, t)
     finally:
@@ -160,6 +197,12 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
     if value is None and learner is not None:
         value = "not yet (learning in the background)"
     v = engine.load_vector(user).norms()
+    cut = out.get("input_cut")
+    if cut:
+        console.print(f"(your message was cut to fit the model's context window of "
+                      f"{cut['budget']} tokens: {cut['tokens']} tokens, {cut['chars']} characters;"
+                      f" its first and last {cut['kept_chars'] // 2} characters were kept)",
+                      style="dim", markup=False, highlight=False)
     console.print(
         f"(first token {t['ttft_s']:.2f}s, total {t['total_s']:.1f}s, "
         f"{t['tokens_per_s']:.1f} tok/s; memory {t['memory_s'] * 1000:.0f} ms; "
@@ -200,7 +243,7 @@ def _print_memories(engine, user: str, console) -> None:
 
 
 def cmd_memories(args: argparse.Namespace) -> int:
-    engine = _engine(_config(args))
+    engine = _read_engine(_config(args))
     if args.json:
         print(json.dumps(_memories(engine, args.user), indent=2))
     else:
@@ -216,6 +259,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     cfg = _config(args)
     check_user_id(args.user)
     engine = _engine(cfg)
+    with engine.user_lock(args.user), engine.card_write_lock(args.user):
+        engine.memory.bump_generation(args.user)  # from now on running sessions write nothing
     threads = 0
     if args.threads:  # first: the user's thread registry is deleted with the user
         from vars_langgraph.storage import open_checkpointer
@@ -227,15 +272,25 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def forget_threads(checkpointer, user: str, known: Any = ()) -> int:
-    """Delete the checkpointed threads of this user: those in `known` (the store's registry,
-    `UserMemory.threads`) and those whose checkpoints carry the user id in their metadata."""
+    """Delete the checkpointed threads of this user: those whose checkpoints carry the user id
+    in their metadata, and those in `known` (the store's registry, `UserMemory.threads`) whose
+    checkpoints name no other user (a registry entry never deletes another user's thread)."""
     from vars_langgraph.storage import purge_deleted
 
-    ids = set(known) | {
+    ids = {
         t.config["configurable"]["thread_id"]
         for t in checkpointer.list(None)
         if (t.metadata or {}).get("user_id") == user
     }
+    for tid in set(known) - ids:
+        owners = {(t.metadata or {}).get("user_id")
+                  for t in checkpointer.list({"configurable": {"thread_id": tid}})}
+        if owners - {None, user}:
+            logging.getLogger(__name__).warning(
+                "forget: thread %r is recorded for %r but its checkpoints belong to another "
+                "user; left alone", tid, user)
+            continue
+        ids.add(tid)
     for tid in ids:
         checkpointer.delete_thread(tid)
     purge_deleted(checkpointer)
@@ -243,7 +298,7 @@ def forget_threads(checkpointer, user: str, known: Any = ()) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    data = _engine(_config(args)).memory.export_user(args.user)
+    data = _read_engine(_config(args)).memory.export_user(args.user)
     text = json.dumps(data, indent=2)
     if args.out and args.out != "-":
         with open(args.out, "w") as f:
@@ -254,13 +309,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    with (sys.stdin if args.file == "-" else open(args.file)) as f:
-        data = json.load(f)
+    """Restore an export into one user's namespaces (`UserMemory.import_checked`: foreign user
+    ids refused, jobs and thread records never imported, cards without a vector re-embedded)."""
+    from vars_langgraph.memory.store import BadImport, check_user_id
+
+    try:
+        with (sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")) as f:
+            data = json.load(f)
+    except (ValueError, UnicodeError) as e:
+        raise BadImport(f"import: {args.file} is not a JSON export: {e}") from None
+    user = args.user or (data.get("user_id") if isinstance(data, dict) else None)
+    try:
+        user = check_user_id(user)
+    except ValueError:
+        raise BadImport("import: no usable user id: pass --user or import a file with a "
+                        "user_id") from None
     engine = _engine(_config(args))
-    with engine.card_write_lock(args.user or data.get("user_id")):  # vs. other processes' caches
-        n = engine.memory.import_user(data, args.user)
-    engine.index.invalidate(args.user or data.get("user_id"))
-    print(f"imported {n} items for {args.user or data.get('user_id')!r}")
+    with engine.card_write_lock(user):  # vs. other processes' caches
+        stats = engine.memory.import_checked(
+            data, user, embed=lambda texts: engine.embedder.embed_documents(texts),
+            dim=lambda: engine.embedder.dim)  # the model loads only for a valid file
+    engine.index.invalidate(user)
+    notes = [f"{stats[k]} {what}" for k, what in (
+        ("reembedded", "cards re-embedded from their notes"),
+        ("clamped", "confidences clamped to [0, 1]"),
+        ("skipped_cards", "cards skipped (confidence not a number)"),
+        ("skipped_jobs", "learning jobs not imported"),
+        ("skipped_threads", "thread records not imported")) if stats[k]]
+    print(f"imported {stats['imported']} items for {user!r}"
+          + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 
 

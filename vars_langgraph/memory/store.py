@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,11 +34,14 @@ from vars_langgraph.types import PreferenceCard
 
 ROOT = "vars"
 PARTS = ("cards", "state", "pending", "threads")  # every namespace a user's data lives in
+# forget generations (`UserMemory.generation`): a label `_label` never makes (a lone '%')
+TOMB_NS = (ROOT, "%forget")
 PAGE = 1000
 MAX_USER_ID = 256
 VEC_KEY = "emb16"  # format 2: base64 of the little-endian float16 embedding
 VEC_DTYPE = np.dtype("<f2")
 EXPORT_FORMAT = "vars-langgraph/2"
+log = logging.getLogger(__name__)
 
 
 def canonical_vector(vec: Any) -> np.ndarray:
@@ -137,8 +142,36 @@ def card_body_bytes(value: dict[str, Any]) -> bytes:
     return orjson.dumps({k: v for k, v in value.items() if k not in (VEC_KEY, "embedding")})
 
 
+IMPORT_FORMATS = ("vars-langgraph/1", EXPORT_FORMAT)
+
+
+class BadImport(ValueError):
+    """An import file that cannot be restored as given (one line: what and where)."""
+
+
+def _short(key: Any) -> str:
+    return repr(str(key)[:40])
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _same_owner(value: Any, owner: str, what: str) -> None:
+    """`BadImport` when `value` names a user other than the file's own."""
+    uid = value.get("user_id") if isinstance(value, dict) else None
+    if uid is not None and uid != owner:
+        raise BadImport(f"import: {what} belongs to user {str(uid)[:60]!r}, not to the file's "
+                        f"user {owner!r}: refusing to import another user's data")
+
+
 class InvalidUserId(ValueError):
     """Raised before any read or write when a user id is missing or unusable."""
+
+
+class BadInput(ValueError):
+    """The caller's input is unusable (e.g. an empty last user message): raised even with
+    `fail_open`, unlike faults of the memory side (a `ValueError` from damaged data is one)."""
 
 
 def check_user_id(user_id: Any) -> str:
@@ -148,8 +181,10 @@ def check_user_id(user_id: Any) -> str:
             "a user id is required: pass context={'user_id': ...} or "
             "config={'configurable': {'user_id': ...}}"
         )
-    if len(user_id) > MAX_USER_ID or any(ord(c) < 32 for c in user_id):
-        raise InvalidUserId(f"user id must be <= {MAX_USER_ID} printable characters")
+    if (len(user_id) > MAX_USER_ID or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF
+                                          for c in user_id)):
+        raise InvalidUserId(f"user id must be <= {MAX_USER_ID} printable characters "
+                            "(valid Unicode)")
     return user_id
 
 
@@ -186,6 +221,11 @@ def _label(user_id: str) -> str:
     return check_user_id(user_id).replace("%", "%25").replace(".", "%2E")
 
 
+def unlabel(label: str) -> str:
+    """The user id a namespace label was made from (`_label` reversed)."""
+    return label.replace("%2E", ".").replace("%25", "%")
+
+
 class UserMemory:
     """Typed access to one store's VARS data. Stateless: safe to share between threads."""
 
@@ -200,11 +240,12 @@ class UserMemory:
     # cards --------------------------------------------------------------------------------
     def iter_cards(self, user_id: str) -> Iterator[PreferenceCard]:
         """Every readable card, embedding included (unreadable items are skipped, never deleted)."""
-        for _key, value in self.card_items(user_id):
+        for key, value in self.card_items(user_id):
             try:
                 yield card_from_value(value)
-            except ValueError:
-                continue
+            except ValueError as e:
+                log.warning("user %r: card item %r unreadable, skipped (kept in the store): %s",
+                            user_id, key, _one_line(e))
 
     def card_rows(self, user_id: str) -> list[tuple[str, Any]]:
         """All of the user's card items as (key, JSON text or dict) in one bulk read: a store
@@ -225,6 +266,8 @@ class UserMemory:
                 try:
                     value = orjson.loads(value)
                 except orjson.JSONDecodeError:
+                    log.warning("user %r: card item %r is not valid JSON, skipped (kept in the "
+                                "store)", user_id, key)
                     continue
             out.append((key, value))
         return out
@@ -321,6 +364,31 @@ class UserMemory:
         self.store.put(self.ns(user_id, "threads"), thread_id or "-", {"first_seen": time.time()},
                        index=False)
 
+    def drop_thread(self, user_id: str, thread_id: str) -> None:
+        """Remove one thread's registry entry and pending feedback."""
+        self.store.batch([PutOp(self.ns(user_id, "threads"), thread_id or "-", None),
+                          PutOp(self.ns(user_id, "pending"), thread_id or "-", None)])
+
+    # forget generation ----------------------------------------------------------------------
+    @staticmethod
+    def _tomb_key(user_id: str) -> str:
+        return hashlib.sha256(check_user_id(user_id).encode()).hexdigest()
+
+    def generation(self, user_id: str) -> int:
+        """How many times the user was forgotten (0: never): one item read. A session records
+        it when it starts; every later write of that session checks it is unchanged, so
+        nothing a session started before a `forget` writes survives the forget."""
+        value = read_value(self.store, TOMB_NS, self._tomb_key(user_id))
+        gen = value.get("generation") if value else 0
+        return gen if isinstance(gen, int) and not isinstance(gen, bool) else 0
+
+    def bump_generation(self, user_id: str) -> int:
+        """Start a new generation (first step of a forget); returns it. The tombstone holds a
+        sha256 of the user id and a counter, nothing else, and is never deleted."""
+        gen = self.generation(user_id) + 1
+        self.store.put(TOMB_NS, self._tomb_key(user_id), {"generation": gen}, index=False)
+        return gen
+
     def threads(self, user_id: str) -> list[str]:
         return [k for k, _ in self._items(user_id, "threads")]
 
@@ -332,24 +400,123 @@ class UserMemory:
             out[part] = {k: v for k, v in self._items(user_id, part)}
         return out
 
-    def import_user(self, data: dict[str, Any], user_id: str | None = None) -> int:
-        """Restore an export, "vars-langgraph/1" (float-list embeddings) or "/2" (optionally
-        under another user id); cards are written in format 2. Returns the number of items."""
-        uid = check_user_id(user_id or data.get("user_id"))
-        ops: list[PutOp] = []
+    def import_user(self, data: Any, user_id: str | None = None,
+                    embed: Callable[[list[str]], Any] | None = None,
+                    dim: int | Callable[[], int] | None = None) -> int:
+        """Restore an export (see `import_checked`); returns the number of items written."""
+        return self.import_checked(data, user_id, embed, dim)["imported"]
+
+    def import_checked(self, data: Any, user_id: str | None = None,
+                       embed: Callable[[list[str]], Any] | None = None,
+                       dim: int | Callable[[], int] | None = None) -> dict[str, Any]:
+        """Restore an export, "vars-langgraph/1" (float-list embeddings) or "/2", optionally
+        under another user id (`user_id`), writing only into that user's namespaces.
+
+        Checked before anything is written (`BadImport`, one line, on the first problem):
+        the file is an object of known format; every `user_id` inside it (cards, pending
+        records) is the file's own user; every card is readable. Then, re-keyed to the
+        target user: cards are stored under their `id` (not the file's key), a confidence out
+        of [0, 1] is clamped and a non-finite one skips the card (both counted); a card with
+        no usable vector (missing, malformed or not `dim` long; `dim` may be a callable, called
+        only once the file passed every check) is re-embedded from its note with `embed`.
+        Never imported: learning jobs (executable work; the next
+        turns derive their own from the user's data), the thread registry (it names
+        checkpointed threads, which `forget --threads` deletes: only threads this store saw
+        the user run are recorded) and the version token (a new one is written).
+        Returns counts: imported, clamped, skipped_cards, reembedded, skipped_jobs,
+        skipped_threads, skipped_state, user_id."""
+        if not isinstance(data, dict):
+            raise BadImport("import: the file must hold a JSON object (a `vars-langgraph export`)")
+        fmt = data.get("format", EXPORT_FORMAT)
+        if fmt not in IMPORT_FORMATS:
+            raise BadImport(f"import: unknown format {str(fmt)[:40]!r} (expected one of "
+                            f"{', '.join(IMPORT_FORMATS)})")
+        source = data.get("user_id")
+        if source is not None:
+            try:
+                source = check_user_id(source)
+            except InvalidUserId as e:
+                raise InvalidUserId(f"import: the file's user_id is unusable: {e}") from None
+        try:
+            uid = check_user_id(user_id or source)
+        except InvalidUserId as e:
+            raise InvalidUserId(f"import: no usable user id (pass --user or import a file "
+                                f"with a user_id): {e}") from None
+        owner = source or uid  # whom the file's records must belong to
+        parts = {}
         for part in PARTS:
-            for key, value in (data.get(part) or {}).items():
-                if part == "cards":
-                    vec = value_vector(value)
-                    card = card_from_value({**value, "user_id": uid}, with_embedding=False)
-                    value = card_value(card, vec if vec is not None else [])
-                ops.append(PutOp(self.ns(uid, part), str(key), value, index=False))
+            got = data.get(part)
+            if got is not None and not isinstance(got, dict):
+                raise BadImport(f"import: {part!r} must be an object (key -> item)")
+            parts[part] = got or {}
+        stats: dict[str, Any] = {"user_id": uid, "imported": 0, "clamped": 0,
+                                 "skipped_cards": 0, "reembedded": 0, "skipped_jobs": 0,
+                                 "skipped_threads": len(parts["threads"]), "skipped_state": 0}
+        ops: list[PutOp] = []
+        cards: list[tuple[PreferenceCard, np.ndarray | None]] = []
+        for key, value in parts["cards"].items():
+            _same_owner(value, owner, f"card {_short(key)}")
+            vec = value_vector(value) if isinstance(value, dict) else None
+            try:
+                card = card_from_value({**value, "user_id": uid} if isinstance(value, dict)
+                                       else value, with_embedding=False)
+            except ValueError as e:
+                raise BadImport(f"import: card {_short(key)} is unreadable: "
+                                f"{_one_line(e)}") from None
+            if not card.id.strip():
+                raise BadImport(f"import: card {_short(key)} has an empty id")
+            if not math.isfinite(card.confidence):
+                stats["skipped_cards"] += 1
+                continue
+            if not 0.0 <= card.confidence <= 1.0:
+                card.confidence = min(max(card.confidence, 0.0), 1.0)
+                stats["clamped"] += 1
+            if vec is not None and not np.isfinite(vec).all():
+                vec = None
+            cards.append((card, vec))
+        for key, value in parts["pending"].items():
+            if not isinstance(value, dict):
+                raise BadImport(f"import: pending item {_short(key)} is not an object")
+            _same_owner(value, owner, f"pending item {_short(key)}")
+            if str(key).startswith("job:") or "kind" in value or "window" in value:
+                stats["skipped_jobs"] += 1  # executable work is never imported
+                continue
+            ops.append(PutOp(self.ns(uid, "pending"), str(key), value, index=False))
+        for key, value in parts["state"].items():
+            if key != "vector":  # "meta" (the version token) is written new below
+                stats["skipped_state"] += 1
+                continue
+            if not isinstance(value, dict):
+                raise BadImport("import: state 'vector' is not an object")
+            _same_owner(value, owner, "the user vector")
+            ops.append(PutOp(self.ns(uid, "state"), "vector", value, index=False))
+        try:  # orjson: the text every backend stores (NaN, lone surrogates are refused here)
+            for value in [*(op.value for op in ops),
+                          *(c.model_dump(mode="json") for c, _ in cards)]:
+                orjson.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise BadImport(f"import: an item cannot be stored: {_one_line(e)}") from None
+        # all checked: now (and only now) the embedding model may be needed
+        want = dim() if callable(dim) else dim
+        if want:
+            cards = [(c, v if v is not None and v.shape == (want,) else None) for c, v in cards]
+        missing = [i for i, (_, v) in enumerate(cards) if v is None]
+        if missing and embed is not None:
+            embs = np.asarray(embed([cards[i][0].note for i in missing]), np.float32)
+            for i, emb in zip(missing, embs, strict=True):
+                cards[i] = (cards[i][0], emb)
+            stats["reembedded"] = len(missing)
+        ops += [PutOp(self.ns(uid, "cards"), c.id, card_value(c, v if v is not None else []),
+                      index=False) for c, v in cards]
         ops.append(PutOp(self.ns(uid, "state"), "meta", {"version": uuid.uuid4().hex}, index=False))
         self.store.batch(ops)
-        return len(ops) - 1
+        stats["imported"] = len(ops) - 1
+        return stats
 
     def forget_user(self, user_id: str) -> int:
-        """Delete every item stored for the user. Returns how many were deleted."""
+        """Delete every item stored for the user (after starting a new generation, so the
+        writes of sessions that started before are refused). Returns how many were deleted."""
+        self.bump_generation(user_id)
         n = 0
         for part in PARTS:
             keys = [k for k, _ in self._items(user_id, part)]
@@ -362,8 +529,8 @@ class UserMemory:
         """User ids with anything stored (unescaped)."""
         out = set()
         for ns in self.store.list_namespaces(prefix=(ROOT,), max_depth=2, limit=100_000):
-            if len(ns) >= 2:
-                out.add(ns[1].replace("%2E", ".").replace("%25", "%"))
+            if len(ns) >= 2 and ns != TOMB_NS:
+                out.add(unlabel(ns[1]))
         return sorted(out)
 
     def _items(self, user_id: str, part: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -21,9 +22,31 @@ HEADER = (
 END = "## End of user preferences"
 
 
+# chat-template control tokens a server tokenizes as special even inside message text:
+# every `<|...|>` marker (ChatML, Llama 3, Phi, ...) and the bracket/tag forms of other families
+_MARKER = re.compile(r"<\|[^<>]{0,64}?\|>")
+_CONTROL = re.compile(
+    r"</?s>|</?(?:start|end)_of_turn>|\[/?(?:INST|SYS|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\]"
+    r"|<</?SYS>>|</?(?:tool_call|tool_response|think|im_start|im_end)>|<unk>|<pad>|<eos>|<bos>",
+    re.IGNORECASE)
+
+
+def strip_control_tokens(text: str) -> str:
+    """`text` with no chat-template control token left in it: `<|...|>` markers and the known
+    special-token spellings are removed, then any `<|` or `|>` left is broken up (so no
+    marker can be assembled from the pieces)."""
+    prev = None
+    while prev != text:  # removing one marker may join the pieces of another
+        prev = text
+        text = _CONTROL.sub("", _MARKER.sub("", text))
+    return text.replace("<|", "< |").replace("|>", "| >")
+
+
 def quote_note(note: str, max_chars: int) -> str:
-    """One line, length-capped, JSON-quoted: a note cannot close the block or add lines."""
-    text = " ".join(str(note).split())
+    """One line, length-capped, JSON-quoted, control tokens removed: a note cannot close the
+    block, add lines or end the system turn of the chat template."""
+    text = " ".join(strip_control_tokens(str(note)).split())
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
     if len(text) > max_chars:
         text = text[: max_chars - 1] + "\u2026"
     return json.dumps(text, ensure_ascii=False)

@@ -40,7 +40,8 @@ def make_extract(engine: VARSEngine):
 
     def extract(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
-        engine.note_thread(user_id, thread_id(config))  # once per process: for forget --threads
+        # once per process, for forget --threads; mid-run, so a forget since is not taken over
+        engine.note_thread(user_id, thread_id(config), renew=False)
         messages = state.get("messages", [])
         query = last_user_text(messages)
         if not cfg.enabled or not query.strip():

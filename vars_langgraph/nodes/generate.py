@@ -8,6 +8,7 @@ import re
 import time
 from typing import Any
 
+import httpx
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.runnables import RunnableConfig
@@ -70,6 +71,108 @@ def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: i
     return [SystemMessage(system_prompt), *kept]
 
 
+# -- the model's context window -------------------------------------------------------------------
+TEMPLATE_TOKENS = 16  # chat-template tokens per message (role markers, newlines), with a margin
+CUT_MARK = "\n[... {n} characters cut here to fit the model's context window ...]\n"
+
+
+def _server_root(model: Any) -> str | None:
+    """The OpenAI-compatible server's root URL (no `/v1`) of a ChatOpenAI-like model."""
+    base = getattr(model, "openai_api_base", None)
+    if not isinstance(base, str) or not base.startswith(("http://", "https://")):
+        return None
+    base = base.rstrip("/")
+    return base[:-3] if base.endswith("/v1") else base
+
+
+def context_tokens(engine: VARSEngine) -> int:
+    """The answering model's context size, read once per engine: the server's own `n_ctx`
+    (llama.cpp `GET /props`), else the local llama.cpp server's `local_server.n_ctx` (the
+    value it was started with), else `prompt.max_context_tokens` (other servers)."""
+    cached = engine.__dict__.get("_vars_n_ctx")
+    if cached is not None:
+        return cached
+    cfg = engine.config
+    n = None
+    root = _server_root(engine.chat_model)
+    if root is not None:
+        try:
+            props = httpx.get(f"{root}/props", timeout=5).json()
+            n = (props.get("default_generation_settings") or {}).get("n_ctx") or props.get("n_ctx")
+        except Exception:  # noqa: BLE001 - not a llama.cpp server: the fallbacks below
+            n = None
+        if not isinstance(n, int) or n <= 0:
+            from vars_langgraph.models.local_server import is_local_url
+
+            n = cfg.local_server.n_ctx if is_local_url(root + "/v1") else None
+    n = n or cfg.prompt.max_context_tokens
+    engine.__dict__["_vars_n_ctx"] = n
+    return n
+
+
+def count_tokens(engine: VARSEngine, text: str) -> int:
+    """Tokens of `text` by the answering server's tokenizer when it has an endpoint for it
+    (llama-cpp-python `/extras/tokenize/count`, llama.cpp `/tokenize`), else an upper
+    estimate (one token per 3 UTF-8 bytes, at least one per 4 characters)."""
+    root = _server_root(engine.chat_model)
+    how = engine.__dict__.get("_vars_tokenize", "?")
+    if root is not None and how in ("?", "extras", "llamacpp"):
+        for kind in (("extras", "llamacpp") if how == "?" else (how,)):
+            try:
+                if kind == "extras":
+                    r = httpx.post(f"{root}/extras/tokenize/count", json={"input": text},
+                                   timeout=30)
+                    r.raise_for_status()
+                    n = int(r.json()["count"])
+                else:
+                    r = httpx.post(f"{root}/tokenize", json={"content": text}, timeout=30)
+                    r.raise_for_status()
+                    n = len(r.json()["tokens"])
+            except Exception:  # noqa: BLE001 - no tokenizer endpoint: try the next, then estimate
+                continue
+            engine.__dict__["_vars_tokenize"] = kind
+            return n
+        engine.__dict__["_vars_tokenize"] = None
+    return max(len(text.encode("utf-8", "replace")) // 3, len(text) // 4) + 1
+
+
+def fit_to_context(engine: VARSEngine, msgs: list[AnyMessage],
+                   reserve: int) -> tuple[list[AnyMessage], dict[str, Any] | None]:
+    """`msgs` (system, history, the user's message last) cut to what the model's context
+    holds with `reserve` tokens left for the answer: earlier history first, then the
+    message's middle (its head and tail kept, the cut marked in the text). Returns the
+    messages and, when the message was cut, {"chars", "kept_chars", "tokens", "budget"}."""
+    avail = context_tokens(engine) - reserve - TEMPLATE_TOKENS * len(msgs)
+    texts = [message_text(m) for m in msgs]
+    if sum(len(t.encode("utf-8")) for t in texts) <= avail:  # <= 1 token a byte: it fits
+        return msgs, None
+    n_all = count_tokens(engine, "\n".join(texts))  # one tokenizer call in the common case
+    if n_all <= avail:
+        return msgs, None
+    last, text = msgs[-1], texts[-1]
+    n = count_tokens(engine, text)
+    room = avail - max(n_all - n, 0)
+    if n <= room:
+        return msgs, None
+    if len(msgs) > 2:  # drop the history before cutting the message itself
+        msgs = [msgs[0], last]
+        avail = context_tokens(engine) - reserve - TEMPLATE_TOKENS * 2
+        room = avail - count_tokens(engine, message_text(msgs[0]))
+        if n <= room:
+            return msgs, None
+    room = max(room, 32)
+    keep, cut = int(len(text) * room / n * 0.9), text
+    for _ in range(8):
+        half = max(keep // 2, 1)
+        cut = text[:half] + CUT_MARK.format(n=len(text) - 2 * half) + text[-half:]
+        if count_tokens(engine, cut) <= room:
+            break
+        keep = int(keep * 0.8)
+    info = {"chars": len(text), "kept_chars": 2 * max(keep // 2, 1), "tokens": n, "budget": room}
+    log.info("VARS: the user's message (%d tokens) cut to fit the model's context (%d)", n, room)
+    return [*msgs[:-1], HumanMessage(cut, id=getattr(last, "id", None))], info
+
+
 def _grams(text: str, n: int = 3) -> list[tuple[str, ...]]:
     words = re.sub(r"[^\w]+", " ", text.lower()).split()
     n = min(n, len(words))
@@ -115,8 +218,10 @@ def make_generate(engine: VARSEngine):
     def generate(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
         system = state.get("system_prompt") or cfg.prompt.base_system
-        msgs = prompt_messages(system, state.get("messages", []), cfg.prompt.max_context_tokens,
-                               cfg.llm.max_tokens, cfg.prompt)
+        n_ctx = context_tokens(engine)
+        msgs = prompt_messages(system, state.get("messages", []), n_ctx, cfg.llm.max_tokens,
+                               cfg.prompt)
+        msgs, cut = fit_to_context(engine, msgs, cfg.llm.max_tokens)
         reply = engine.chat_model.invoke(msgs, config)
         if cfg.prompt.retry_on_echo:
             notes = [c.get("note", "") for c in state.get("selected", [])]
@@ -136,6 +241,6 @@ def make_generate(engine: VARSEngine):
                 if not cfg.fail_open:
                     raise
                 log.warning("VARS could not record feedback for the next turn: %r", e)
-        return {"messages": [reply]}
+        return {"messages": [reply], "input_cut": cut}
 
     return generate

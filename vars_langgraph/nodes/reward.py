@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import reward as rw
-from vars_langgraph.memory.store import clean_pending
+from vars_langgraph.memory.store import BadInput, clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 
@@ -41,7 +41,7 @@ def make_reward(engine: VARSEngine):
         user_id = resolve_user_id(runtime, config)
         query = last_user_text(state.get("messages", []))
         if not query.strip():
-            raise ValueError("the last message must be a non-empty user message")
+            raise BadInput("the last message must be a non-empty user message")
         pending = clean_pending(engine.memory.get_pending(user_id, thread_id(config)))
         if not pending:
             return {"query": query, "reward": None}

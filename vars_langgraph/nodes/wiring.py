@@ -12,7 +12,7 @@ from typing import Any
 from langgraph.graph import StateGraph
 
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.memory.store import InvalidUserId
+from vars_langgraph.memory.store import BadInput, InvalidUserId
 from vars_langgraph.nodes.augment import make_augment
 from vars_langgraph.nodes.extract import make_extract
 from vars_langgraph.nodes.generate import make_generate
@@ -47,13 +47,15 @@ def _fallback(name: str, state: Any) -> dict[str, Any]:
 
 def fail_open(name: str, fn: Any) -> Any:
     """With `fail_open: true`, a memory node that fails logs and writes an empty result,
-    so the agent still answers, without personalization. Bad input (no user id) still raises."""
+    so the agent still answers, without personalization: any exception of the memory side,
+    damaged data included (`binascii.Error`, `UnicodeError`, pydantic's `ValidationError` are
+    `ValueError`s). The caller's bad input (`InvalidUserId`, `BadInput`) still raises."""
 
     @functools.wraps(fn)
     def wrapped(state: Any, config: Any, runtime: Any) -> dict[str, Any]:
         try:
             return fn(state, config, runtime)
-        except (InvalidUserId, ValueError):
+        except (InvalidUserId, BadInput):  # the caller's mistake, not a memory fault
             raise
         except Exception as e:  # noqa: BLE001 - the switch exists to swallow memory faults
             log.warning("VARS node %s failed, continuing without personalization: %r", name, e)
