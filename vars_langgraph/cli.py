@@ -44,25 +44,15 @@ def _read_engine(cfg: VARSConfig):
         if cfg.storage != "sqlite":
             raise
         from vars_langgraph.engine import VARSEngine
-        from vars_langgraph.storage import STORE_FILE, VARSSqliteStore
+        from vars_langgraph.storage import STORE_FILE
 
         path = cfg.data_path / STORE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no VARS data in {cfg.data_path} ({e})") from None
         logging.getLogger(__name__).info("data dir not writable (%s): reading it read-only", e)
-        conn = None
-        for query in ("mode=ro", "mode=ro&immutable=1"):  # immutable: no -shm can be made
-            try:
-                conn = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True,
-                                       check_same_thread=False, isolation_level=None)
-                conn.execute("SELECT 1 FROM store LIMIT 1").fetchall()
-                break
-            except sqlite3.OperationalError:
-                conn = None
-        if conn is None:
-            raise
-        store = VARSSqliteStore(conn)
-        store.is_setup = True  # set up by whoever wrote it; nothing may be written now
+        from vars_langgraph.storage.sqlite import open_sqlite_store_read_only
+
+        store = open_sqlite_store_read_only(path)
         return VARSEngine(cfg, store, index_dir=None)
 
 

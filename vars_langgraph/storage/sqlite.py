@@ -120,6 +120,25 @@ def open_sqlite_store(path: str | Path) -> VARSSqliteStore:
     return store
 
 
+def open_sqlite_store_read_only(path: str | Path) -> VARSSqliteStore:
+    """The store of a data dir that cannot be written (read-only mount, no permission, full
+    disk), opened read-only: set up by whoever wrote it, nothing may be written now."""
+    error: sqlite3.OperationalError | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):  # immutable: no -shm can be made
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{query}", uri=True,
+                               check_same_thread=False, isolation_level=None)
+        store = VARSSqliteStore(conn)
+        store.is_setup = True
+        try:
+            store.list_namespaces(limit=1)  # the public API reads: the file is usable
+            return store
+        except sqlite3.OperationalError as e:
+            conn.close()
+            error = e
+    assert error is not None
+    raise error
+
+
 def open_sqlite_checkpointer(path: str | Path) -> VARSSqliteSaver:
     saver = VARSSqliteSaver(connect(path))
     saver.setup()
