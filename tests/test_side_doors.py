@@ -499,6 +499,9 @@ def test_a_failed_turn_leaves_no_copy_of_its_message(tmp_path, storage):
     assert [c.checkpoint["id"] for c in after] == before
     assert not any("SECRET-FAILED-MESSAGE" in str(c.checkpoint["channel_values"])
                    for c in after)
+    if storage == "sqlite":  # not on disk either (zeroed, WAL truncated)
+        files = [p for p in (tmp_path / "data").glob("threads.sqlite*") if p.is_file()]
+        assert files and not any(b"SECRET-FAILED-MESSAGE" in p.read_bytes() for p in files)
     chat.fail = False
     out = g.invoke({"messages": [("user", "second try")]}, run)
     assert [m.content for m in out["messages"] if m.type == "human"] == [
@@ -506,10 +509,12 @@ def test_a_failed_turn_leaves_no_copy_of_its_message(tmp_path, storage):
 
 
 # -- the import fuzz test: malformed and hostile files ------------------------------------------
+def _nest(kids):
+    return st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+
+
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
-                                                              max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12), _nest,
     max_leaves=12)
 _card = st.fixed_dictionaries({
     "id": st.one_of(st.text(max_size=10), _json), "note": st.one_of(st.text(max_size=20), _json),

@@ -46,6 +46,9 @@ def drop_failed_run(checkpointer: Any, thread_id: str) -> int:
             writes[task_id].append((channel, value))
         for task_id, items in writes.items():
             checkpointer.put_writes(saved, items, task_id)
+    from vars_langgraph.storage import purge_deleted
+
+    purge_deleted(checkpointer)  # SQLite: the removed text does not linger in the WAL
     log.info("thread %r: the failed run's %d checkpoints removed", thread_id, i + 1)
     return i + 1
 
