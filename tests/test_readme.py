@@ -25,7 +25,7 @@ def blocks(lang: str) -> list[str]:
 def command_lines() -> list[list[str]]:
     out = []
     for block in blocks("bash"):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #", 1)[0].strip()
             for part in re.split(r"\s*&&\s*", line):
                 if part:
