@@ -71,7 +71,10 @@ class SentenceTransformerEmbedder:
         self.cfg = cfg
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension)
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"embedding model '{cfg.model}' does not report its dimension")
+        self.dim = int(dim)
         self.name = cfg.model
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads
 

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -188,7 +189,7 @@ class LocalServer:
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
         self._lock = threading.Lock()
 
     @property
