@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
@@ -132,7 +132,7 @@ class VARSMemory:
                                              default=not isinstance(engine.store, RuntimeStore))
         self._recall_nodes = _recall_nodes(engine, self.background)
         self._read_nodes = vars_node_functions(engine, READ_ONLY)
-        self._turns: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._turns: LRUCache[tuple[str, str, str], dict[str, Any]] = LRUCache(CACHE_TURNS)
         self._guard = threading.Lock()
 
     @property
@@ -322,9 +322,6 @@ class VARSMemory:
     def _remember_turn(self, user_id: str, tid: str, key: str, turn: dict[str, Any]) -> None:
         with self._guard:
             self._turns[(user_id, tid, key)] = {k: turn.get(k) for k in TURN_KEYS}
-            self._turns.move_to_end((user_id, tid, key))
-            while len(self._turns) > CACHE_TURNS:
-                self._turns.popitem(last=False)
 
 
 __all__ = ["VARSMemory", "VARSMemoryState", "VARSAgentState"]
