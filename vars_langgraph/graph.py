@@ -1,4 +1,4 @@
-"""The VARS graph: the only place where nodes are wired.
+"""The VARS graph (the node functions come from nodes/wiring.py).
 
     START -> reward -> update -> extract -> retrieve -> rerank -> augment -> generate -> END
 
