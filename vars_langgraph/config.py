@@ -326,9 +326,16 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 # -- the process environment: read and set only here ---------------------------------------------
 def config_file(path: str | os.PathLike | None = None) -> str | os.PathLike | None:
-    """The YAML config to load: `path`, else the `VARS_CONFIG` environment variable, else None
-    (the CPU defaults)."""
-    return path or os.environ.get("VARS_CONFIG")
+    """The YAML config to load: `path`, else the `VARS_CONFIG` environment variable (unset or
+    empty: None, the CPU defaults)."""
+    return path or os.environ.get("VARS_CONFIG") or None
+
+
+def environment_without(names: set[str]) -> dict[str, str]:
+    """This process's environment minus the variables in `names` (case-insensitive): what a
+    child process is started with (the local server, without settings it would misread)."""
+    lower = {n.lower() for n in names}
+    return {k: v for k, v in os.environ.items() if k.lower() not in lower}
 
 
 def set_env_setting(field: str, value: str) -> None:

@@ -25,7 +25,7 @@ from typing import IO
 
 import httpx
 
-from vars_langgraph.config import LocalServerConfig, VARSConfig
+from vars_langgraph.config import LocalServerConfig, VARSConfig, environment_without
 from vars_langgraph.extras import require
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,14 @@ def _default_threads() -> int:
 
 
 def _server_env() -> dict[str, str]:
-    """os.environ minus keys the server's pydantic settings would read (e.g. API_KEY, MODEL)."""
+    """The environment minus keys the server's pydantic settings would read (API_KEY, MODEL)."""
     try:
         from llama_cpp.server.settings import Settings
 
         names = {n.lower() for n in Settings.model_fields} | {"config_file"}
     except Exception:  # noqa: BLE001 - fall back to the keys that change behaviour most
         names = {"api_key", "model", "host", "port", "chat_format", "cache", "verbose", "n_ctx"}
-    return {k: v for k, v in os.environ.items() if k.lower() not in names}
+    return environment_without(names)
 
 
 class LocalServer:
