@@ -5,17 +5,17 @@ the answer, and the memory tools search / remember / forget the user's preferenc
 Give the user in Studio's context (`user_id`) or as `configurable.user_id`.
 """
 
-import os
 import warnings
 
 from langchain_core.tools import tool
 from langgraph.prebuilt import create_react_agent
 
 from vars_langgraph import VARSContext
+from vars_langgraph.config import config_file
 from vars_langgraph.integrations import VARSAgentState
 from vars_langgraph.integrations.studio import studio_memory
 
-memory = studio_memory(os.environ.get("VARS_CONFIG") or None)
+memory = studio_memory(config_file())
 
 
 @tool

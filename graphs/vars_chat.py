@@ -6,11 +6,11 @@ Exported without checkpointer or store: `langgraph dev` persists threads itself 
 the store named in `langgraph.json`. Settings: the YAML file in $VARS_CONFIG (default: CPU).
 """
 
-import os
 
 from vars_langgraph import build_graph
+from vars_langgraph.config import config_file
 from vars_langgraph.integrations.studio import studio_memory
 
-memory = studio_memory(os.environ.get("VARS_CONFIG") or None)
+memory = studio_memory(config_file())
 graph = build_graph(engine=memory.engine, checkpointer=False).copy(
     update={"store": None, "name": "vars_chat"})

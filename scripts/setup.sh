@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh machine -> ready venv in .venv: CPU torch first (pinned: a range would pull CUDA), then
-# the package with every extra the README needs ([all] = local, postgres, test) and the
+# the package with every extra the README needs ([all] = local, postgres, fit, test) and the
 # evaluation distribution in ./eval (vars-langgraph-eval).
 # llama-cpp-python (the [local] extra) builds from source (~5-10 min on 2 cores).
 set -euo pipefail

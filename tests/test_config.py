@@ -60,3 +60,22 @@ def test_explicit_override_wins_over_env(monkeypatch, tmp_path):
     cfg = VARSConfig.from_dict({"data_dir": str(tmp_path / "yaml")}, data_dir=str(tmp_path / "arg"))
     assert cfg.data_path == tmp_path / "arg"
     assert VARSConfig.from_dict({"data_dir": str(tmp_path / "yaml")}).data_path == tmp_path / "env"
+
+
+def test_the_environment_is_read_in_config_py_only(monkeypatch, tmp_path):
+    from vars_langgraph.config import config_file, environment_without
+
+    monkeypatch.delenv("VARS_CONFIG", raising=False)
+    assert config_file() is None and config_file("mine.yaml") == "mine.yaml"
+    monkeypatch.setenv("VARS_CONFIG", "")
+    assert config_file() is None  # empty: the CPU defaults
+    monkeypatch.setenv("VARS_CONFIG", str(tmp_path / "env.yaml"))
+    assert config_file() == str(tmp_path / "env.yaml") and config_file("mine.yaml") == "mine.yaml"
+    monkeypatch.setenv("API_KEY", "secret")
+    env = environment_without({"api_key"})
+    assert "API_KEY" not in env and env["VARS_CONFIG"] == str(tmp_path / "env.yaml")
+    # no other runtime module reads or sets os.environ (the extractor is another branch's)
+    root = Path(__file__).resolve().parents[1]
+    readers = sorted(str(p.relative_to(root)) for p in (root / "vars_langgraph").rglob("*.py")
+                     if "os.environ" in p.read_text() or "getenv" in p.read_text())
+    assert set(readers) <= {"vars_langgraph/config.py", "vars_langgraph/models/extractor.py"}, readers

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import HumanMessage
 
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.memory.store import InvalidUserId
@@ -47,6 +48,25 @@ def test_graph_has_the_seven_nodes_in_order(tmp_path):
     nodes = [n for n in g.get_graph().nodes if not n.startswith("__")]
     assert nodes == ["reward", "update", "extract", "retrieve", "rerank", "augment", "generate"]
     assert "reward --> update" in g.get_graph().draw_mermaid()
+
+
+def test_every_node_function_has_one_signature_and_the_graph_uses_them(tmp_path):
+    import inspect
+
+    from vars_langgraph.nodes.wiring import ORDER, vars_node_functions
+
+    graph = make_graph(tmp_path, fail_open=True)
+    fns = vars_node_functions(graph.engine)
+    assert [n for n, _ in fns] == list(ORDER) == [n for n in graph.get_graph().nodes
+                                                   if not n.startswith("__")]
+    for name, fn in fns:  # what LangGraph inspects to pass config and runtime by name
+        assert list(inspect.signature(fn).parameters)[:3] == ["state", "config", "runtime"], name
+    # called directly (as the drop-in memory does): a turn's recall without a graph
+    state = {"messages": [HumanMessage("I like bullet points")]}
+    config = {"configurable": {"thread_id": "t", "user_id": "alice"}}
+    for _, fn in fns[:-1]:
+        state.update(fn(state, config, None))
+    assert any("bullet" in c["note"] for c in state["selected"])  # stated now, used now
 
 
 def test_preference_reaches_a_later_session_and_not_another_user(tmp_path):

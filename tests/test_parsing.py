@@ -72,6 +72,9 @@ def test_truncated_output_keeps_complete_items():
     )
     cut = full[: full.index("show every")]  # inside the second item's action string
     assert gists(parse_preferences(cut)) == [("writing code", "use Python")]
+    half = full[: full.index("every")]  # the second action half-written ("show "): not kept
+    assert gists(parse_preferences(half)) == [("writing code", "use Python")]
+    assert gists(parse_preferences("[" + half)) == [("writing code", "use Python")]
     cut2 = full[: full.index("}") + 3]  # after the first item and a dangling comma
     assert gists(parse_preferences(cut2)) == [("writing code", "use Python")]
     assert parse_preferences('{"preferences": [{"condi') == []

@@ -8,13 +8,18 @@ import importlib
 import importlib.metadata
 import json
 import logging
-import os
 import sys
 import time
 import uuid
 from typing import Any
 
-from vars_langgraph.config import VARSConfig
+from vars_langgraph.config import (
+    VARSConfig,
+    config_file,
+    prefer_offline_hub,
+    quiet_model_loading,
+    set_env_setting,
+)
 from vars_langgraph.extras import MissingExtra
 
 
@@ -22,7 +27,7 @@ def _config(args: argparse.Namespace) -> VARSConfig:
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return VARSConfig.from_yaml(args.config or os.environ.get("VARS_CONFIG"), **overrides)
+    return VARSConfig.from_yaml(config_file(args.config), **overrides)
 
 
 def _engine(cfg: VARSConfig):
@@ -69,9 +74,7 @@ def setup_logging(level: str) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(lvl)
     if lvl > logging.INFO:  # no model-loading progress bars or notices either
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        quiet_model_loading()
 
 
 def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
@@ -364,7 +367,8 @@ def _suite_parent(key: tuple[str, ...]) -> argparse.ArgumentParser | None:
 
 def _command_words(argv: list[str]) -> list[str]:
     """The first two positional words of argv, global options (and their values) skipped."""
-    words, i = [], 0
+    words: list[str] = []
+    i = 0
     while i < len(argv) and len(words) < 2:
         a = argv[i]
         if a in GLOBAL_WITH_VALUE:
@@ -469,13 +473,13 @@ def _delegate(key: tuple[str, ...], argv: list[str], args: argparse.Namespace) -
             if opt in own:
                 rest = [opt, value, *rest]
             else:
-                os.environ["VARS_" + opt[2:].upper().replace("-", "_")] = value
+                set_env_setting(opt[2:].replace("-", "_"), value)
     return int(ep.load()(rest) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prefer_offline_hub()
     words = _command_words(argv)
     selected = next((k for k in SUITE_HELP if tuple(words[: len(k)]) == k), None)
     if selected is not None and _suite_entry(selected) is None:

@@ -322,3 +322,36 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+# -- the process environment: read and set only here ---------------------------------------------
+def config_file(path: str | os.PathLike | None = None) -> str | os.PathLike | None:
+    """The YAML config to load: `path`, else the `VARS_CONFIG` environment variable (unset or
+    empty: None, the CPU defaults)."""
+    return path or os.environ.get("VARS_CONFIG") or None
+
+
+def environment_without(names: set[str]) -> dict[str, str]:
+    """This process's environment minus the variables in `names` (case-insensitive): what a
+    child process is started with (the local server, without settings it would misread)."""
+    lower = {n.lower() for n in names}
+    return {k: v for k, v in os.environ.items() if k.lower() not in lower}
+
+
+def set_env_setting(field: str, value: str) -> None:
+    """Declare a top-level setting (e.g. `data_dir`) as `VARS_<FIELD>` for every `VARSConfig`
+    this process builds from now on (how the CLI hands `--data-dir` to a suite's entry point)."""
+    os.environ["VARS_" + field.upper()] = value
+
+
+def prefer_offline_hub() -> None:
+    """The CLI's default: models come from packages or the local cache, never the Hugging Face
+    Hub (`HF_HUB_OFFLINE=1` unless the environment already says otherwise)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def quiet_model_loading() -> None:
+    """No model-loading progress bars or notices (transformers, tokenizers, the Hub)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

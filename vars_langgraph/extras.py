@@ -14,6 +14,7 @@ EXTRAS = {
     "local": "the local llama.cpp server and its GGUF models (the CPU default LLM)",
     "postgres": "the Postgres store and checkpointer",
     "gpu": "FAISS on the GPU",
+    "fit": "refitting the reranker calibration (scikit-learn)",
 }
 
 

@@ -1,4 +1,4 @@
-"""The VARS graph: the only place where nodes are wired.
+"""The VARS graph (the node functions come from nodes/wiring.py).
 
     START -> reward -> update -> extract -> retrieve -> rerank -> augment -> generate -> END
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 from langchain_core.messages import convert_to_messages
@@ -27,13 +26,13 @@ from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.threads import FailOpenSaver, drop_failed_run
 from vars_langgraph.nodes.wiring import ORDER, add_vars_nodes
-from vars_langgraph.state import VARSContext, VARSState, message_text, resolve_user_id
+from vars_langgraph.state import VARSContext, VARSState, message_text, user_id_from
 
 __all__ = ["ORDER", "VARSGraph", "add_vars_nodes", "build_graph", "default_index_dir"]
 
 log = logging.getLogger(__name__)
 
-class VARSGraph(CompiledStateGraph):
+class VARSGraph(CompiledStateGraph[Any, Any, Any, Any]):
     """The compiled VARS graph. Before a run starts, so before the checkpointer stores the
     input, it refuses a missing or empty user id and an empty last user message, and records
     the thread in the user's registry (what `forget --threads` deletes).
@@ -49,7 +48,7 @@ class VARSGraph(CompiledStateGraph):
         self.engine = engine
 
     @classmethod
-    def from_compiled(cls, graph: CompiledStateGraph, engine: VARSEngine) -> VARSGraph:
+    def from_compiled(cls, graph: CompiledStateGraph[Any, Any, Any, Any], engine: VARSEngine) -> VARSGraph:
         """A `VARSGraph` with `graph`'s fields (as `graph.copy()` would construct it)."""
         fields = {k: v for k, v in vars(graph).items() if k != "__orig_class__"}
         return cls(engine=engine, **fields)
@@ -73,7 +72,7 @@ class VARSGraph(CompiledStateGraph):
             return None
         if context is None:  # a subgraph call: the parent run's context
             context = _parent_context()
-        user_id = resolve_user_id(SimpleNamespace(context=context), config)
+        user_id = user_id_from(context, config)
         return functools.partial(_after, self.engine, user_id, str(conf["thread_id"]),
                                  self.checkpointer or None)
 
@@ -82,7 +81,7 @@ class VARSGraph(CompiledStateGraph):
         conf = (config or {}).get("configurable") or {}
         if context is None:  # a subgraph call: the parent run's context
             context = _parent_context()
-        user_id = resolve_user_id(SimpleNamespace(context=context), config)
+        user_id = user_id_from(context, config)
         msgs = input.get("messages") if isinstance(input, dict) else None
         if msgs:
             try:
@@ -173,7 +172,7 @@ def build_graph(
     checkpointer: BaseCheckpointSaver | None | bool = None,
     engine: VARSEngine | None = None,
     background: bool | None = None,
-) -> CompiledStateGraph:
+) -> VARSGraph:
     """Compile the VARS chat graph.
 
     Without `store`/`checkpointer`, the embedded SQLite defaults in `config.data_dir` are used
@@ -204,7 +203,8 @@ def build_graph(
             log.warning("VARS fail_open: the conversation store cannot be opened (%r); "
                         "conversations are not kept", e)
             checkpointer = InMemorySaver()
-    if config.fail_open and checkpointer:  # its faults: answer without history (and say so)
+    # its faults: answer without history (and say so)
+    if config.fail_open and isinstance(checkpointer, BaseCheckpointSaver):
         checkpointer = FailOpenSaver(checkpointer)
     builder = StateGraph(VARSState, context_schema=VARSContext)
     if background is None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.message import add_messages
-from langgraph.runtime import Runtime
 
 from vars_langgraph.memory.store import InvalidUserId, check_user_id
 
@@ -34,9 +33,21 @@ class VARSState(TypedDict, total=False):
     input_cut: dict[str, Any] | None  # the user's message cut to fit the context (generate)
 
 
-def resolve_user_id(runtime: Runtime[Any] | None, config: RunnableConfig | None) -> str:
+class HasContext(Protocol):
+    """What the user id is read from: LangGraph's `Runtime`, or a tool's `ToolRuntime`."""
+
+    @property
+    def context(self) -> Any: ...
+
+
+def resolve_user_id(runtime: HasContext | None, config: RunnableConfig | None) -> str:
     """User id from the runtime context (LangGraph v1), else `configurable.user_id`."""
-    ctx = getattr(runtime, "context", None) if runtime is not None else None
+    return user_id_from(runtime.context if runtime is not None else None, config)
+
+
+def user_id_from(ctx: Any, config: RunnableConfig | None) -> str:
+    """User id from a run's context (a dict or an object with `user_id`), else
+    `configurable.user_id`."""
     uid = ctx.get("user_id") if isinstance(ctx, dict) else getattr(ctx, "user_id", None)
     if uid is None and config:
         uid = (config.get("configurable") or {}).get("user_id")

@@ -48,8 +48,12 @@ def merge_system(system: SystemMessage | None, selected: Sequence[dict[str, Any]
 
     Without a system message the block follows `cfg.base_system`, exactly as the VARS graph
     renders it."""
-    if not selected:
-        return system
+    return with_block(system, selected, cfg) if selected else system
+
+
+def with_block(system: SystemMessage | None, selected: Sequence[dict[str, Any]],
+               cfg: PromptConfig) -> SystemMessage:
+    """`merge_system` for a non-empty selection."""
     if system is None:
         return SystemMessage(render_system_prompt(list(selected), cfg))
     if isinstance(system.content, str):
@@ -66,5 +70,5 @@ def with_preferences(messages: Sequence[AnyMessage], selected: Sequence[dict[str
     if not selected:
         return msgs
     if msgs and isinstance(msgs[0], SystemMessage):
-        return [merge_system(msgs[0], selected, cfg), *msgs[1:]]
-    return [merge_system(None, selected, cfg), *msgs]
+        return [with_block(msgs[0], selected, cfg), *msgs[1:]]
+    return [with_block(None, selected, cfg), *msgs]

@@ -19,14 +19,14 @@ a durable job in `recall` and run by a background worker once `learn` saw the fi
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
@@ -35,7 +35,7 @@ from langgraph.managed import RemainingSteps
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
-from vars_langgraph.background import add_background_nodes, background_enabled, get_learner
+from vars_langgraph.background import HOT_PATH, background_enabled, get_learner, make_learn
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.integrations.hooks import (
@@ -46,7 +46,7 @@ from vars_langgraph.integrations.hooks import (
     with_preferences,
 )
 from vars_langgraph.nodes.generate import pending_record
-from vars_langgraph.nodes.wiring import add_vars_nodes
+from vars_langgraph.nodes.wiring import ORDER, NodeFn, node_function, vars_node_functions
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
 from vars_langgraph.types import CardSource, Preference
 
@@ -77,39 +77,13 @@ class VARSAgentState(VARSMemoryState, total=False):
     remaining_steps: RemainingSteps
 
 
-class _NodeCollector:
-    """Stands in for a `StateGraph` builder so `add_vars_nodes` (nodes/wiring.py, the one place where VARS
-    nodes are made and wrapped) hands over its node functions in wiring order."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, Any] = {}
-
-    def add_node(self, name: str, fn: Any) -> None:
-        self.nodes[name] = fn
-
-
-def _core_nodes(engine: VARSEngine, names: tuple[str, ...] | None = None,
-                background: bool = False) -> list[tuple[str, Any]]:
-    """The VARS graph's node functions before `generate` (or just `names`), in order."""
-    c = _NodeCollector()
-    if names is not None:
-        order = add_vars_nodes(c, engine, names)  # type: ignore[arg-type]
-    elif background:  # drop-ins learn after the answer (background.py)
-        order = add_background_nodes(c, engine)
-    else:
-        order = add_vars_nodes(c, engine)  # type: ignore[arg-type]
-    return [(n, c.nodes[n]) for n in order if n != "generate"]
-
-
-def _call_node(fn: Any, state: dict[str, Any], config: RunnableConfig | None,
-               runtime: Runtime | None) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {}
-    if "config" in params:
-        kwargs["config"] = config or {}
-    if "runtime" in params:
-        kwargs["runtime"] = runtime
-    return fn(state, **kwargs) or {}
+def _recall_nodes(engine: VARSEngine, background: bool) -> list[tuple[str, NodeFn]]:
+    """The VARS graph's node functions before `generate`, in order: with `background`, the
+    hot path's (`learn` records the job, background.py), else the inline graph's."""
+    if not background:
+        return vars_node_functions(engine, ORDER[:-1])
+    learn = node_function(engine, "learn", make_learn(engine), memory=True)
+    return [("learn", learn), *vars_node_functions(engine, HOT_PATH[:-1])]
 
 
 class VARSMemory:
@@ -156,9 +130,9 @@ class VARSMemory:
         # default on; not with a RuntimeStore: a worker thread runs outside the graph's run
         self.background = background_enabled(engine.config,
                                              default=not isinstance(engine.store, RuntimeStore))
-        self._recall_nodes = _core_nodes(engine, background=self.background)
-        self._read_nodes = _core_nodes(engine, READ_ONLY)
-        self._turns: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._recall_nodes = _recall_nodes(engine, self.background)
+        self._read_nodes = vars_node_functions(engine, READ_ONLY)
+        self._turns: LRUCache[tuple[str, str, str], dict[str, Any]] = LRUCache(CACHE_TURNS)
         self._guard = threading.Lock()
 
     @property
@@ -195,7 +169,7 @@ class VARSMemory:
         s: dict[str, Any] = {"messages": messages}
         out: dict[str, Any] = dict(FRESH_TURN)  # nothing of the previous turn lingers
         for _, fn in self._recall_nodes:
-            update = _call_node(fn, s, config, runtime)
+            update = fn(s, config or {}, runtime) or {}
             s.update(update)
             out.update(update)
         out["vars_turn"] = key
@@ -244,7 +218,7 @@ class VARSMemory:
 
         graph = build_graph(engine=self.engine, checkpointer=False, background=self.background)
         graph = graph.copy(update={"store": None, "name": name})
-        graph.engine = self.engine  # type: ignore[attr-defined]
+        graph.engine = self.engine
         return graph
 
     # ------------------------------------------------------------------ create_react_agent
@@ -321,7 +295,7 @@ class VARSMemory:
         return self.engine.forget_user(user_id)
 
     # ------------------------------------------------------------------ internals
-    def current_turn(self, state: dict[str, Any], config: RunnableConfig, runtime: Runtime | None,
+    def current_turn(self, state: Mapping[str, Any], config: RunnableConfig, runtime: Runtime | None,
               user_id: str | None = None, *, read_only: bool = True) -> dict[str, Any] | None:
         """This turn's recall result: from the state (when its schema has the VARS keys),
         else from this process's cache; else, with `read_only`, retrieve + rerank + augment
@@ -341,16 +315,13 @@ class VARSMemory:
             return hit
         s: dict[str, Any] = {"messages": messages, "query": message_text(human)}
         for _, fn in self._read_nodes:
-            s.update(_call_node(fn, s, config, runtime))
+            s.update(fn(s, config or {}, runtime) or {})
         self._remember_turn(user_id, tid, key, s)
         return s
 
     def _remember_turn(self, user_id: str, tid: str, key: str, turn: dict[str, Any]) -> None:
         with self._guard:
             self._turns[(user_id, tid, key)] = {k: turn.get(k) for k in TURN_KEYS}
-            self._turns.move_to_end((user_id, tid, key))
-            while len(self._turns) > CACHE_TURNS:
-                self._turns.popitem(last=False)
 
 
 __all__ = ["VARSMemory", "VARSMemoryState", "VARSAgentState"]

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from vars_langgraph.extras import require
+
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -58,23 +60,19 @@ class Calibration:
         return np.exp(self.log_p(raw, is_global))
 
 
-def fit_logistic(raw: np.ndarray, is_global: np.ndarray, y: np.ndarray, l2: float = 1e-3,
-                 iters: int = 100) -> tuple[float, float, float]:
-    """Maximum-likelihood (a, b, c) by Newton's method with a small L2 penalty on a and c."""
-    x = np.column_stack([np.asarray(raw, np.float64), np.ones(len(raw)),
-                         np.asarray(is_global, np.float64)])
-    t = np.asarray(y, np.float64)
-    w = np.zeros(3)
-    reg = np.diag([l2, 0.0, l2])
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - t) + reg @ w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + reg + 1e-9 * np.eye(3)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    a, b, c = (float(v) for v in w)
+def fit_logistic(raw: np.ndarray, is_global: np.ndarray, y: np.ndarray,
+                 l2: float = 1e-3) -> tuple[float, float, float]:
+    """Maximum-likelihood (a, b, c) with a small L2 penalty on a and c (not on the intercept
+    b): scikit-learn's logistic regression, used only when refitting (the `[fit]` extra); the
+    runtime applies the fitted numbers with numpy (`Calibration`)."""
+    require("fit", "sklearn")
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.column_stack([np.asarray(raw, np.float64), np.asarray(is_global, np.float64)])
+    model = LogisticRegression(C=1.0 / l2, tol=1e-10, max_iter=10_000)
+    model.fit(x, np.asarray(y, bool))
+    a, c = (float(v) for v in model.coef_[0])
+    b = float(model.intercept_[0])
     if not a > 0:
         raise ValueError(f"calibration slope a={a:.3g} is not positive: the raw score does not "
                          "rank useful notes above the others on this data")

@@ -44,6 +44,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from pydantic import BaseModel
+
 TAG = re.compile(r"</?tool_call>")
 
 
@@ -224,7 +226,10 @@ def sse_body(chunks: Iterator[dict[str, Any]]) -> bytes:
 def from_stream(body: bytes) -> dict[str, Any]:
     """A streamed chat completion (server-sent events) as one chat completion: the deltas'
     text and log-probs joined, the last finish reason."""
-    text, logprobs, finish, head = [], [], None, {}
+    text: list[str] = []
+    logprobs: list[dict[str, Any]] = []
+    finish: str | None = None
+    head: dict[str, Any] = {}
     for line in body.decode("utf-8", "replace").splitlines():
         if not line.startswith("data:") or line[5:].strip() == "[DONE]":
             continue
@@ -265,7 +270,8 @@ class OpenAIShim:
         stream = bool(data.get("stream"))
         tools = data.get("tools") if self.tool_calls and data.get("tool_choice") != "none" else None
         if tools:
-            names = {(t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)}
+            names = {str(n) for t in tools if isinstance(t, dict)
+                     if (n := (t.get("function") or {}).get("name"))}
             status, raw = await self._collect(scope, receive, {**data, "stream": False})
             if status != 200:
                 await _send_bytes(send, status, raw, b"application/json")
@@ -313,11 +319,17 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _fields_of(model: type[BaseModel], args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line values that are fields of `model` (llama_cpp's `parse_model_from_args`,
+    whose annotation takes an instance where it needs the class)."""
+    return {k: v for k, v in vars(args).items() if v is not None and k in model.model_fields}
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m llama_cpp.server`'s command line and app, behind `OpenAIShim`."""
     import uvicorn
     from llama_cpp.server.app import create_app
-    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.cli import add_args_from_model
     from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
 
     parser = argparse.ArgumentParser(description="llama-cpp-python's server for VARS")
@@ -325,8 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text_tool_calls", choices=("true", "false"), default="true",
                         help="return a textual call of a requested tool as OpenAI tool_calls")
     args = parser.parse_args(argv)
-    server = parse_model_from_args(ServerSettings, args)
-    app = create_app(server_settings=server, model_settings=[parse_model_from_args(ModelSettings, args)])
+    server = ServerSettings(**_fields_of(ServerSettings, args))
+    model = ModelSettings(**_fields_of(ModelSettings, args))
+    app = create_app(server_settings=server, model_settings=[model])
     _exit_with_parent()
     uvicorn.run(OpenAIShim(app, tool_calls=args.text_tool_calls == "true"),
                 host=server.host, port=server.port, log_level="warning")

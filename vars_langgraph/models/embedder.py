@@ -6,13 +6,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 
 from vars_langgraph.config import EmbeddingConfig
 
@@ -71,7 +71,10 @@ class SentenceTransformerEmbedder:
         self.cfg = cfg
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension)
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"embedding model '{cfg.model}' does not report its dimension")
+        self.dim = int(dim)
         self.name = cfg.model
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads
 
@@ -115,8 +118,8 @@ class CachedEmbedder:
         self.inner = inner
         self.dim = int(inner.dim)
         self.max_items = max(1, int(max_items))
-        self._docs: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._docs: LRUCache[str, np.ndarray] = LRUCache(self.max_items)
+        self._queries: LRUCache[str, np.ndarray] = LRUCache(self.max_items)
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -126,25 +129,16 @@ class CachedEmbedder:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def _keep(self, cache: OrderedDict[str, np.ndarray], text: str, vec: np.ndarray) -> None:
-        cache[text] = vec
-        cache.move_to_end(text)
-        while len(cache) > self.max_items:
-            cache.popitem(last=False)
-
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         with self._lock:
-            found = {t: self._docs[t] for t in dict.fromkeys(texts) if t in self._docs}
-            for t in found:
-                self._docs.move_to_end(t)
+            found = {t: v for t in dict.fromkeys(texts) if (v := self._docs.get(t)) is not None}
         todo = [t for t in dict.fromkeys(texts) if t not in found]
         if todo:
             vecs = np.asarray(self.inner.embed_documents(todo), np.float32)
             found.update(zip(todo, vecs, strict=True))
             with self._lock:
-                for t, v in zip(todo, vecs, strict=True):
-                    self._keep(self._docs, t, v)
+                self._docs.update(zip(todo, vecs, strict=True))
         with self._lock:
             self.hits += len(texts) - len(todo)
             self.misses += len(todo)
@@ -156,13 +150,12 @@ class CachedEmbedder:
         with self._lock:
             hit = self._queries.get(text)
             if hit is not None:
-                self._queries.move_to_end(text)
                 self.hits += 1
                 return hit
             self.misses += 1
         vec = np.asarray(self.inner.embed_query(text), np.float32)
         with self._lock:
-            self._keep(self._queries, text, vec)
+            self._queries[text] = vec
         return vec
 
     def clear(self) -> None:

@@ -21,10 +21,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import httpx
 
-from vars_langgraph.config import LocalServerConfig, VARSConfig
+from vars_langgraph.config import LocalServerConfig, VARSConfig, environment_without
 from vars_langgraph.extras import require
 
 log = logging.getLogger(__name__)
@@ -169,14 +170,14 @@ def _default_threads() -> int:
 
 
 def _server_env() -> dict[str, str]:
-    """os.environ minus keys the server's pydantic settings would read (e.g. API_KEY, MODEL)."""
+    """The environment minus keys the server's pydantic settings would read (API_KEY, MODEL)."""
     try:
         from llama_cpp.server.settings import Settings
 
         names = {n.lower() for n in Settings.model_fields} | {"config_file"}
     except Exception:  # noqa: BLE001 - fall back to the keys that change behaviour most
         names = {"api_key", "model", "host", "port", "chat_format", "cache", "verbose", "n_ctx"}
-    return {k: v for k, v in os.environ.items() if k.lower() not in names}
+    return environment_without(names)
 
 
 class LocalServer:
@@ -188,7 +189,7 @@ class LocalServer:
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
         self._lock = threading.Lock()
 
     @property

@@ -14,6 +14,8 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.utils.json import parse_partial_json
+
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 log = logging.getLogger(__name__)
@@ -21,9 +23,9 @@ log = logging.getLogger(__name__)
 MAX_INPUT_CHARS = 200_000  # longer model output is cut before parsing
 MAX_ITEMS = 64  # an extractor turn never yields more than this many preferences
 _RAW_DECODE_TRIES = 16
-_MAX_DEPTH = 32  # no preference JSON nests deeper; deeper input is hostile (and was quadratic)
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\r?\n?(.*?)(?:```|$)", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_CUT = "\ue000"  # marks where truncated output ended (a private-use character)
 _BIDI = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
@@ -74,7 +76,7 @@ def load_json(text: str, usable: Callable[[Any], bool]) -> Any:
     if usable(obj):
         return obj
     for src in (*fenced, text):
-        obj = _try_json(_repair_truncated(src))
+        obj = _close_truncated(src)
         if usable(obj):
             return obj
     return None
@@ -111,44 +113,39 @@ def _raw_decode_scan(text: str, usable: Callable[[Any], bool]) -> Any:
     return None
 
 
-def _repair_truncated(text: str) -> str:
-    """Cut truncated JSON after its last complete array element, then close what is open."""
+def _close_truncated(text: str) -> Any:
+    """Truncated JSON (from the first `{`/`[`) closed by langchain_core's `parse_partial_json`,
+    keeping only what was complete: an array element the cut went through is dropped, as is an
+    object member cut inside a string (a half-written note is never kept)."""
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
-        return ""
-    stack: list[str] = []
-    in_str = esc = False
-    cut, cut_stack = -1, []
-    for i in range(start, len(text)):
-        c = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-            continue
-        if c == '"':
-            in_str = True
-        elif c in "{[":
-            stack.append("}" if c == "{" else "]")
-            if len(stack) > _MAX_DEPTH:
-                break
-        elif c in "}]":
-            if not stack or stack[-1] != c:
-                break  # malformed: keep what was complete before this point
-            stack.pop()
-            if not stack:
-                return text[start : i + 1]  # complete value (json.loads failed elsewhere)
-            if stack[-1] == "]":
-                cut, cut_stack = i + 1, list(stack)
-    if cut < 0:
-        # nothing complete inside an array: keep only the opening brackets, e.g.
-        # '{"preferences": [{"condi' -> '{"preferences": []}'
-        m = re.match(r'\s*\{\s*"preferences"\s*:\s*\[', text[start:])
-        return '{"preferences": []}' if m else ""
-    return text[start:cut] + "".join(reversed(cut_stack))
+        return None
+    try:
+        obj = parse_partial_json(text[start:] + _CUT)
+    except (ValueError, RecursionError):
+        return None
+    return _complete(obj)[0]
+
+
+def _complete(v: Any) -> tuple[Any, bool]:
+    """(`v` without what the cut went through, whether the cut is inside `v`). A list drops
+    its cut elements and is then complete; an object with a cut member is itself cut."""
+    if isinstance(v, str):
+        return v, _CUT in v
+    if isinstance(v, list):
+        done = [_complete(x) for x in v]
+        return [x for x, cut in done if not cut], False
+    if isinstance(v, dict):
+        out: dict[str, Any] = {}
+        was_cut = False
+        for k, x in v.items():
+            x, cut = _complete(x)
+            if cut or _CUT in k:
+                was_cut = True
+            else:
+                out[k] = x
+        return out, was_cut
+    return v, False
 
 
 def _items(obj: Any) -> list[Any]:

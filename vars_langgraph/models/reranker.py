@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openai
@@ -24,6 +24,9 @@ import openai
 from vars_langgraph.config import LLMConfig, VARSConfig
 from vars_langgraph.models.base import Embedder, Reranker
 from vars_langgraph.models.llm import openai_client, resolve_llm
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class LLMReranker:
         self.client = openai_client(llm)
         self.max_workers = max(1, max_workers)
         self.top_logprobs = top_logprobs
-        self._prefix: list[dict[str, str]] = [{"role": "system", "content": JUDGE_SYSTEM}]
+        self._prefix: list[ChatCompletionMessageParam] = [{"role": "system", "content": JUDGE_SYSTEM}]
         for q, n, a in JUDGE_EXAMPLES:
             self._prefix.append({"role": "user", "content": _judge_prompt(q, n)})
             self._prefix.append({"role": "assistant", "content": a})
@@ -104,7 +107,8 @@ class LLMReranker:
             return np.array(list(pool.map(lambda n: self._score_one(query, n), notes)), np.float32)
 
     def _score_one(self, query: str, note: str) -> float:
-        messages = [*self._prefix, {"role": "user", "content": _judge_prompt(query, note)}]
+        messages: list[ChatCompletionMessageParam] = [
+            *self._prefix, {"role": "user", "content": _judge_prompt(query, note)}]
         try:
             resp = self.client.chat.completions.create(
                 model=self.llm.model, messages=messages, temperature=0.0, max_tokens=1,

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
 
 from vars_langgraph.config import PromptConfig
 from vars_langgraph.engine import VARSEngine
@@ -72,7 +73,7 @@ def render_system_prompt(selected: list[dict[str, Any]], cfg: PromptConfig,
 def make_augment(engine: VARSEngine):
     cfg = engine.config.prompt
 
-    def augment(state: VARSState, config: RunnableConfig) -> dict[str, Any]:
+    def augment(state: VARSState, config: RunnableConfig, runtime: Runtime | None = None) -> dict[str, Any]:
         return {"system_prompt": render_system_prompt(state.get("selected", []), cfg)}
 
     return augment

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
@@ -40,7 +41,7 @@ def shorten(text: str, max_chars: int) -> str:
 
 
 def prompt_messages(system_prompt: str, history: list[AnyMessage], max_tokens: int,
-                    reserve: int, prompt: PromptConfig | None = None) -> list[AnyMessage]:
+                    reserve: int, prompt: PromptConfig | None = None) -> list[BaseMessage]:
     """System prompt + history for the model: the last `prompt.history_turns` user turns, the
     earlier answers among them cut to `prompt.history_answer_chars` or, at 0, left out (a small
     model copies an earlier answer instead of answering), then trimmed oldest-first to fit."""
@@ -136,8 +137,8 @@ def count_tokens(engine: VARSEngine, text: str) -> int:
     return max(len(text.encode("utf-8", "replace")) // 3, len(text) // 4) + 1
 
 
-def fit_to_context(engine: VARSEngine, msgs: list[AnyMessage],
-                   reserve: int) -> tuple[list[AnyMessage], dict[str, Any] | None]:
+def fit_to_context(engine: VARSEngine, msgs: list[BaseMessage],
+                   reserve: int) -> tuple[list[BaseMessage], dict[str, Any] | None]:
     """`msgs` (system, history, the user's message last) cut to what the model's context
     holds with `reserve` tokens left for the answer: earlier history first, then the
     message's middle (its head and tail kept, the cut marked in the text). Returns the
@@ -192,7 +193,7 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
     return False
 
 
-def pending_record(engine: VARSEngine, state: VARSState, answer: str) -> dict[str, Any]:
+def pending_record(engine: VARSEngine, state: Mapping[str, Any], answer: str) -> dict[str, Any]:
     """What update needs when the user's next message arrives (stored, not kept in memory):
     every candidate's pi, whether the policy chose it and in which draw (global cards too)."""
     query = state.get("query", "")

@@ -1,14 +1,16 @@
-"""How VARS nodes are added to a builder: the factories, the bounded node slots and
-`fail_open`. `graph.py` (the inline graph), `background.py` (learning after the answer) and the
-drop-in memory all add nodes through `add_vars_nodes`."""
+"""How VARS node functions are made: the factories, the bounded node slots and `fail_open`.
+Every node function has one signature, `(state, config, runtime) -> dict`. `graph.py` (the
+inline graph) and `background.py` (learning after the answer) add them to a builder with
+`add_vars_nodes`; the drop-in memory calls them directly (`vars_node_functions`)."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
 from vars_langgraph.engine import VARSEngine
@@ -24,6 +26,14 @@ from vars_langgraph.state import last_user_text
 
 log = logging.getLogger(__name__)
 
+
+
+class NodeFn(Protocol):
+    """A VARS node function: LangGraph passes `config` and `runtime` by name."""
+
+    def __call__(self, state: Any, config: RunnableConfig, runtime: Any) -> dict[str, Any]: ...
+
+
 MEMORY_NODES = ("reward", "update", "extract", "retrieve", "rerank")
 ORDER = ("reward", "update", "extract", "retrieve", "rerank", "augment", "generate")
 FACTORIES = {
@@ -37,12 +47,13 @@ def _fallback(name: str, state: Any) -> dict[str, Any]:
     """What a failed memory node writes: this turn's empty result, so nothing of the previous
     turn (its query, candidates, reward) is mistaken for this one's."""
     query = last_user_text(state.get("messages", []))
-    return {
+    results: dict[str, dict[str, Any]] = {
         "reward": {"query": query, "reward": None}, "update": {},
         "extract": {"query": query, "extracted": []},
         "retrieve": {"candidates": [], "selected": []},
         "rerank": {"candidates": [], "selected": []},
-    }.get(name, {})
+    }
+    return results.get(name, {})
 
 
 def fail_open(name: str, fn: Any) -> Any:
@@ -91,14 +102,27 @@ def bounded(fn: Any, slots: threading.BoundedSemaphore) -> Any:
     return wrapped
 
 
-def add_vars_nodes(builder: StateGraph, engine: VARSEngine, names: tuple[str, ...] = ORDER,
-                   prefix: str = "") -> list[str]:
+def add_vars_nodes(builder: StateGraph[Any, Any, Any, Any], engine: VARSEngine,
+                   names: tuple[str, ...] = ORDER, prefix: str = "") -> list[str]:
     """Add VARS nodes to any StateGraph whose state has VARSState's keys; returns node names."""
     out = []
-    for name in names:
-        fn = FACTORIES[name](engine)
-        if engine.config.fail_open and name in MEMORY_NODES:
-            fn = fail_open(name, fn)
-        builder.add_node(prefix + name, bounded(fn, node_slots(engine)))  # max_concurrency
+    for name, fn in vars_node_functions(engine, names):
+        # LangGraph's node protocols name (state, config) and (state, *, runtime), not both
+        builder.add_node(prefix + name, cast(Any, fn))
         out.append(prefix + name)
     return out
+
+
+def vars_node_functions(engine: VARSEngine, names: tuple[str, ...] = ORDER) -> list[tuple[str, NodeFn]]:
+    """The VARS node functions `names`, in that order, as a graph runs them: each
+    `(state, config, runtime) -> dict`, holding one of the engine's `max_concurrency` slots,
+    and for a memory node with `fail_open`, failing open."""
+    return [(name, node_function(engine, name, FACTORIES[name](engine), memory=name in MEMORY_NODES))
+            for name in names]
+
+
+def node_function(engine: VARSEngine, name: str, fn: NodeFn, *, memory: bool) -> NodeFn:
+    """`fn` bounded by the engine's node slots; with `fail_open`, a `memory` node fails open."""
+    if memory and engine.config.fail_open:
+        fn = fail_open(name, fn)
+    return bounded(fn, node_slots(engine))

@@ -35,16 +35,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 from langgraph.checkpoint.postgres import PostgresSaver
-from langgraph.store.base import Op, PutOp, Result
-from langgraph.store.postgres import PostgresStore
+from langgraph.store.base import Op, PutOp, Result, TTLConfig
+from langgraph.store.postgres import PoolConfig, PostgresStore
 from langgraph.store.postgres.aio import AsyncPostgresStore
+from langgraph.store.postgres.base import PostgresIndexConfig
 from psycopg import Connection
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 from vars_langgraph.memory.index import CardIndex
@@ -107,7 +108,8 @@ def _conninfo(conn: Any) -> str:
     if not isinstance(conn, ConnectionPool):
         raise TypeError("VARS's Postgres classes take a psycopg_pool.ConnectionPool "
                         f"(make_pool(url) or from_conn_string(url)), not {type(conn).__name__}")
-    return conn.conninfo
+    info = conn.conninfo
+    return info() if callable(info) else info
 
 
 # pgvector retrieval: embeddings come from the cards and queries, never from a second model ----
@@ -120,7 +122,7 @@ class CardVectors(Embeddings):
         self._vectors: dict[str, list[float]] = {}
         self._guard = threading.Lock()
 
-    def register(self, text: str, vector: Sequence[float]) -> None:
+    def register(self, text: str, vector: Sequence[float] | np.ndarray) -> None:
         with self._guard:
             self._vectors[text] = [float(x) for x in vector]
 
@@ -143,10 +145,11 @@ class CardVectors(Embeddings):
         return self.embed_documents([text])[0]
 
 
-def _is_card_put(op: Op) -> bool:
-    ns = getattr(op, "namespace", ())
-    return (isinstance(op, PutOp) and op.value is not None and len(ns) == 3
-            and ns[0] == ROOT and ns[2] == "cards")
+def _is_card_put(op: Op) -> TypeGuard[PutOp]:
+    if not isinstance(op, PutOp) or op.value is None:
+        return False
+    ns = op.namespace
+    return len(ns) == 3 and ns[0] == ROOT and ns[2] == "cards"
 
 
 class VARSPostgresStore(PostgresStore, StoreFeatures):
@@ -171,12 +174,20 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
 
     @classmethod
     @contextmanager
-    def from_conn_string(cls, conn_string: str, *, retrieval: str = "faiss", pool_min: int = 1,
+    def from_conn_string(cls, conn_string: str, *, pipeline: bool = False,
+                         pool_config: PoolConfig | None = None, index: PostgresIndexConfig | None = None,
+                         ttl: TTLConfig | None = None, retrieval: str = "faiss", pool_min: int = 1,
                          pool_max: int = 10) -> Iterator[VARSPostgresStore]:
-        """A store on its own pool (closed on exit). Call `setup()` before first use."""
+        """A store on its own pool (closed on exit). Call `setup()` before first use. Takes
+        LangGraph's arguments too; the store always runs on a pool, so, as in LangGraph with a
+        `pool_config`, `pipeline` has no effect; `pool_config`'s sizes win over `pool_min`/`pool_max`."""
+        pc = pool_config or {}
+        pool_min = pc.get("min_size", pool_min)
+        pool_max = pc.get("max_size") or pool_max
         pool = make_pool(conn_string, pool_min, pool_max, name="vars-store")
         try:
-            yield cls(pool, url=conn_string, retrieval=retrieval)
+            kwargs: dict[str, Any] = {"index": index} if index is not None else {}
+            yield cls(pool, url=conn_string, retrieval=retrieval, ttl=ttl, **kwargs)
         finally:
             pool.close()
 
@@ -190,7 +201,8 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
     def _sql(self) -> Iterator[Any]:
         """A cursor on a connection of this store's pool (catalog queries, not LangGraph's
         tables)."""
-        with self.conn.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        pool = cast(ConnectionPool, self.conn)  # a pool: checked in __init__
+        with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             yield cur
 
     def namespace_rows(self, namespace: tuple[str, ...]) -> list[tuple[str, Any]] | None:
@@ -204,16 +216,18 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
             return super().batch(ops)
         # pgvector mode: index each card's note with the card's own embedding
         assert self.vectors is not None
-        registered, out_ops = [], []
+        registered: list[str] = []
+        out_ops: list[Op] = []
         for op in ops:
-            emb = value_vector(op.value) if _is_card_put(op) else None
-            note = op.value.get(NOTE_FIELD) if _is_card_put(op) else None
-            if emb is not None and isinstance(note, str) and note and len(emb) == self._vector_dim:
-                self.vectors.register(note, emb)
-                registered.append(note)
-                op = PutOp(op.namespace, op.key, op.value, index=[NOTE_FIELD], ttl=op.ttl)
-            elif _is_card_put(op):
-                op = PutOp(op.namespace, op.key, op.value, index=False, ttl=op.ttl)
+            if _is_card_put(op):
+                value = op.value or {}
+                emb, note = value_vector(value), value.get(NOTE_FIELD)
+                if emb is not None and isinstance(note, str) and note and len(emb) == self._vector_dim:
+                    self.vectors.register(note, emb)
+                    registered.append(note)
+                    op = PutOp(op.namespace, op.key, op.value, index=[NOTE_FIELD], ttl=op.ttl)
+                else:
+                    op = PutOp(op.namespace, op.key, op.value, index=False, ttl=op.ttl)
             out_ops.append(op)
         try:
             return self._indexed.batch(out_ops)
@@ -434,13 +448,15 @@ async def open_async_postgres(url: str, config: Any = None) -> AsyncIterator[tup
     through LangGraph's own thread-safe bridge onto this loop. Retrieval uses the FAISS cache.
     """
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-    pool = AsyncConnectionPool(
+    # dict rows: CONN_KWARGS's row_factory (a type the pool's constructor can't express)
+    pool = cast(AsyncConnectionPool[AsyncConnection[DictRow]], AsyncConnectionPool(
         url, min_size=_option(config, "pool_min", 1),
         max_size=max(_option(config, "pool_max", 10), _option(config, "pool_min", 1)),
         kwargs=dict(CONN_KWARGS), open=False, name="vars-async", timeout=30,
-    )
+    ))
     await pool.open(wait=True, timeout=30)
     try:
         store = VARSAsyncPostgresStore(pool, url=url)
