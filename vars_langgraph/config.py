@@ -220,6 +220,27 @@ class BackgroundConfig(_Strict):
     exit_timeout_s: float = 30.0  # at interpreter exit, wait this long for queued jobs
 
 
+class MemoryConfig(_Strict):
+    """Memory hygiene (docs/memory-hygiene.md): selection by value, hybrid retrieval, learned
+    card values and consolidation. Constants chosen on the tuning half only."""
+
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)  # inject a card only when P(useful) >= min_p
+    # a card whose specific condition has cosine < condition_min with the query is left out
+    condition_min: float | None = None
+    condition_generic: float = 0.3  # conditions this close to "responding to the user" are not gated
+    hybrid: bool = True  # candidates from dense + BM25 (note and the user's own words), fused (RRF)
+    rrf_k: int = 60
+    lexical_weight: float = 0.0  # s += lexical_weight * normalised BM25 of the card's words
+    value_beta: float = 1.0  # s += value_beta * u (learned card value, in [-1, 1])
+    value_lr: float = 0.3  # u <- u + value_lr * g * (target - u)
+    restate_min: float = 0.5  # cosine of a complaint with a card that counts as restating it
+    consolidate: bool = True  # merge / supersede / retire after the answer (background learner)
+    consolidate_max: int = 64  # cards examined per turn
+    merge_min: float = 0.85  # paraphrase cosine for merging two cards
+    retire_value: float = -0.6  # archive a card whose learned value falls below this ...
+    retire_after: int = 3  # ... after at least this many value updates
+
+
 class VARSConfig(_Strict):
     """Everything VARS needs. `VARSConfig.from_yaml(path)`; env `VARS_<SECTION>__<KEY>` wins."""
 
@@ -238,6 +259,7 @@ class VARSConfig(_Strict):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     max_concurrency: int = 8  # VARS node runs at once per process (sync and async callers)
 
     @property
