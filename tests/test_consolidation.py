@@ -241,3 +241,29 @@ def test_card_value_updates_survive_sigkill(tmp_path):
         assert u == pytest.approx(expected(int(n)), abs=1e-9)  # and nothing half-written
         engine.store.conn.close()
     assert last > 0
+
+
+def test_lexical_index_follows_new_and_archived_cards(make_config, embedder):
+    """The BM25 side is cached per store version: new cards are found through a small delta
+    index (no full re-index), archived ones are never returned, and nothing stale breaks."""
+    from vars_langgraph.nodes.retrieve import lexical_cache
+
+    engine = _engine(make_config, "sqlite", embedder)
+    cache = lexical_cache(engine)
+    first = _add(engine, "cooking", "I am vegetarian and eat no fish or meat",
+                 query="I'm vegetarian, no meat please.")
+    for topic in ("hiking trips", "python code", "tax forms", "guitar chords", "chess openings",
+                  "french grammar", "bird watching", "car repair", "gardening"):
+        _add(engine, topic, f"keep answers about {topic} short")
+
+    def found(query):
+        return [cid for cid, _ in cache.search(U, engine.index.get(U), query, 5)]
+
+    assert found("vegetarian meat")[0] == first.id
+    builds = cache.rebuilds
+    late = _add(engine, "baking", "use grams, not cups", query="For baking, use grams.")
+    assert found("grams for baking")[0] == late.id and cache.rebuilds == builds  # delta
+    _add(engine, "cooking", "I eat fish now", thread="t2", query="I eat fish now.")
+    consolidate(engine, U, "t2", {})
+    assert _status(engine, first.id) == "superseded"
+    assert first.id not in found("vegetarian meat fish")

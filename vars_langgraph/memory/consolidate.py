@@ -12,8 +12,9 @@ deletes it with everything else. Rules (docs/memory-hygiene.md):
 - contradiction: a newer card on the same subject (cosine >= SUPERSEDE_MIN) whose own words
   mark a change ("now", "anymore", "no longer", "instead", ...) or flip the older card's
   polarity supersedes the older card;
-- one-off request: a card learned from a request with no standing cue ("give me a recipe")
-  in one conversation is archived once the user is in another conversation and never
+- one-off request: a card learned from a request with no standing cue ("give me a recipe",
+  "could you double-check the last step") or from a long copy of the user's message (a task,
+  not a wish) is archived once the user is in another conversation, unless a complaint
   restated it;
 - retirement: a card whose learned value u (learning/card_value.py) fell below
   `memory.retire_value` after at least `memory.retire_after` updates, and that the user never
@@ -32,6 +33,7 @@ import numpy as np
 from vars_langgraph.types import PreferenceCard
 
 SUPERSEDE_MIN = 0.5  # cosine of two cards on the same subject
+LONG_COPY = 12  # an action this many words long copied from the user's message is content
 NEIGHBOURS = 4
 MAX_SOURCES = 50
 
@@ -47,21 +49,23 @@ _STANDING = re.compile(
 _REQUEST = re.compile(
     r"^\s*(?:(?:please|can you|could you|would you)\s+)?(give|show|tell|write|solve|find|"
     r"compute|calculate|explain|list|summari[sz]e|translate|make|create|help|answer|suggest|"
-    r"recommend|draft|plan|fix|check)\b", re.I)
+    r"recommend|draft|plan|fix|check|double-check|verify|walk me|help me|show me)\b", re.I)
 
 _SEEN: dict[tuple[int, str], str] = {}  # (engine id, user) -> version last examined
 _SEEN_LOCK = threading.Lock()
 
 
 def is_one_off(card: PreferenceCard) -> bool:
-    """A request with no standing cue, learned in a single conversation."""
-    texts = [card.action] + [s.query for s in card.sources if s.query]
-    if len({s.thread_id for s in card.sources}) > 1:
+    """A request, not a preference: no standing cue in the card's condition or action, and the
+    action is a request ("give me a recipe", "could you double-check ...") or a long verbatim
+    span of what the user said (a task or its text, not a wish about answers)."""
+    if _STANDING.search(card.action) or _STANDING.search(card.condition):
         return False
-    if any(_STANDING.search(t) for t in texts):
-        return False
-    return bool(_REQUEST.search(card.action)) or any(_REQUEST.search(s.query) for s in card.sources
-                                                      if s.query)
+    if _REQUEST.search(card.action):
+        return True
+    words = card.action.lower().split()
+    said = " ".join(s.query.lower() for s in card.sources)
+    return len(words) >= LONG_COPY and " ".join(words[:LONG_COPY]) in " ".join(said.split())
 
 
 def _words(card: PreferenceCard) -> str:
@@ -113,8 +117,8 @@ def plan(ui: Any, values: dict[str, list[float]], thread_id: str, cfg: Any,
         if thread_id and me.sources and is_one_off(me) \
                 and all(s.thread_id != thread_id for s in me.sources) \
                 and not (values.get(cid) or [0, 0, 0])[2]:
-            out[cid] = _archive(me, "archived", "one-off request: asked once in an earlier "
-                                "conversation, never restated")
+            out[cid] = _archive(me, "archived", "one-off request: asked in an earlier "
+                                "conversation, not a standing preference")
             gone.add(cid)
             continue
         for sim, r in zip(sims[i].tolist(), rows[i].tolist(), strict=True):

@@ -11,6 +11,7 @@ Cards no longer in the user's entry (deleted, archived) are dropped at query tim
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,10 +26,23 @@ MAX_SOURCES = 8  # utterances per card in its lexical document
 MAX_USERS = 64  # users whose indexes are kept
 
 
-def _tokenize(texts: list[str]) -> list[list[str]]:
+_IMPORTED = False
+
+
+def _bm25s() -> Any:
+    """The bm25s module; its logger follows the application's levels (bm25s sets its own
+    logger to DEBUG when imported, which would print a line per index build)."""
+    global _IMPORTED
     import bm25s
 
-    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    if not _IMPORTED:
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
+        _IMPORTED = True
+    return bm25s
+
+
+def _tokenize(texts: list[str]) -> list[list[str]]:
+    return _bm25s().tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
 
 def card_text(body: bytes | dict[str, Any]) -> str:
@@ -47,10 +61,8 @@ class _Bm25:
     """A BM25 index over some cards (ids in row order)."""
 
     def __init__(self, ids: list[str], texts: list[str]):
-        import bm25s
-
         self.ids = ids
-        self.model = bm25s.BM25()
+        self.model = _bm25s().BM25()
         tokens = _tokenize(texts) if texts else []
         self.empty = not any(tokens)
         if not self.empty:
