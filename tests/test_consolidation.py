@@ -101,7 +101,8 @@ def test_one_off_request_gives_no_standing_card(make_config, storage, embedder):
     req = _add(engine, "answering", "give me an actual recipe, no meat",
                query="That's not helpful. Give me an actual recipe, no meat.")
     pref = _add(engine, "answering", "I prefer short answers", query="I prefer short answers.")
-    assert is_one_off(req) and not is_one_off(pref)
+    rule = _add(engine, "solving math problems", "show every step of the derivation")
+    assert is_one_off(req) and not is_one_off(pref) and not is_one_off(rule)
     assert consolidate(engine, U, "t1", {}) == []  # same conversation: the request stands
     _add(engine, "math", "show every step", thread="t2")  # a new card: a new store version
     changed = consolidate(engine, U, "t2", {})
@@ -188,7 +189,7 @@ def test_condition_counts_and_empty_selection_is_valid(make_config, embedder):
 def test_garbled_card_surfaces_through_the_users_words(make_config, embedder):
     engine = _engine(make_config, "sqlite", embedder, lexical_weight=1.0)
     for dish in ("pasta", "risotto", "curry", "soup", "salad", "tacos", "stew", "pizza"):
-        _add(engine, "cooking dinner", f"suggest a quick {dish} recipe for dinner")
+        _add(engine, "cooking dinner", f"I like quick {dish} recipes for dinner")
     garbled = _add(engine, "xq", "zzkj blorf quux",
                    query="I always want my recipes to use lentils and chickpeas.")
     retrieve, rerank = make_retrieve(engine), make_rerank(engine)

@@ -51,16 +51,24 @@ _REQUEST = re.compile(
     r"compute|calculate|explain|list|summari[sz]e|translate|make|create|help|answer|suggest|"
     r"recommend|draft|plan|fix|check|double-check|verify|walk me|help me|show me)\b", re.I)
 
+# conditions that name no task (the extractor's "answering"; "working on: <the task>" is the
+# task itself): a request under them is not a standing rule
+_UNSCOPED = re.compile(r"^\s*(?:when\s+)?(?:answering|responding|replying|general|in general|"
+                       r"always|any|working on\b)", re.I)
+
 _SEEN: dict[tuple[int, str], str] = {}  # (engine id, user) -> version last examined
 _SEEN_LOCK = threading.Lock()
 
 
 def is_one_off(card: PreferenceCard) -> bool:
-    """A request, not a preference: no standing cue in the card's condition or action, and the
+    """A request, not a preference: a card under no task condition ("answering", "general",
+    "working on: <the task>") with no standing cue in its condition or action, whose
     action is a request ("give me a recipe", "could you double-check ...") or a long verbatim
     span of what the user said (a task or its text, not a wish about answers)."""
     if _STANDING.search(card.action) or _STANDING.search(card.condition):
         return False
+    if not (card.is_global or _UNSCOPED.search(card.condition)):
+        return False  # "when solving math problems, show every step": a standing rule
     if _REQUEST.search(card.action):
         return True
     words = card.action.lower().split()

@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import card_value, policy
 from vars_langgraph.learning.calibration import Calibration, calibration_key, load_calibration
+from vars_langgraph.memory.consolidate import is_one_off
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id
 
@@ -98,17 +99,26 @@ def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
 def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],
              s: np.ndarray, k: int) -> np.ndarray:
     """Which candidates may be injected (docs/memory-hygiene.md): calibrated score s at least
-    log `memory.min_p`, and for conditional cards among the best 2k, a condition that matches
-    the query (cosine >= `memory.condition_min`). An empty set is a valid answer."""
+    log `memory.min_p`; not a one-off request (`memory.consolidate.is_one_off`); for conditional
+    cards among the best, a condition that matches the query (cosine >=
+    `memory.condition_min`). An empty set is a valid answer."""
     mcfg = engine.config.memory
     ok = np.ones(len(candidates), bool)
     if mcfg.min_p > 0:
         ok &= s >= np.log(mcfg.min_p)
+    if not mcfg.consolidate and mcfg.condition_min is None:
+        return ok
+    top = [int(i) for i in np.argsort(-np.where(ok, s, -np.inf), kind="stable")[: 3 * k]
+           if ok[i]]
+    if mcfg.consolidate:  # a request is not a preference: never injected (and archived later)
+        for i in top:
+            card = ui.cards.get(candidates[i]["id"])
+            if card is not None and is_one_off(card):
+                ok[i] = False
+        top = [i for i in top if ok[i]]
     if mcfg.condition_min is not None and query.strip():
-        top = [int(i) for i in np.argsort(-np.where(ok, s, -np.inf), kind="stable")[: 2 * k]
-               if ok[i]]
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
-        for i, sim in condition_sims(engine, ui, qvec, candidates, top).items():
+        for i, sim in condition_sims(engine, ui, qvec, candidates, top[: 2 * k]).items():
             if sim < mcfg.condition_min:
                 ok[i] = False
     return ok
