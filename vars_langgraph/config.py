@@ -231,7 +231,7 @@ class MemoryConfig(_Strict):
     hybrid: bool = True  # candidates from dense + BM25 (note and the user's own words), fused (RRF)
     rrf_k: int = 60
     lexical_weight: float = 0.0  # s += lexical_weight * normalised BM25 of the card's words
-    value_beta: float = 1.0  # s += value_beta * u (learned card value, in [-1, 1])
+    value_beta: float = 2.0  # s += value_beta * u (learned card value in [-1, 1]; tuning half)
     value_lr: float = 0.3  # u <- u + value_lr * g * (target - u)
     restate_min: float = 0.5  # cosine of a complaint with a card that counts as restating it
     consolidate: bool = True  # merge / supersede / retire after the answer (background learner)
