@@ -102,11 +102,13 @@ def test_one_off_request_gives_no_standing_card(make_config, storage, embedder):
                query="That's not helpful. Give me an actual recipe, no meat.")
     pref = _add(engine, "answering", "I prefer short answers", query="I prefer short answers.")
     rule = _add(engine, "solving math problems", "show every step of the derivation")
-    assert is_one_off(req) and not is_one_off(pref) and not is_one_off(rule)
+    task = _add(engine, "working on: Let l = [1,2,3,4]", "Let l = [1,2,3,4]")
+    assert is_one_off(req) and is_one_off(task)
+    assert not is_one_off(pref) and not is_one_off(rule)
     assert consolidate(engine, U, "t1", {}) == []  # same conversation: the request stands
     _add(engine, "math", "show every step", thread="t2")  # a new card: a new store version
     changed = consolidate(engine, U, "t2", {})
-    assert [c.id for c in changed] == [req.id]
+    assert sorted(c.id for c in changed) == sorted([req.id, task.id])
     card = engine.memory.get_card(U, req.id)
     assert card.status == "archived" and "one-off" in card.status_reason
     assert _status(engine, pref.id) == "active"

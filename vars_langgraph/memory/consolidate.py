@@ -56,6 +56,8 @@ _REQUEST = re.compile(
 _UNSCOPED = re.compile(r"^\s*(?:when\s+)?(?:answering|responding|replying|general|in general|"
                        r"always|any|working on\b)", re.I)
 
+_TASK = re.compile(r"^\s*(?:when\s+)?working on\s*:", re.I)
+
 _SEEN: dict[tuple[int, str], str] = {}  # (engine id, user) -> version last examined
 _SEEN_LOCK = threading.Lock()
 
@@ -69,8 +71,8 @@ def is_one_off(card: PreferenceCard) -> bool:
         return False
     if not (card.is_global or _UNSCOPED.search(card.condition)):
         return False  # "when solving math problems, show every step": a standing rule
-    if _REQUEST.search(card.action):
-        return True
+    if _REQUEST.search(card.action) or _TASK.search(card.condition):
+        return True  # a request, or content under "working on: <the task>" (the task itself)
     words = card.action.lower().split()
     said = " ".join(s.query.lower() for s in card.sources)
     return len(words) >= LONG_COPY and " ".join(words[:LONG_COPY]) in " ".join(said.split())
