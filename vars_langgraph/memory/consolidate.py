@@ -58,7 +58,7 @@ _UNSCOPED = re.compile(r"^\s*(?:when\s+)?(?:answering|responding|replying|genera
 
 _TASK = re.compile(r"^\s*(?:when\s+)?working on\s*:", re.I)
 
-_SEEN: dict[tuple[int, str], str] = {}  # (engine id, user) -> version last examined
+_SEEN: dict[tuple[int, str], str] = {}  # (index id, user) -> version last examined
 _SEEN_LOCK = threading.Lock()
 
 
@@ -168,7 +168,7 @@ def consolidate(engine: Any, user_id: str, thread_id: str,
     cfg = engine.config.memory
     with engine.user_lock(user_id), engine.card_write_lock(user_id):
         ui = engine.index.get(user_id)
-        key = (id(engine), user_id)
+        key = (id(engine.index), user_id)  # the engine's one index (a job's view shares it)
         with _SEEN_LOCK:
             fresh = _SEEN.get(key) != ui.version
         examine = list(ui.ids[-cfg.consolidate_max:]) if fresh else []
