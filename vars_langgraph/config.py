@@ -226,7 +226,7 @@ class MemoryConfig(_Strict):
 
     min_p: float = Field(0.0, ge=0.0, lt=1.0)  # inject a card only when P(useful) >= min_p
     # a card whose specific condition has cosine < condition_min with the query is left out
-    condition_min: float | None = 0.15  # chosen on the collab tuning half (docs/memory-hygiene.md)
+    condition_min: float | None = 0.1  # chosen on the collab tuning half (docs/memory-hygiene.md)
     condition_generic: float = 0.3  # conditions this close to "responding to the user" are not gated
     hybrid: bool = True  # candidates from dense + BM25 (note and the user's own words), fused (RRF)
     rrf_k: int = 60

@@ -63,14 +63,14 @@ _SEEN_LOCK = threading.Lock()
 
 
 def is_one_off(card: PreferenceCard) -> bool:
-    """A request, not a preference: a card under no task condition ("answering", "general",
-    "working on: <the task>") with no standing cue in its condition or action, whose
-    action is a request ("give me a recipe", "could you double-check ...") or a long verbatim
-    span of what the user said (a task or its text, not a wish about answers)."""
+    """A request, not a preference: a card under no task condition ("answering", or "working
+    on: <the task>"; a global card is a standing rule by its "general") with no standing cue
+    in its condition or action, whose action is a request ("give me a recipe", "could you
+    double-check ...") or a long verbatim span of what the user said (a task or its text)."""
     if _STANDING.search(card.action) or _STANDING.search(card.condition):
         return False
-    if not (card.is_global or _UNSCOPED.search(card.condition)):
-        return False  # "when solving math problems, show every step": a standing rule
+    if card.is_global or not _UNSCOPED.search(card.condition):
+        return False  # "in general, ..." / "when solving math problems, ...": a standing rule
     if _REQUEST.search(card.action) or _TASK.search(card.condition):
         return True  # a request, or content under "working on: <the task>" (the task itself)
     words = card.action.lower().split()
