@@ -274,8 +274,11 @@ def test_two_users_three_sessions_end_to_end(data, tmp_path: Path, one_torch_thr
     enforce = [r for r in rows if r["kind"] == "enforce"]
     assert enforce and all(r["reward"] is not None and r["reward"] < 0 for r in enforce)
     assert all({"gate", "advantage", "signal", "injected", "rag_choice"} <= set(r) for r in rows)
-    share = res["vars"]["summary"]["enforce_signal"]
-    assert share == pytest.approx(np.mean([r["signal"] for r in enforce]))
+    share = res["vars"]["summary"]["enforce_signal"]  # mean over sessions of per-session shares
+    by_session: dict = {}
+    for r in enforce:
+        by_session.setdefault((r["user"], r["session"]), []).append(r["signal"])
+    assert share == pytest.approx(np.mean([np.mean(v) for v in by_session.values()]))
     assert res["all"]["summary"]["note_tokens"] >= res["rag"]["summary"]["note_tokens"] > 0
     assert not (out / "work").exists()
     assert not any(math.isnan(v) for v in res["vars"]["curves"]["enforcements"])

@@ -209,7 +209,8 @@ def test_a_bad_global_card_is_learned_away(tmp_path, selection, junk):
     policy learns to leave it out (at first it is chosen at least half the time)."""
     g = make_graph(tmp_path, retrieval={"select_k": 2},
                    policy={"eta_long": 0.5, "eta_short": 0.0, "tau": 0.5, "seed": 0,
-                           "selection": selection})
+                           "selection": selection},
+                   memory={"value_beta": 0.0, "consolidate": False})  # the vector alone
     src = CardSource(thread_id="s0")
     g.engine.add_preferences("alice", [general(junk, 0.99),
                                        general("keep answers short"), general("be friendly"),

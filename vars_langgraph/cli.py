@@ -207,9 +207,11 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
 
 def _memories(engine, user: str) -> dict[str, Any]:
     cards = sorted(engine.memory.list_cards(user), key=lambda c: c.created_at)
+    values = engine.load_vector(user).card_values  # learned card values (card_value.py)
     return {
         "user_id": user,
-        "cards": [c.public() for c in cards],
+        "cards": [{**c.public(), "value": values[c.id][0] if c.id in values else None}
+                  for c in cards],
         "vector": engine.load_vector(user).norms(),
     }
 
@@ -219,7 +221,7 @@ def _print_memories(engine, user: str, console) -> None:
 
     data = _memories(engine, user)
     table = Table(title=f"Preferences of {user} ({len(data['cards'])} cards)")
-    for col in ("condition", "action", "conf", "learned", "where"):
+    for col in ("condition", "action", "conf", "learned", "where", "status"):
         table.add_column(col)
     for c in data["cards"]:
         src = c["sources"][0] if c["sources"] else {}
@@ -227,7 +229,10 @@ def _print_memories(engine, user: str, console) -> None:
         where = f"{src.get('thread_id', '?')} turn {src.get('turn', '?')}"
         if len(c["sources"]) > 1:
             where += f" (+{len(c['sources']) - 1})"
-        table.add_row(c["condition"], c["action"], f"{c['confidence']:.2f}", when, where)
+        status = c.get("status", "active")
+        if status != "active":  # archived / superseded cards stay, with why
+            status = f"{status}: {c.get('status_reason', '')}"
+        table.add_row(c["condition"], c["action"], f"{c['confidence']:.2f}", when, where, status)
     console.print(table)
     v = data["vector"]
     console.print(f"user vector: |z_long| = {v['z_long_norm']:.4f}, |z_short| = "

@@ -221,6 +221,31 @@ class BackgroundConfig(_Strict):
     exit_timeout_s: float = Field(30.0, ge=0)  # at interpreter exit, wait this long for queued jobs
 
 
+class MemoryConfig(_Strict):
+    """Memory hygiene (docs/memory-hygiene.md): selection by value, hybrid retrieval, learned
+    card values and consolidation. Constants chosen on the tuning half only."""
+
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)  # inject a card only when P(useful) >= min_p
+    # a card whose specific condition has cosine < condition_min with the query is left out
+    # chosen on the collab tuning half (docs/memory-hygiene.md)
+    condition_min: float | None = Field(0.1, ge=-1.0, le=1.0)
+    # conditions this close to "responding to the user" are not gated
+    condition_generic: float = Field(0.3, ge=-1.0, le=1.0)
+    hybrid: bool = True  # candidates from dense + BM25 (note and the user's own words), fused (RRF)
+    rrf_k: int = Field(60, ge=1)
+    lexical_weight: float = Field(0.0, ge=0.0)  # s += lexical_weight * normalised BM25 of the card's words
+    value_beta: float = Field(2.0, ge=0.0)  # s += value_beta * u (learned card value in [-1, 1]; tuning half)
+    value_lr: float = Field(0.3, gt=0.0, le=1.0)  # u <- u + value_lr * g * (target - u)
+    # cosine of a complaint with a card that counts as restating it
+    restate_min: float = Field(0.5, ge=-1.0, le=1.0)
+    consolidate: bool = True  # merge / supersede / retire after the answer (background learner)
+    consolidate_max: int = Field(64, ge=1)  # cards examined per turn
+    merge_min: float = Field(0.85, gt=0.0, le=1.0)  # paraphrase cosine for merging two cards
+    # archive a card whose learned value falls below this ...
+    retire_value: float = Field(-0.6, ge=-1.0, le=1.0)
+    retire_after: int = Field(3, ge=1)  # ... after at least this many value updates
+
+
 class VARSConfig(_Strict):
     """Everything VARS needs. `VARSConfig.from_yaml(path)`; env `VARS_<SECTION>__<KEY>` wins
     over the file and the defaults, explicit keyword arguments over env (`_env`)."""
@@ -240,6 +265,7 @@ class VARSConfig(_Strict):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     max_concurrency: int = Field(8, ge=1)  # VARS node runs at once per process (sync and async callers)
 
     @model_validator(mode="before")

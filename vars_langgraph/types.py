@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, field_validator
 
 MAX_CONDITION = 128
 MAX_ACTION = 256
+ACTIVE = "active"  # card status; "archived" and "superseded" cards are kept but not retrieved
+CARD_STATUSES = (ACTIVE, "archived", "superseded")
 GLOBAL_CONDITIONS = {"general", "always", "any", "in general", "all", "everything", "default"}
 
 
@@ -71,6 +73,11 @@ class PreferenceCard(BaseModel):
     embedding: list[float] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+    # memory hygiene (memory/consolidate.py): archived / superseded cards stay in the store,
+    # out of retrieval, with why (and the card that replaced or absorbed them)
+    status: str = ACTIVE
+    status_reason: str = ""
+    replaced_by: str | None = None
 
     @staticmethod
     def make_id(user_id: str, note: str) -> str:

@@ -73,13 +73,17 @@ from vars_langgraph_eval.stats import percentile
 log = logging.getLogger(__name__)
 
 ALL = 100_000
+# the baselines keep the memory as it was before issue 23 (docs/memory-hygiene.md): dense
+# top-K, top-k by s0, no selection threshold or condition gate, no consolidation
+PLAIN_MEMORY = {"hybrid": False, "min_p": 0.0, "condition_min": None, "consolidate": False,
+                "lexical_weight": 0.0}
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("no memory (extraction off)", {"extractor": {"enabled": False}}),
     "all": ("all memories in the prompt (reference, unbounded budget)",
             {"retrieval": {"top_k": ALL, "max_global": ALL},
-             "policy": {"use_long": False, "use_short": False}}),
+             "policy": {"use_long": False, "use_short": False}, "memory": PLAIN_MEMORY}),
     "rag": ("retrieval + rerank, no user vector",
-            {"policy": {"use_long": False, "use_short": False}}),
+            {"policy": {"use_long": False, "use_short": False}, "memory": PLAIN_MEMORY}),
     "vars": ("VARS full (z_long + z_short)", {"policy": {"use_long": True, "use_short": True}}),
     "vars_long": ("VARS, z_long only", {"policy": {"use_long": True, "use_short": False}}),
     "vars_short": ("VARS, z_short only", {"policy": {"use_long": False, "use_short": True}}),
@@ -225,9 +229,14 @@ def aggregate(records: list[SessionRecord], sessions: int) -> dict[str, Any]:
     allm = [r.metrics() for r in records]
     last = [r.metrics() for r in records if r.session >= sessions - 5]
     first = [r.metrics() for r in records if r.session < 5]
+    early = [r.metrics() for r in records if 2 <= r.session < 7]  # sessions 3-7
     summary = {m: _mean([row[m] for row in allm]) for m in CURVES}
+    for name, rows in (("first_5", first), ("last_5", last)):
+        for m in ("precision", "recall", "note_tokens"):
+            summary[f"{m}_{name}"] = _mean([row[m] for row in rows])
     summary.update({
         "enforcements_first_5": _mean([row["enforcements"] for row in first]),
+        "enforcements_sessions_3_7": _mean([row["enforcements"] for row in early]),
         "enforcements_last_5": _mean([row["enforcements"] for row in last]),
         "clean_session_rate": _mean([float(r.enforcements == 0) for r in records]),
         "timeout_rate": _mean([float(r.timed_out) for r in records]),
@@ -667,7 +676,35 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
                 lines.append(f"| {m} | {a['mean']:+.3f} [{a['ci_low']:+.3f}, {a['ci_high']:+.3f}]"
                              f" | {b['mean']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}] | "
                              f"{b['better']} / {b['worse']} |")
+    lines += ["", "First 5 vs last 5 sessions (enforcements / session; injected-note precision and "
+              "recall of the applicable preferences; note tokens / turn):", "",
+              "| method | enforcements first 5 | sessions 3-7 | last 5 | precision first 5 | "
+              "last 5 | recall first 5 | last 5 | note tokens first 5 | last 5 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        s = results[m]["summary"]
+        lines.append(
+            f"| {m} | {_fmt(s['enforcements_first_5'])} | "
+            f"{_fmt(s.get('enforcements_sessions_3_7'))} | {_fmt(s['enforcements_last_5'])} | "
+            f"{_fmt(s.get('precision_first_5'))} | {_fmt(s.get('precision_last_5'))} | "
+            f"{_fmt(s.get('recall_first_5'))} | {_fmt(s.get('recall_last_5'))} | "
+            f"{_fmt(s.get('note_tokens_first_5'), 1)} | {_fmt(s.get('note_tokens_last_5'), 1)} |")
+    if {"rag", "all"} <= set(methods):
+        last5 = {m: results[m]["summary"]["enforcements_last_5"] for m in methods}
+        gap = last5["rag"] - last5["all"]
+        rows = [m for m in methods if m not in ("rag", "all", "none")]
+        if gap and rows:
+            lines += ["", "Share of the last-5 gap between RAG and `all` closed: " + ", ".join(
+                f"{m} {100 * (last5['rag'] - last5[m]) / gap:.0f}%" for m in rows) + "."]
     sessions = settings.sessions
+    for key, title in (("precision", "Injected-note precision"),
+                       ("recall", "Recall of the applicable preferences")):
+        lines += ["", f"{title}, by session (mean over users):", "",
+                  "| session | " + " | ".join(methods) + " |",
+                  "|---|" + "---|" * len(methods)]
+        for i in range(sessions):
+            lines.append(f"| {i + 1} | " + " | ".join(
+                _fmt(results[m]["curves"][key][i]) for m in methods) + " |")
     picks = sorted({0, *range(4, sessions, 5), sessions - 1})
     lines += ["", "Enforcements per session, by session (mean over users):", "",
               "| session | " + " | ".join(methods) + " |",

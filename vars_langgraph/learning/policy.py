@@ -22,6 +22,9 @@ class UserVector:
     updates: int = 0
     session_id: str | None = None
     history: list[float] = field(default_factory=list)  # recent rewards, newest last
+    # learned card values (learning/card_value.py): card id -> [u, updates, restated]; stored
+    # in the vector item so one store batch commits both (they survive a crash together)
+    card_values: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def zeros(cls, dim: int) -> UserVector:
@@ -35,6 +38,7 @@ class UserVector:
             "updates": int(self.updates),
             "session_id": self.session_id,
             "history": [float(r) for r in self.history[-50:]],
+            "card_values": {k: [float(x) for x in v] for k, v in self.card_values.items()},
         }
 
     @classmethod
@@ -69,6 +73,7 @@ class UserVector:
             updates=max(0, int(updates)) if finite(updates) else 0,
             session_id=session if isinstance(session, str) else None,
             history=[float(r) for r in history if finite(r)] if isinstance(history, list) else [],
+            card_values=_card_values(d.get("card_values")),
         )
 
     def norms(self) -> dict[str, float]:
@@ -78,6 +83,19 @@ class UserVector:
             "baseline": float(self.baseline),
             "updates": int(self.updates),
         }
+
+
+def _card_values(raw: object) -> dict[str, list[float]]:
+    """Stored card values, malformed entries dropped: {id: [u in [-1, 1], n >= 0, restated]}."""
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for k, v in raw.items():
+        if (isinstance(k, str) and isinstance(v, list) and len(v) == 3
+                and all(isinstance(x, int | float) and not isinstance(x, bool)
+                        and np.isfinite(x) for x in v)):
+            out[k] = [float(min(1.0, max(-1.0, v[0]))), float(max(0, v[1])), float(max(0, v[2]))]
+    return out
 
 
 def item_vectors(

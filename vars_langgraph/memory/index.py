@@ -56,7 +56,7 @@ from vars_langgraph.memory.store import (
     split_vector,
     value_vector,
 )
-from vars_langgraph.types import PreferenceCard
+from vars_langgraph.types import ACTIVE, PreferenceCard
 
 log = logging.getLogger(__name__)
 
@@ -476,6 +476,8 @@ class _Rows:
                 self.no_vector[key] = card_body_bytes(value)
 
     def _add(self, key: str, body: bytes, src: str | np.ndarray, value: dict[str, Any]) -> None:
+        if value.get("status") not in (None, ACTIVE):  # archived / superseded: kept, not served
+            return
         self.ids.append(key)
         self.bodies[key] = body
         self._src.append(src)
@@ -611,6 +613,9 @@ class CardIndex:
             raw, ids, new_vecs = dict(cur.raw), list(cur.ids), []
             damaged = {k: v for k, v in cur.damaged.items() if k not in {c.id for c in upserts}}
             fields = {cid: cur.fields(r) for cid, r in cur.rows.items()}
+            if any(c.status != ACTIVE for c in upserts):
+                self._drop(user_id)  # a card left retrieval: rebuilt lazily on next get
+                return
             for c in upserts:
                 vec = vectors.get(c.id)
                 vec = canonical_vector(c.embedding if vec is None else vec)

@@ -1,5 +1,8 @@
-"""rerank: s_i = s0_i + v_i . z_eff, s0_i = log P(useful) (calibrated reranker score);
-pi = softmax(s / tau); k cards chosen by the policy (global cards compete like any other)."""
+"""rerank: s_i = s0_i + v_i . z_eff + value_beta u_i (+ lexical_weight bm25_i), s0_i = log
+P(useful) (calibrated reranker score), u_i the card's learned value; pi = softmax(s / tau); up
+to k of the eligible cards chosen by the policy (global cards compete like any other):
+eligible means s_i >= log min_p and, for a conditional card, a condition that matches the
+query (`eligible`). An empty selection is valid."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.learning import policy
+from vars_langgraph.learning import card_value, policy
 from vars_langgraph.learning.calibration import Calibration, calibration_key, load_calibration
+from vars_langgraph.memory.consolidate import is_one_off
+from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id
 
 
@@ -50,8 +55,78 @@ def base_scores(engine: VARSEngine, query: str, candidates: list[dict[str, Any]]
     return s0
 
 
+def condition_embedder(engine: VARSEngine) -> Any:
+    """The engine's cache of condition embeddings (one per engine, LRU of 4096 texts)."""
+    emb = getattr(engine, "_vars_conditions", None)
+    if emb is None:
+        from vars_langgraph.models.embedder import CachedEmbedder
+
+        emb = CachedEmbedder(engine.embedder, max_items=4096)
+        engine._vars_conditions = emb  # type: ignore[attr-defined]
+    return emb
+
+
+# conditions that hold for any request: a card whose condition is near one of these (cosine
+# >= memory.condition_generic) is not gated by its condition
+GENERIC_CONDITIONS = ("responding to the user", "answering any question", "in general",
+                      "any request")
+
+
+def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
+                   candidates: list[dict[str, Any]], rows: list[int]) -> dict[int, float]:
+    """Cosine of the query with the condition of each candidate in `rows` whose condition is
+    specific (global cards, generic conditions and unreadable cards are left out: there is no
+    condition to check)."""
+    conds: dict[int, str] = {}
+    for i in rows:
+        c = candidates[i]
+        if c.get("global"):
+            continue
+        card = ui.cards.get(c["id"])
+        if card is not None and card.condition.strip():
+            conds[i] = card.condition
+    if not conds:
+        return {}
+    emb = condition_embedder(engine)
+    vecs = np.asarray(emb.embed_documents(list(conds.values())), np.float32)
+    generic = (vecs @ np.asarray(emb.embed_documents(GENERIC_CONDITIONS), np.float32).T).max(1)
+    sims = vecs @ np.asarray(qvec, np.float32).ravel()
+    thr = engine.config.memory.condition_generic
+    return {i: sim for i, sim, g in zip(conds, sims.tolist(), generic.tolist(), strict=True)
+            if g < thr}
+
+
+def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],
+             s: np.ndarray, k: int) -> np.ndarray:
+    """Which candidates may be injected (docs/memory-hygiene.md): calibrated score s at least
+    log `memory.min_p`; not a one-off request (`memory.consolidate.is_one_off`); for conditional
+    cards among the best, a condition that matches the query (cosine >=
+    `memory.condition_min`). An empty set is a valid answer."""
+    mcfg = engine.config.memory
+    ok = np.ones(len(candidates), bool)
+    if mcfg.min_p > 0:
+        ok &= s >= np.log(mcfg.min_p)
+    if not mcfg.consolidate and mcfg.condition_min is None:
+        return ok
+    top = [int(i) for i in np.argsort(-np.where(ok, s, -np.inf), kind="stable")[: 3 * k]
+           if ok[i]]
+    if mcfg.consolidate:  # a request is not a preference: never injected (and archived later)
+        for i in top:
+            card = ui.cards.get(candidates[i]["id"])
+            if card is not None and is_one_off(card):
+                ok[i] = False
+        top = [i for i in top if ok[i]]
+    if mcfg.condition_min is not None and query.strip():
+        qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
+        for i, sim in condition_sims(engine, ui, qvec, candidates, top[: 2 * k]).items():
+            if sim < mcfg.condition_min:
+                ok[i] = False
+    return ok
+
+
 def make_rerank(engine: VARSEngine):
     pcfg = engine.config.policy
+    mcfg = engine.config.memory
     k = engine.config.retrieval.select_k
     cals: list[tuple[Calibration, Calibration]] = []
     rng = np.random.default_rng(pcfg.seed)
@@ -72,10 +147,18 @@ def make_rerank(engine: VARSEngine):
         s0 = base_scores(engine, state.get("query", ""), candidates, cals[0])
         items = engine.item_vectors(ui.vectors([c["id"] for c in candidates]))
         s = policy.scores(s0, items, policy.effective_z(user, pcfg))
+        if pcfg.learning and mcfg.value_beta:  # learned card values (learning/card_value.py)
+            s = s + mcfg.value_beta * np.array(
+                [card_value.value_of(user.card_values, c["id"]) for c in candidates])
+        if mcfg.lexical_weight:  # the user's own words (hybrid retrieval's BM25, in [0, 1])
+            s = s + mcfg.lexical_weight * np.array([c.get("lexical", 0.0) for c in candidates])
         pi = policy.softmax(s, pcfg.tau)
-        sample = pcfg.selection == "sample" and pcfg.learning and len(candidates) > k
+        ok = eligible(engine, ui, state.get("query", ""), candidates, s, k)
+        sample = pcfg.selection == "sample" and pcfg.learning and int(ok.sum()) > k
         with rng_lock:
-            chosen = policy.select(s, k, pcfg.tau, sample=sample, rng=rng)
+            picked = policy.select(s[ok], k, pcfg.tau, sample=sample, rng=rng)
+        index = np.flatnonzero(ok)
+        chosen = [int(index[i]) for i in picked]
         rank = {i: r for r, i in enumerate(chosen)}
         for i, c in enumerate(candidates):
             c.update(rerank=round(float(s0[i]), 6), score=round(float(s[i]), 6),

@@ -9,8 +9,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.learning import policy
+from vars_langgraph.learning import card_value, policy
+from vars_langgraph.memory.consolidate import consolidate
 from vars_langgraph.memory.store import clean_pending
+from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
 
 
@@ -20,8 +22,33 @@ def chosen_in_order(cands: list[dict[str, Any]]) -> list[int]:
     return [i for _, i in sorted(picked, key=lambda t: (t[0] is None, t[0] or 0, t[1]))]
 
 
+def restated_cards(engine: VARSEngine, ui: Any, message: str, k: int = 5) -> list[str]:
+    """Cards the message restates: the nearest `k` with cosine >= `memory.restate_min`."""
+    if not message.strip() or not len(ui):
+        return []
+    qvec = engine.embed_query(message[:MAX_QUERY_CHARS])
+    sims, rows = ui.search_rows(qvec, k)
+    thr = engine.config.memory.restate_min
+    return [ui.ids[r] for s, r in zip(sims.tolist(), rows.tolist(), strict=True)
+            if r >= 0 and s >= thr]
+
+
+def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
+                      pending: dict[str, Any], message: str, result: dict[str, Any]) -> int:
+    """Update the values of the cards the previous turn injected and the cards this message
+    restates (learning/card_value.py); returns how many changed."""
+    reward = float(result.get("value") or 0.0)
+    injected = [i for i in pending.get("selected_ids", []) if i in ui.rows]
+    restated = restated_cards(engine, ui, message) if reward < 0 else []
+    goals = card_value.targets(injected, restated, reward)
+    changed = card_value.update(user.card_values, goals, float(result.get("gate") or 0.0),
+                                engine.config.memory.value_lr, restated)
+    return len(goals) if changed else 0
+
+
 def make_update(engine: VARSEngine):
     pcfg = engine.config.policy
+    mcfg = engine.config.memory
 
     def update(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
@@ -44,9 +71,17 @@ def make_update(engine: VARSEngine):
                     applied = policy.reinforce_update(
                         user, items, pi, chosen_in_order(cands), result["value"], result["gate"],
                         pcfg)
+                if pcfg.learning and mcfg.value_beta:
+                    result["card_values"] = learn_card_values(engine, user, ui, pending,
+                                                              state.get("query", ""), result)
             if applied or new_session or pending:
                 engine.memory.commit_update(user_id, tid, user.to_dict(),
                                             drop_pending=pending is not None)
+        if mcfg.consolidate and pending:  # after this turn's feedback, bounded
+            changed = consolidate(engine, user_id, tid, user.card_values)
+            if changed and result:
+                result["consolidated"] = [{"id": c.id, "status": c.status,
+                                           "reason": c.status_reason} for c in changed]
         if result:
             result["applied"] = applied
         return {"reward": result or None, "user_vector": user.norms()}
