@@ -9,7 +9,7 @@ def test_names_the_turn_and_the_applied_reward():
     rew = {"value": -0.8, "label": "neg_correction", "gate": 0.9, "baseline": -0.05,
            "advantage": -0.675, "applied": True}
     line = describe_reward(rew, 2, HUMANS)
-    assert line.startswith("reward read from turn 2 'That's not helpful.")
+    assert line.startswith('reward read from turn 2 "That\'s not helpful.')
     assert "on answer 1: r = -0.80 [neg_correction]" in line and "applied A = -0.675" in line
     assert "still learning" not in line
 
