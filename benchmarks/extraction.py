@@ -15,8 +15,10 @@ cosine >= 0.5). Reported per split: precision, recall (strict and action-only), 
 that are global and share correctly global, neutral messages with cards, JSON validity, latency
 p50/p95; for the gate (models/extraction_gate.py): share of messages skipped, recall kept
 (preference messages passed to the LLM) and end-to-end precision/recall with the gate; for the
-rule-based fast path (`fast_preferences`): its precision/recall. The LLM runs on every message
-so that the "with gate" numbers are the same outputs with the skipped messages emptied.
+rule-based fast path (`fast_preferences`): its precision/recall; for the `pipeline` (what the
+extract node stores: gate, LLM, rules; `nodes.extract.combine`): its precision/recall -- the
+CPU default's numbers. The LLM runs on every message so that the "with gate" numbers are the
+same outputs with the skipped messages emptied.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ from vars_langgraph_eval.extraction import (  # noqa: E402
     summarize_scores,
 )
 from vars_langgraph_eval.stats import percentile  # noqa: E402
+
+try:  # absent before the node's combination was importable
+    from vars_langgraph.nodes.extract import combine as pipeline  # noqa: E402
+except ImportError:  # pragma: no cover
+    pipeline = None  # type: ignore[assignment]
 
 try:  # absent in versions before the gate and the fast path (the "before" run)
     from vars_langgraph.models.extraction_gate import load_gate  # noqa: E402
@@ -121,6 +128,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                          "latency_p95_s": percentile(lat, 95)})
     if any(r.get("fast") for r in rows):
         out["fast_path"] = summarize_scores(_scores(rows, "fast"))
+    if any(r.get("pipeline") for r in rows):
+        out["pipeline"] = summarize_scores(_scores(rows, "pipeline"))
     return out
 
 
@@ -134,11 +143,26 @@ def _pref_of(card: dict[str, Any]) -> Preference:
     return Preference(condition=cond or "general", action=act or note)
 
 
-def rescore(path: str, out: str | None) -> dict[str, Any]:
-    """Score a stored result file again with the current scorer (same outputs, same rows)."""
+def rescore(path: str, out: str | None, data: str | None = None) -> dict[str, Any]:
+    """Score a stored result file again with the current scorer, labels (from `data`, matched
+    by index and window) and rules: the same LLM outputs and gate decisions."""
     result = json.loads(Path(path).read_text())
     embedder = load_embedder(VARSConfig().embedding)
+    items = {it["index"]: it for it in load_items(data)} if data else {}
     for row in result["rows"]:
+        it = items.get(row["index"])
+        if it is not None and it["window"] == [tuple(t) for t in row["window"]]:
+            row["cards"] = it["cards"]  # the current labels of the same message
+        text = row["window"][-1][1]
+        if fast_preferences is not None:  # the rules as they are now, on the same message
+            fast = fast_preferences(text)
+            row["fast_cards"] = [p.note for p in fast]
+            row["fast"] = vars(score_message(fast, row["cards"], embedder))
+        if pipeline is not None:
+            llm = [_pref_of(c) for c in row.get("extracted", [])]
+            cards = pipeline([tuple(t) for t in row["window"]], llm, row.get("gate_pass", True))
+            row["pipeline_cards"] = [p.note for p in cards]
+            row["pipeline"] = vars(score_message(cards, row["cards"], embedder))
         if "extracted" in row:
             prefs = [_pref_of(c) for c in row["extracted"]]
             row["llm"] = vars(score_message(prefs, row["cards"], embedder))
@@ -171,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.rescore:
-        return rescore(args.rescore, args.out)
+        return rescore(args.rescore, args.out, args.data)
     args.out = args.out or str(ROOT / "results" / "extraction.json")
 
     ext: dict[str, Any] = {}
@@ -193,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for it in tqdm(items, desc="extract", unit="msg"):
         labels = it["cards"]
+        prefs: list[Preference] = []
         row: dict[str, Any] = {"index": it["index"], "split": it["split"], "kind": it.get("kind"),
                                "window": it["window"], "cards": labels}  # fmt: skip
         if fast_preferences is not None:
@@ -207,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t = time.perf_counter()
             res = extractor.extract_detailed(it["window"])
             row["latency_s"] = time.perf_counter() - t
-            prefs: list[Preference] = res.preferences
+            prefs = res.preferences
             row.update({
                 "extracted": [{"note": p.note, "condition": p.condition, "action": p.action,
                                "confidence": p.confidence} for p in prefs],
@@ -218,6 +243,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 passed = row["gate_pass"]
                 row["llm_gated"] = vars(score_message(prefs if passed else [], labels, embedder))
                 row["latency_gated_s"] = row["gate_s"] + (row["latency_s"] if passed else 0.0)
+        if pipeline is not None:  # what the extract node stores (nodes/extract.py); rules only with --no-llm
+            llm_prefs = prefs if extractor is not None else []
+            cards = pipeline(it["window"], llm_prefs, row.get("gate_pass", True))
+            row["pipeline_cards"] = [p.note for p in cards]
+            row["pipeline"] = vars(score_message(cards, labels, embedder))
         rows.append(row)
     result = {
         "extractor": None if extractor is None else {
@@ -262,7 +292,7 @@ def print_table(result: dict[str, Any]) -> None:
           "| JSON valid | p50 / p95 s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for split, m in result["metrics"].items():
-        for what in ("llm", "llm_with_gate", "fast_path"):
+        for what in ("pipeline", "llm", "llm_with_gate", "fast_path"):
             s = m.get(what)
             if not s:
                 continue

@@ -45,6 +45,7 @@ from vars_langgraph_eval.simulator import (
     DEFAULT_CONDITION,
     ENFORCE_OPENERS,
     FOLLOWUPS,
+    POOLS,
     ExtractionNoise,
     LLMSimulator,
     PreferenceMatcher,
@@ -156,16 +157,21 @@ def test_scripted_user_speaks_like_a_person_and_is_deterministic(data):
     assert c.react({"p0", "p1", "p2"}).kind in ("followup", "close")
 
 
-def test_cues_drive_the_real_reward():
-    for text in ENFORCE_OPENERS:
+def test_keyword_pool_cues_drive_the_keyword_reward():
+    """The first phrasing (pool "keyword") complains and thanks in the keyword reward's words; the
+    natural pools share none (tests/test_simulator_pools.py)."""
+    kw = POOLS["keyword"]
+    for text in kw.openers:
         assert rw.has_negative_cue(text), text
-    for text in (*FOLLOWUPS, *CLOSINGS):
+    for text in (*kw.followups, *kw.closings):
         assert not rw.has_negative_cue(text) and rw.has_positive_cue(text), text
+    for text in (*ENFORCE_OPENERS, *FOLLOWUPS, *CLOSINGS):  # the default (report) pool
+        assert not rw.has_negative_cue(text) and not rw.has_positive_cue(text), text
     p = parse_profiles(PROFILES)[0].preferences[2]
     import random
 
     for seed in range(20):
-        assert rw.keyword_reward(enforcement(p, random.Random(seed)), 0.5) == -1.0
+        assert rw.keyword_reward(enforcement(p, random.Random(seed), kw), 0.5) == -1.0
 
 
 def test_scripted_extractor_reads_statements_misses_implicit_and_over_extracts():
@@ -272,7 +278,11 @@ def test_two_users_three_sessions_end_to_end(data, tmp_path: Path, one_torch_thr
     assert "| vars |" in (out / "summary.md").read_text()
     rows = [json.loads(x) for x in (out / "transcripts" / "vars.jsonl").read_text().splitlines()]
     enforce = [r for r in rows if r["kind"] == "enforce"]
-    assert enforce and all(r["reward"] is not None and r["reward"] < 0 for r in enforce)
+    # the natural (report) phrases carry no keyword cue: the learned reward reads the complaints,
+    # not every one (docs/perception.md), and never more kindly than the user's thanks
+    assert enforce and all(r["reward"] is not None for r in enforce)
+    others = [r["reward"] for r in rows if r["kind"] in ("followup", "close") and r["reward"] is not None]
+    assert np.mean([r["reward"] for r in enforce]) < min(0.0, np.mean(others) if others else 0.0)
     assert all({"gate", "advantage", "signal", "injected", "rag_choice"} <= set(r) for r in rows)
     share = res["vars"]["summary"]["enforce_signal"]  # mean over sessions of per-session shares
     by_session: dict = {}

@@ -183,12 +183,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, session: str,
                       out: dict[str, Any], t: dict[str, float]) -> None:
     notes = [c["note"] for c in out.get("selected", [])]
-    reward = out.get("reward")
-    if learner is not None:  # learned in the background: the last finished job's reward
-        reward = (learner.last.get((user, session)) or {}).get("reward")
-    value = reward.get("value") if isinstance(reward, dict) else reward
-    if value is None and learner is not None:
-        value = "not yet (learning in the background)"
+    humans = [str(m.content) for m in out.get("messages", []) if getattr(m, "type", "") == "human"]
+    reward, turn = out.get("reward"), len(humans)
+    if learner is not None:  # learned in the background: the last finished job of this session
+        last = learner.last.get((user, session)) or {}
+        reward, turn = last.get("reward"), last.get("turn")
     v = engine.load_vector(user).norms()
     cut = out.get("input_cut")
     if cut:
@@ -200,9 +199,35 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
         f"(first token {t['ttft_s']:.2f}s, total {t['total_s']:.1f}s, "
         f"{t['tokens_per_s']:.1f} tok/s; memory {t['memory_s'] * 1000:.0f} ms; "
         f"preferences used: {notes}; stated now: {[c['note'] for c in out.get('extracted', [])]}; "
-        f"reward of the previous turn: {value}; |z_long| {v['z_long_norm']:.4f}, "
+        f"{describe_reward(reward, turn, humans)}; |z_long| {v['z_long_norm']:.4f}, "
         f"|z_short| {v['z_short_norm']:.4f}, updates {v['updates']})",
         style="dim", markup=False, highlight=False)
+
+
+def describe_reward(reward: Any, turn: int | None, humans: list[str]) -> str:
+    """Which message scored which answer, the reward read and what the update applied.
+
+    `turn` counts the session's user messages (1 = the first); message `turn` scores answer
+    `turn - 1`. In the background the latest finished job may be an earlier turn than the one
+    just answered: the line then says so."""
+    now = len(humans)
+    if turn is None:
+        return f"reward of turn {now}: not yet (learning in the background)"
+    quote = humans[turn - 1] if 0 < turn <= now else ""
+    quote = f" {quote[:60]!r}" if quote else ""
+    head = f"reward read from turn {turn}{quote}"
+    if not isinstance(reward, dict) or reward.get("value") is None:
+        out = f"{head}: none (no earlier answer in this session)"
+    else:
+        label = reward.get("label") or reward.get("backend") or "keyword"
+        out = (f"{head} on answer {turn - 1}: r = {reward['value']:+.2f} [{label}], "
+               f"gate {reward.get('gate', 0.0):.2f}")
+        if "advantage" in reward:
+            out += f", baseline {reward.get('baseline', 0.0):+.2f}, applied A = {reward['advantage']:+.3f}"
+            out += "" if reward.get("applied") else " (no update applied)"
+    if turn < now:
+        out += f"; turn {now} still learning in the background"
+    return out
 
 
 def _memories(engine, user: str) -> dict[str, Any]:

@@ -159,7 +159,9 @@ class PolicyConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    backend: Literal["keyword", "llm_judge"] = "keyword"
+    # classifier: MiniLM + a fitted linear model over the judge's labels
+    # (models/reward_classifier.py; chosen by measurement, docs/perception.md)
+    backend: Literal["classifier", "keyword", "llm_judge"] = "classifier"
     judge: LLMConfig | None = None
     judge_min_confidence: float = Field(0.6, ge=0, le=1)
 

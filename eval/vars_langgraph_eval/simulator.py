@@ -8,9 +8,11 @@ Two simulator backends, one interface (`start_session(...)` -> a session with `o
   when ..." instead of "I prefer ..."), and after each agent turn checks the preferences that
   apply. A preference counts as honoured when the prompt the agent received carried a note that
   matches it (`PreferenceMatcher`) or the user said it earlier in this conversation (it is then
-  in the agent's context). If one is not honoured, the user answers with a negative cue and the
-  preference restated ("No, that's not what I asked for. I said I prefer ..."): an enforcement
-  turn. Otherwise the user asks a follow-up or thanks and ends the session.
+  in the agent's context). If one is not honoured, the user complains and restates the
+  preference ("Hmm, that drifts away from what I'm after. As mentioned earlier, I prefer ..."): an
+  enforcement turn. Otherwise the user asks a follow-up or thanks and ends the session. The
+  phrasing comes from a `PhrasePool` (`ScriptedSettings.phrases`): everyday words that share no
+  cue with the keyword reward or the reward classifier's training messages.
 - `LLMSimulator`: any OpenAI-compatible chat model plays the benchmark's user simulator (persona,
   problem, preferences with their "Enforce if" rules; JSON output with `enforce_preferences`,
   `should_terminate`, `response`), judging the agent's real answers.
@@ -81,19 +83,72 @@ def rng_for(*parts: Any) -> random.Random:
 INTRO_LEADS = ("I prefer", "I'd like", "Just so you know, I prefer", "For the record, I prefer")
 IMPLICIT = ("It bugs me when {x}.", "Honestly, I get frustrated when {x}.",
             "I find it hard to follow when {x}.")
-ENFORCE_OPENERS = ("No, that's not what I asked for.", "That's not how I wanted it.",
-                   "You didn't follow my preference.", "That is not what I wanted.",
-                   "No, I told you before.")
-ENFORCE_LEADS = ("I said I prefer", "Again: I'd like", "As I said, I prefer", "I prefer")
 PROBLEM_LEADS = ("Here's a problem I'm working on:", "I'm stuck on this one:",
                  "Next question from my practice set:", "Help me think through this:")
-FOLLOWUPS = ("Thanks, that makes sense. Can you double-check the final step?",
-             "Great, thanks. What if one of the numbers were different?",
-             "Got it, thanks. Could you explain why that approach works?",
-             "Nice, that helps. How would I check this answer myself?",
-             "Thanks! Which step matters most here?")
-CLOSINGS = ("Thanks, that's all I needed.", "Perfect, thank you!", "Great, that helps. Bye for now.",
-            "Got it, thanks a lot.")
+
+
+@dataclass(frozen=True)
+class PhrasePool:
+    """What the scripted user says when it complains, asks on, or closes.
+
+    `keyword`: the first phrasing, which complains and thanks in the keyword reward's own words
+    (kept to compare with). `tune` and `report`: everyday phrasings that share no cue with the
+    keyword reward's lists and no word 3-gram with the reward classifier's labelled messages,
+    nor with each other (tests/test_simulator_pools.py). Runs that choose anything use `tune`;
+    reported numbers use `report` (the default)."""
+
+    openers: tuple[str, ...]
+    leads: tuple[str, ...]  # each ends in "I prefer" / "I'd like" / "I want" (PreferenceSpec.explicit)
+    followups: tuple[str, ...]
+    closings: tuple[str, ...]
+
+
+POOLS = {
+    "keyword": PhrasePool(
+        openers=("No, that's not what I asked for.", "That's not how I wanted it.",
+                 "You didn't follow my preference.", "That is not what I wanted.",
+                 "No, I told you before."),
+        leads=("I said I prefer", "Again: I'd like", "As I said, I prefer", "I prefer"),
+        followups=("Thanks, that makes sense. Can you double-check the final step?",
+                   "Great, thanks. What if one of the numbers were different?",
+                   "Got it, thanks. Could you explain why that approach works?",
+                   "Nice, that helps. How would I check this answer myself?",
+                   "Thanks! Which step matters most here?"),
+        closings=("Thanks, that's all I needed.", "Perfect, thank you!",
+                  "Great, that helps. Bye for now.", "Got it, thanks a lot."),
+    ),
+    "tune": PhrasePool(
+        openers=("Hmm, this isn't quite what I had in mind.", "Hold on, this ignores what I care about.",
+                 "Ugh, this misses the way I work.", "That's off from the thing I wanted to see.",
+                 "Close, but a point I care about got skipped."),
+        leads=("To be clear, I'd like", "What works for me: I prefer", "Just to be clear, I want",
+               "Bear in mind, I prefer"),
+        followups=("Okay, now it's clear. Could you walk me through the last step once more?",
+                   "Appreciate it. How would the result change with different numbers?",
+                   "Alright, I follow. Why does that method work here?",
+                   "Understood. How could I verify this on my own?",
+                   "Okay. Which step is the trickiest one?"),
+        closings=("Appreciate it, that's everything for today.", "Lovely, that settles it.",
+                  "Wonderful, I'm all set.", "Okay, I can take it from here. Bye!"),
+    ),
+    "report": PhrasePool(
+        openers=("Hmm, that drifts away from what I'm after.",
+                 "This doesn't match what I mentioned earlier.", "Sorry, but that isn't how I'd like it.",
+                 "Wait, something that matters to me went missing there.",
+                 "Eh, that overlooks my earlier request."),
+        leads=("Once more, I'd like", "As mentioned earlier, I prefer", "Just a reminder: I want",
+               "To make this usable, I prefer"),
+        followups=("I see it now. Where did the middle step come from?",
+                   "That clicks. What changes if the starting values differ?",
+                   "Right, with you so far. Would a quicker route reach the same result?",
+                   "Clear enough. What mistake do people usually make here?",
+                   "Okay, I'm following. How would this look on a harder version?"),
+        closings=("Brilliant, that covers it. Bye!", "Much obliged, I'm done here.",
+                  "Superb, that's sorted then.", "Wonderful stuff, that solves it for me."),
+    ),
+}
+ENFORCE_OPENERS, ENFORCE_LEADS = POOLS["report"].openers, POOLS["report"].leads
+FOLLOWUPS, CLOSINGS = POOLS["report"].followups, POOLS["report"].closings
 
 
 def intro_statement(p: PreferenceSpec, rnd: random.Random, implicit: bool) -> str:
@@ -105,11 +160,11 @@ def intro_statement(p: PreferenceSpec, rnd: random.Random, implicit: bool) -> st
     return text
 
 
-def enforcement(p: PreferenceSpec, rnd: random.Random) -> str:
-    parts = [rnd.choice(ENFORCE_OPENERS)]
+def enforcement(p: PreferenceSpec, rnd: random.Random, pool: PhrasePool = POOLS["report"]) -> str:
+    parts = [rnd.choice(pool.openers)]
     if p.dislike_fp and rnd.random() < 0.3:
         parts.append(sentence(p.dislike_fp))
-    parts.append(p.explicit(rnd.choice(ENFORCE_LEADS)))
+    parts.append(p.explicit(rnd.choice(pool.leads)))
     if p.details_fp and rnd.random() < 0.4:
         parts.append(rnd.choice(p.details_fp))
     return " ".join(parts)
@@ -124,6 +179,13 @@ class ScriptedSettings:
     p_unstated: float = 0.2  # share of preferences never stated before they are violated
     intro_window: int = 4  # proactive statements fall in the first N sessions
     followups: tuple[float, ...] = (0.4, 0.4, 0.2)  # P(0, 1, 2 follow-up questions)
+    phrases: str = "report"  # PhrasePool: report (reported numbers), tune, or keyword (the first one)
+
+    @property
+    def pool(self) -> PhrasePool:
+        if self.phrases not in POOLS:
+            raise ValueError(f"unknown phrase pool {self.phrases!r}; one of {sorted(POOLS)}")
+        return POOLS[self.phrases]
 
 
 class ScriptedSimulator:
@@ -170,7 +232,8 @@ class ScriptedSession:
             if x < acc:
                 n_follow = n
                 break
-        self.followups = r.sample(FOLLOWUPS, min(n_follow, len(FOLLOWUPS)))
+        pool = sim.settings.pool.followups
+        self.followups = r.sample(pool, min(n_follow, len(pool)))
 
     def _rng(self, purpose: str) -> random.Random:
         return rng_for(self.sim.seed, self.profile.user_id, self.session, self.turn, purpose)
@@ -202,10 +265,10 @@ class ScriptedSession:
         if bad:
             key = bad[0]
             self.stated.add(key)
-            return UserMessage(enforcement(self.prefs[key], rnd), "enforce", [key])
+            return UserMessage(enforcement(self.prefs[key], rnd, self.sim.settings.pool), "enforce", [key])
         if self.followups:
             return UserMessage(self.followups.pop(0), "followup")
-        return UserMessage(rnd.choice(CLOSINGS), "close")
+        return UserMessage(rnd.choice(self.sim.settings.pool.closings), "close")
 
 
 # -------------------------------------------------------------------------- LLM user

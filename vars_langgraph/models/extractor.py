@@ -486,15 +486,97 @@ def fast_preferences(text: str) -> list[Preference]:
     if not text or _ONE_OFF.search(text) and not has_generality_marker(text):
         return []
     out: list[Preference] = []
-    for sent in re.split(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)", text):
+    for sent in re.split(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE, text):
         if sent.rstrip().endswith("?"):
             continue
-        pref = _sentence_preference(sent.strip(" ,.;:!"), text)
-        if pref is not None:
-            out.append(pref)
+        sent = sent.strip(" ,.;:!")
+        bare = _RESTATED.sub("", sent)
+        found = identity_preferences(bare, text) or _split_answers_with(_sentence_preference(bare, text))
+        if not found and bare != sent and _STYLE_NP.match(bare):  # "No, I said bullet points."
+            found = [Preference(condition=UNSCOPED_CONDITION, action=f"use {bare}", confidence=0.9)]
+        out.extend(p for p in found if p.action.lower() not in {q.action.lower() for q in out})
     return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
 
 
+# "... and I prefer ...", "... and keep it short": a second clause, not a second object
+_AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add|include|explain|call|"
+               r"mention|always|never|don't|end|start|show|write|skip|stick)\b)"
+               r"|,\s+(?=you can\b|feel free\b))")
+# a complaint's restating lead: "No, I said bullet points", "I told you I hate tables"
+_RESTATED = re.compile(r"^(?:no,?\s+)?(?:i said|i told you|as i said|like i said)\s+(?:that\s+)?", re.I)
+
+_DIETS = {
+    "vegetarian": "suggest only vegetarian food, no meat", "veggie": "suggest only vegetarian food, no meat",
+    "vegan": "suggest only vegan food, no animal products", "pescatarian": "suggest no meat except fish",
+    "kosher": "suggest only kosher food", "halal": "suggest only halal food",
+    "gluten-free": "suggest only gluten-free food", "gluten free": "suggest only gluten-free food",
+    "celiac": "suggest only gluten-free food", "coeliac": "suggest only gluten-free food",
+    "lactose intolerant": "avoid dairy in food suggestions",
+    "lactose-intolerant": "avoid dairy in food suggestions",
+    "diabetic": "keep sugar low in food suggestions",
+}  # fmt: skip
+_DIET = re.compile(r"^(?:\w+[, ]+)?(?:i'm|i am|im|i keep|i eat|i'm strictly)\s+(?:a\s+|an\s+|strictly\s+)?("
+                   + "|".join(sorted(_DIETS, key=len, reverse=True)) + r")\b", re.I)
+_ALLERGY = re.compile(r"\bi(?:'m| am)\s+(?:very\s+|severely\s+)?allergic\s+to\s+([\w -]{2,40})", re.I)
+_NO_EAT = re.compile(r"\bi\s+(?:don't|do not|never)\s+eat\s+([\w ,-]{2,40})", re.I)
+_OS = re.compile(
+    r"\b(?:i'm|i am|im|i use|i'm using|i run|i work on|i'm running)\s+(?:on\s+)?(?:a\s+|an\s+)?"
+    r"(linux|ubuntu|fedora|debian|arch linux|mac|macbook|macos|windows(?:\s+\d+)?|android|iphone|ios|"
+    r"chromebook|pixel)\b(?!\s+(?:is|was|keeps|crashed|won't|doesn't|broke))"
+    r"|\bi(?:'m| am)\s+an?\s+(windows|mac|linux)\s+user\b", re.I)
+_LEVEL = re.compile(r"\bi(?:'m| am)\s+(?:(?:a|an|just a|still a)\s+(beginner|novice|newbie)|new to\s+[\w ]+|"
+                    r"(?:a|an)\s+(expert|senior \w+|professional \w+))\b", re.I)
+_FOOD_SCOPE = re.compile(r"\b(?:recipes?|meals?|dinners?|cooking|food suggestions?)\b", re.I)
+
+
+def identity_preferences(sent: str, message: str) -> list[Preference]:
+    """Cards implied by a stated identity fact: diet ("I'm vegetarian"), allergies ("I'm
+    allergic to nuts"), the user's OS ("I'm on Linux"), their level ("I'm a beginner"). The
+    condition is "suggesting recipes" when the message names recipes or meals, else "general"
+    (the user named no task)."""
+    t = sent.replace("\u2019", "'").strip(" ,.;:!")
+    if t.endswith("?") or re.match(r"^(?:if|when|whether)\b", t, re.I):
+        return []
+    acts: list[str] = []
+    if m := _DIET.search(t):
+        acts.append(_DIETS[m.group(1).lower()])
+    for rx, verb in ((_ALLERGY, "avoid"), (_NO_EAT, "avoid")):
+        if (m := rx.search(t)) and not acts:
+            acts.append(f"{verb} {m.group(1).strip(' ,').split(' so ')[0].split(' and i')[0]}")
+    if m := _OS.search(t):
+        name = (m.group(1) or m.group(2)).strip()
+        name = {"mac": "Mac", "macbook": "Mac", "macos": "macOS", "ios": "iOS", "iphone": "iPhone"}.get(
+            name.lower(), name[:1].upper() + name[1:])
+        acts.append(f"give instructions for {name}")
+    if m := _LEVEL.search(t):
+        acts.append("keep explanations simple, for a beginner" if not m.group(2) else "skip the basics")
+    if not acts:
+        return []
+    cond = "suggesting recipes" if _FOOD_SCOPE.search(message) and not _OS.search(t) else "general"
+    return [Preference(condition=cond, action=a[:MAX_ACTION], confidence=0.9) for a in acts]
+
+
+_ANSWERS_WITH = re.compile(r"^prefer\s+(short|shorter|brief|concise|long|longer|detailed)\s+"
+                           r"(?:answers|responses|replies)\s+(?:with|in)\s+(.+)$", re.I)
+
+
+def _split_answers_with(pref: Preference | None) -> list[Preference]:
+    """"prefer short answers with bullet points" -> "keep answers short" + "use bullet points"."""
+    if pref is None:
+        return []
+    m = _ANSWERS_WITH.match(pref.action)
+    if not m:
+        return [pref]
+    short = m.group(1).lower() in ("short", "shorter", "brief", "concise")
+    first = "keep answers short" if short else "give detailed answers"
+    return [pref.model_copy(update={"action": a}) for a in (first, f"use {m.group(2)}")]
+
+
+# a bare noun phrase of how to answer, said politely ("British spelling please", "metric, pls")
+_STYLE_NP = re.compile(
+    r"^(?:[\w'-]+\s+){0,3}?(?:metric|imperial|celsius|fahrenheit|british|american|euros?|dollars?|pounds|"
+    r"bullet points?|bullets|numbered (?:lists?|steps)|short answers?|plain text|markdown|"
+    r"(?:british|american) (?:spelling|english))(?:\s+[\w'-]+){0,3}$", re.I)
 _STYLE_VERB_WORDS = "keep use avoid write answer respond reply format add include skip"
 _STYLE_VERBS = frozenset(_STYLE_VERB_WORDS.split())
 _BARE_VERBS = frozenset(("use", "keep", "avoid", "skip"))  # accepted as the message's first word
@@ -507,10 +589,18 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
         cond, sent = m.group(1), m.group(2)
     elif m := _TRAIL_COND.match(sent):
         sent, cond = m.group(1), m.group(2)
-    polite = bool(re.match(r"^(?:please|pls|kindly)\b", sent, re.I))
+    polite = bool(re.match(r"^(?:please|pls|kindly)\b", sent, re.I)) or bool(
+        re.search(r"[, ]+(?:please|pls)$", sent, re.I)) or bool(  # "Please use X and keep Y"
+        re.match(r"^(?:please|pls|kindly)\b", message, re.I) and not message.startswith(sent))
     sent = _clean_clause(_LEAD_SCOPE.sub("", _clean_clause(sent)))
     action = None
-    if m := _NEG_START.match(sent):
+    if m := re.match(r"^i(?:'d| would) rather you (?:didn't|did not|don't)\s+(.+)$", sent, re.I):
+        action = f"do not {m.group(1)}"
+    elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
+        action = m.group(1)
+    elif polite and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
+        action = f"use {sent}"
+    elif m := _NEG_START.match(sent):
         action = None if _NOT_PREFS.match(m.group(1)) else sent
     elif m := _FIRST_PERSON.match(sent):
         verb, rest = m.group(1).lower(), m.group(2)

@@ -22,7 +22,7 @@ from vars_langgraph.state import (
     resolve_user_id,
     thread_id,
 )
-from vars_langgraph.types import CardSource
+from vars_langgraph.types import CardSource, Preference
 
 __all__ = ["dialogue_window", "gate_on", "make_extract"]
 
@@ -33,6 +33,18 @@ def gate_on(engine: VARSEngine) -> bool:
     if gate is not None:
         return gate
     return isinstance(engine.extractor, (LLMExtractor, TransformersExtractor))
+
+
+def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pass: bool = True,
+            fast_fallback: bool = True) -> list[Preference]:
+    """The cards stored for one message: nothing when the gate skipped it; else the model's
+    cards, or (when it found none) the rule-based ones."""
+    if not gate_pass:
+        return []
+    query = window[-1][1] if window else ""
+    if not llm_prefs and fast_fallback:  # the small model missed an explicit statement
+        return fast_preferences(query) or stated_preferences(query)
+    return llm_prefs
 
 
 def make_extract(engine: VARSEngine):
@@ -49,10 +61,8 @@ def make_extract(engine: VARSEngine):
         window = dialogue_window(messages, cfg.window_turns)
         if gate_on(engine) and not worth_extracting(window, engine.embedder, cfg.gate_threshold):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
-        prefs = engine.extractor.extract(window)
-        prefs = [p for p in prefs if p.confidence >= cfg.min_confidence]
-        if not prefs and cfg.fast_fallback:  # the small model missed an explicit statement
-            prefs = fast_preferences(query) or stated_preferences(query)
+        prefs = [p for p in engine.extractor.extract(window) if p.confidence >= cfg.min_confidence]
+        prefs = combine(window, prefs, True, cfg.fast_fallback)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
         cards = engine.add_preferences(user_id, prefs, source)

@@ -1,4 +1,5 @@
-"""reward: score the previous turn from this user message (keyword cues or an LLM judge).
+"""reward: score the previous turn from this user message (the learned classifier by default,
+keyword cues, or an LLM judge).
 
 The state's `reward` carries, per turn: value r, gate g, the similarities the gate read, and
 (added by update) the baseline b and the advantage A = g (r - b) that drove the update."""
@@ -34,6 +35,19 @@ def judge(engine: VARSEngine, prev_query: str, answer: str, query: str) -> rw.Ju
     return rw.parse_verdict(resp.choices[0].message.content or "")
 
 
+def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float | None, str | None]:
+    """(r, label) from the learned classifier; (None, None) when it is unavailable (the caller
+    then uses the keyword reward)."""
+    from vars_langgraph.models.reward_classifier import load_classifier, reward_value
+
+    try:
+        pred = load_classifier(engine.embedder).predict(query[:MAX_QUERY_CHARS], sim_q)
+    except Exception as e:  # noqa: BLE001 - no classifier: the keyword reward still scores the turn
+        log.warning("reward classifier unavailable (%s); using the keyword reward", e)
+        return None, None
+    return reward_value(pred, sim_q), pred.label
+
+
 def make_reward(engine: VARSEngine):
     cfg = engine.config.reward
 
@@ -61,8 +75,11 @@ def make_reward(engine: VARSEngine):
             else:
                 out.update(value=verdict.reward, gate=verdict.confidence, label=verdict.label)
         else:
-            value = rw.keyword_reward(query, sim_q)
-            out.update(value=value,
+            value, label = classify(engine, query, sim_q) if cfg.backend == "classifier" else (None, None)
+            if value is None:
+                value = rw.keyword_reward(query, sim_q)
+                out["backend"] = "keyword"
+            out.update(value=value, label=label,
                        gate=rw.gate(value, float(pending.get("sim_notes_query", 0.0)), sim_next))
         return {"query": query, "reward": out}
 

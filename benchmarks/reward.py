@@ -1,0 +1,156 @@
+"""Reward benchmark: how each reward reads labelled next-user-messages.
+
+    python benchmarks/reward.py [--split report|tune|all] [--judge N] [--data FILE] [--out FILE]
+
+Data: vars_langgraph/data/reward_labelled.jsonl (text, label, prev_query, prev_answer_gist);
+split by a hash of the text (models/reward_classifier.py `split_of`: report third / tuning
+two thirds). Readers:
+- `keyword`: learning/reward.py `keyword_reward` (negative when r < 0, praise when r >= 0.5,
+  progress when 0 < r < 0.5, none at 0), with the cosine between message and previous turn;
+- `classifier`: the shipped MiniLM + logistic model (models/reward_classifier.py);
+- `judge` (with --judge N): the LLM judge prompt of learning/reward.py on the local CPU server
+  (or --base-url), on the first N messages of the split (an unusable verdict counts as none).
+Printed and written: per reader, a confusion matrix (true label x read as negative / praise /
+progress / none), negative precision and recall, and for readers that give labels the 7-label
+accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from vars_langgraph.config import VARSConfig  # noqa: E402
+from vars_langgraph.learning import reward as rw  # noqa: E402
+from vars_langgraph.models import reward_classifier as rc  # noqa: E402
+from vars_langgraph.models.embedder import load_embedder  # noqa: E402
+
+COLUMNS = ("negative", "praise", "progress", "none")
+
+
+def coarse_of_value(r: float) -> str:
+    if r < 0:
+        return "negative"
+    if r >= 0.5:
+        return "praise"
+    return "progress" if r > 0 else "none"
+
+
+def coarse_of_label(label: str | None) -> str:
+    if label is None:
+        return "none"
+    if label.startswith("neg_"):
+        return "negative"
+    return {"pos_praise": "praise", "pos_progress": "progress"}.get(label, "none")
+
+
+def metrics(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Confusion matrix (true label x coarse reading) and negative precision / recall."""
+    matrix = {lab: dict.fromkeys(COLUMNS, 0) for lab in rc.LABELS}
+    for r in rows:
+        matrix[r["label"]][r[key]["coarse"]] += 1
+    true_neg = np.array([r["label"] in rc.NEGATIVE for r in rows])
+    read_neg = np.array([r[key]["coarse"] == "negative" for r in rows])
+    tp = int((true_neg & read_neg).sum())
+    out = {
+        "n": len(rows), "matrix": matrix,
+        "neg_precision": tp / read_neg.sum() if read_neg.any() else None,
+        "neg_recall": tp / true_neg.sum() if true_neg.any() else None,
+        "false_negatives": [r["text"] for r, t, p in zip(rows, true_neg, read_neg, strict=True) if t > p],
+        "false_positives": [r["text"] for r, t, p in zip(rows, true_neg, read_neg, strict=True) if p > t],
+    }  # fmt: skip
+    if any("label" in r[key] for r in rows):
+        out["label_accuracy"] = float(np.mean([r[key].get("label") == r["label"] for r in rows]))
+    return out
+
+
+def judge_verdict(client: Any, model: str, row: dict[str, Any]) -> rw.JudgeVerdict | None:
+    user = (f"Query: {row.get('prev_query', '')}\nAnswer: {row.get('prev_answer_gist', '')}\n"
+            f"Next message: {row['text']}")
+    resp = client.chat.completions.create(
+        model=model, temperature=0, max_tokens=128,
+        messages=[{"role": "system", "content": rw.JUDGE_PROMPT}, {"role": "user", "content": user}],
+    )  # fmt: skip
+    return rw.parse_verdict(resp.choices[0].message.content or "")
+
+
+def print_table(name: str, m: dict[str, Any]) -> None:
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    acc = f" | 7-label accuracy {m['label_accuracy']:.2f}" if "label_accuracy" in m else ""
+    print(f"\n**{name}** (n = {m['n']}): negative precision {f(m['neg_precision'])}, "
+          f"recall {f(m['neg_recall'])}{acc}\n")  # fmt: skip
+    print("| true label | " + " | ".join(COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for lab, row in m["matrix"].items():
+        print(f"| {lab} | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(rc.LABELLED))
+    ap.add_argument("--split", choices=["report", "tune", "all"], default="report")
+    ap.add_argument("--judge", type=int, default=0, help="run the LLM judge on the first N messages")
+    ap.add_argument("--base-url", help="judge endpoint (default: the local CPU server)")
+    ap.add_argument("--model", help="judge model name at --base-url")
+    ap.add_argument("--out", default=str(ROOT / "results" / "reward.json"))
+    args = ap.parse_args(argv)
+    cfg = VARSConfig()
+    embedder = load_embedder(cfg.embedding)
+    rows = rc.load_labelled(args.data, None if args.split == "all" else args.split)
+    texts = [r["text"] for r in rows]
+    sims = rc.prev_similarities(embedder, texts, [r.get("prev_query") for r in rows])
+    clf = rc.load_classifier(embedder)
+    preds = clf.predict_many(texts, sims)
+    for r, s, p in zip(rows, sims, preds, strict=True):
+        kv = rw.keyword_reward(r["text"], s)
+        r["keyword"] = {"value": kv, "coarse": coarse_of_value(kv)}
+        cv = rc.reward_value(p, s)
+        r["classifier"] = {"value": cv, "label": p.label, "p_negative": round(p.p_negative, 4),
+                           "coarse": coarse_of_label(p.label)}  # fmt: skip
+    result: dict[str, Any] = {"split": args.split, "classifier": clf.info(), "readers": {}}
+    result["readers"]["keyword"] = metrics(rows, "keyword")
+    result["readers"]["classifier"] = metrics(rows, "classifier")
+    if args.judge:
+        from vars_langgraph.config import LLMConfig
+        from vars_langgraph.models.llm import openai_client, resolve_llm
+
+        llm = resolve_llm(LLMConfig(base_url=args.base_url, **({"model": args.model} if args.model else {}))
+                          if args.base_url else None, cfg)  # fmt: skip
+        client = openai_client(llm)
+        sub = rows[: args.judge]
+        for r in tqdm(sub, desc="judge", unit="msg"):
+            v = judge_verdict(client, llm.model, r)
+            r["judge"] = {"label": v.label if v else None, "confidence": v.confidence if v else None,
+                          "coarse": coarse_of_label(v.label if v else None)}  # fmt: skip
+        result["readers"]["judge"] = metrics(sub, "judge")
+        result["judge_model"] = llm.model
+        # the other readers on the same subset, for a like-for-like comparison
+        result["readers"]["keyword_on_judge_subset"] = metrics(sub, "keyword")
+        result["readers"]["classifier_on_judge_subset"] = metrics(sub, "classifier")
+    result["rows"] = rows
+    for name, m in result["readers"].items():
+        print_table(f"{name} ({args.split})", m)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

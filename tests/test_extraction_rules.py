@@ -1,0 +1,91 @@
+"""Rules of the fast path on everyday statements: identity facts, several preferences in one
+message, restated complaints; one-off requests and neutral questions give no standing card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vars_langgraph.models.extractor import fast_preferences, identity_preferences
+from vars_langgraph.nodes.extract import combine
+from vars_langgraph.types import Preference
+
+
+def actions(text: str) -> list[str]:
+    return [p.action for p in fast_preferences(text)]
+
+
+def test_vegetarian_and_format_give_a_diet_card_and_format_cards():
+    cards = fast_preferences("I'm vegetarian and I prefer short answers with bullet points.")
+    acts = [p.action for p in cards]
+    assert any("vegetarian" in a for a in acts)
+    assert "keep answers short" in acts and "use bullet points" in acts
+    assert all(p.condition in ("general", "answering") for p in cards)  # the user named no task
+
+
+@pytest.mark.parametrize("text", [
+    "Give me an actual recipe, no meat.",
+    "I always mix up affect and effect. Which one is the verb?",
+    "Can you make this one shorter?",
+    "Translate this paragraph into French.",
+    "My Mac keeps crashing, what do I do?",
+    "I'm on my way home, what's a quick dinner?",
+    "Is it wrong to drink coffee on an empty stomach?",
+])
+def test_no_standing_card(text):
+    assert fast_preferences(text) == []
+
+
+@pytest.mark.parametrize("text,want,cond", [
+    ("I'm vegan.", "vegan", "general"),
+    ("I keep kosher.", "kosher", "general"),
+    ("I'm vegetarian, so keep that in mind for recipe suggestions.", "vegetarian", "suggesting recipes"),
+    ("fyi i'm on windows 11", "Windows", "general"),
+    ("I use a Mac, so skip the Windows instructions.", "Mac", "general"),
+    ("I'm a Windows user.", "Windows", "general"),
+    ("I'm a beginner so keep the math simple.", "simple", "general"),
+    ("I'm allergic to shellfish.", "shellfish", "general"),
+])
+def test_identity_facts_imply_a_preference(text, want, cond):
+    cards = fast_preferences(text)
+    assert any(want in p.action and p.condition == cond for p in cards), [p.note for p in cards]
+
+
+def test_identity_needs_a_statement_not_a_question_or_a_condition():
+    assert identity_preferences("Am I vegetarian if I eat fish?", "Am I vegetarian if I eat fish?") == []
+    assert identity_preferences("If I'm on Linux", "If I'm on Linux, does it work?") == []
+
+
+def test_restated_preferences_in_complaints():
+    assert actions("No, I said bullet points.") == ["use bullet points"]
+    assert actions("Ugh, tables again. I told you I hate tables.") == ["avoid tables"]
+    assert actions("I'm a nurse, you can use medical terms with me.") == ["use medical terms with me"]
+
+
+def test_two_clauses_give_two_cards():
+    acts = actions("Please use metric units and keep it under five sentences.")
+    assert acts == ["use metric units", "keep it under five sentences"]
+    assert len(actions("I'm allergic to nuts and I hate cilantro.")) == 2
+
+
+def test_node_combination_prefers_the_model_and_falls_back_to_rules():
+    window = [("user", "I'm vegan.")]
+    llm = [Preference(condition="general", action="suggest vegan food")]
+    assert combine(window, llm) == llm
+    assert [p.action for p in combine(window, [])] == ["suggest only vegan food, no animal products"]
+    assert combine(window, llm, gate_pass=False) == []
+    assert combine(window, [], fast_fallback=False) == []
+
+
+def test_extraction_set_is_large_and_split_into_thirds():
+    from benchmarks.extraction import DATA, load_items
+
+    items = load_items(DATA)
+    assert len(items) >= 300
+    held = [it for it in items if it["split"] == "heldout"]
+    assert len(held) == len(items) // 3 + (len(items) % 3 > 2)
+    kinds = {it["kind"] for it in items}
+    assert {"identity", "multi", "oneoff", "neutral", "negation", "correction", "prefeval", "collab"} <= kinds
+    for it in items:  # every label has a condition and an action
+        assert all(c["condition"] and c["action"] for c in it["cards"]), json.dumps(it)
