@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from vars_langgraph.eval.simulator import POOLS, PhrasePool, ScriptedSettings, enforcement
 from vars_langgraph.learning import reward as rw
 from vars_langgraph.models.reward_classifier import load_labelled
+from vars_langgraph_eval.simulator import POOLS, PhrasePool, ScriptedSettings, enforcement
 
 NATURAL = ("tune", "report")
 
