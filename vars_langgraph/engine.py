@@ -29,6 +29,11 @@ from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
 log = logging.getLogger(__name__)
 
+# condition vectors the rerank node had to embed (cards written before they were stored),
+# stored with the next card write: at most this many per write, kept for this many users
+COND_REPAIR_MAX = 256
+COND_REPAIR_USERS = 1024
+
 
 def apply_threads(config: VARSConfig, torch_too: bool = False) -> None:
     """FAISS OpenMP (and torch CPU) threads from `config.cache` (0: the library's own). The
@@ -64,6 +69,8 @@ class VARSEngine:
         apply_threads(config)
         # (user, thread) -> the user's forget generation when this process saw the session start
         self._sessions: dict[tuple[str, str], int] = {}
+        # user -> {card id: (condition, its vector)} embedded on the answer's path, to store
+        self._cond_repairs: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
         self._projection = self._load_projection()
 
     # models (lazy) ------------------------------------------------------------------------------
@@ -83,6 +90,14 @@ class VARSEngine:
         from vars_langgraph.models.embedder import CachedEmbedder
 
         return CachedEmbedder(self.embedder, max_items=max(self.config.cache.query_cache, 1))
+
+    @cached_property
+    def condition_embedder(self) -> Any:
+        """The embedder the rerank node's condition gate uses for a card stored without its
+        condition's vector (`CachedEmbedder`, LRU of 4096 conditions)."""
+        from vars_langgraph.models.embedder import CachedEmbedder
+
+        return CachedEmbedder(self.embedder, max_items=4096)
 
     @cached_property
     def extractor(self) -> Extractor:
@@ -179,14 +194,20 @@ class VARSEngine:
     def add_preferences(self, user_id: str, prefs: list[Preference],
                         source: CardSource, generation: int | None = None) -> list[PreferenceCard]:
         """Store preferences as cards; near-duplicates (cos >= dedup_threshold) merge into the
-        existing card, keeping the higher confidence and recording both sources. Nothing is
-        written when the user was forgotten after the session (`source.thread_id`, or the
-        given `generation`) started."""
+        existing card, keeping the higher confidence and recording both sources. Each card's
+        note and condition are embedded in one call and stored together (`cemb16`: the
+        rerank node's condition gate reads it). The same write repairs cards whose vector is
+        damaged and stores condition vectors the gate had to compute (`note_conditions`).
+        Nothing is written when the user was forgotten after the session
+        (`source.thread_id`, or the given `generation`) started."""
         if not prefs:
             return []
         check_user_id(user_id)
         notes = [p.note for p in prefs]
-        embs = self.embedder.embed_documents(notes)
+        conds = list(dict.fromkeys(p.condition for p in prefs if p.condition.strip()))
+        both = np.asarray(self.embedder.embed_documents(notes + conds), np.float32)
+        embs = both[:len(notes)]
+        cond_emb = dict(zip(conds, both[len(notes):], strict=True))
         thr = self.config.retrieval.dedup_threshold
         if generation is None:
             generation = self.session_generation(user_id, source.thread_id or "")
@@ -215,12 +236,70 @@ class VARSEngine:
                     out[card.id] = card
                     vecs[card.id] = canonical_vector(emb)
             self._repair(user_id, ui, out, vecs)
+            cvecs = self._condition_vectors(ui, out, cond_emb)
+            returned = list(out.values())
+            self._take_condition_repairs(user_id, ui, out, vecs, cvecs)
             cards = list(out.values())
-            new_version = self.memory.put_cards(user_id, cards, vecs)
-            self.index.apply(user_id, old_version, new_version, cards, vecs)
-        for c in cards:
+            new_version = self.memory.put_cards(user_id, cards, vecs, cvecs)
+            self.index.apply(user_id, old_version, new_version, cards, vecs, cvecs)
+        for c in returned:
             c.embedding = vecs[c.id].tolist()
-        return cards
+        return returned
+
+    def _condition_vectors(self, ui: Any, out: dict[str, PreferenceCard],
+                           cond_emb: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The condition vector of each card in `out` with a condition: the stored one, the
+        one just embedded with the notes, else embedded now (one call for the rest)."""
+        cvecs: dict[str, np.ndarray] = {}
+        todo: list[PreferenceCard] = []
+        for cid, card in out.items():
+            if not card.condition.strip():
+                continue
+            if cid in ui.rows:
+                vec, has = ui.condition_vectors([cid])
+                if has[0]:
+                    cvecs[cid] = vec[0]
+                    continue
+            if card.condition in cond_emb:
+                cvecs[cid] = canonical_vector(cond_emb[card.condition])
+            else:
+                todo.append(card)
+        if todo:
+            embs = self.embedder.embed_documents([c.condition for c in todo])
+            cvecs.update((c.id, canonical_vector(e)) for c, e in zip(todo, embs, strict=True))
+        return cvecs
+
+    def note_conditions(self, user_id: str, found: dict[str, tuple[str, np.ndarray]]) -> None:
+        """Condition vectors the rerank node embedded for cards stored without one (card id ->
+        (condition, vector)): the next card write of the user stores them (bounded)."""
+        with self._guard:
+            pending = self._cond_repairs.pop(user_id, {})
+            for cid, item in found.items():
+                if len(pending) < 4 * COND_REPAIR_MAX:
+                    pending[cid] = item
+            self._cond_repairs[user_id] = pending  # most recent last
+            while len(self._cond_repairs) > COND_REPAIR_USERS:
+                self._cond_repairs.pop(next(iter(self._cond_repairs)))
+
+    def _take_condition_repairs(self, user_id: str, ui: Any, out: dict[str, PreferenceCard],
+                                vecs: dict[str, np.ndarray], cvecs: dict[str, np.ndarray]) -> None:
+        """Add up to COND_REPAIR_MAX cards whose condition vector the gate computed
+        (`note_conditions`) to this write, unchanged but for the stored `cemb16`."""
+        with self._guard:
+            pending = self._cond_repairs.pop(user_id, {})
+            take = list(pending.items())[:COND_REPAIR_MAX]
+            rest = dict(list(pending.items())[COND_REPAIR_MAX:])
+            if rest:
+                self._cond_repairs[user_id] = rest
+        for cid, (cond, vec) in take:
+            if cid in out or cid not in ui.rows or ui.condition_vectors([cid])[1][0]:
+                continue
+            card = ui.cards.get(cid)
+            if card is None or card.condition != cond:
+                continue
+            out[cid] = card
+            vecs[cid] = ui.vectors([cid])[0]
+            cvecs[cid] = canonical_vector(vec)
 
     def _repair(self, user_id: str, ui: Any, out: dict[str, PreferenceCard],
                 vecs: dict[str, np.ndarray]) -> None:
@@ -241,7 +320,7 @@ class VARSEngine:
         for card, emb in zip(fix, self.embedder.embed_documents([c.note for c in fix]),
                              strict=True):
             out[card.id] = card
-            vecs[card.id] = canonical_vector(emb)
+            vecs[card.id] = canonical_vector(emb)  # its condition: `_condition_vectors`
         log.info("user %r: %d cards with a damaged vector re-embedded", user_id, len(fix))
 
     @staticmethod
@@ -282,6 +361,10 @@ class VARSEngine:
                 remove_user_files(self._index_dir, user_id)
             if "query_embedder" in self.__dict__:  # the user's queries go too
                 self.query_embedder.clear()
+            if "condition_embedder" in self.__dict__:  # and their cards' conditions
+                self.condition_embedder.clear()
+            with self._guard:
+                self._cond_repairs.pop(user_id, None)
         purge_deleted(self.store)
         return n
 

@@ -233,6 +233,21 @@ def _cards(notes: Sequence[tuple[str, str]], embs: np.ndarray, user: str = USER)
     return out
 
 
+def _cond_vectors(cards: Sequence[Any], cond_embs: dict[str, np.ndarray] | None
+                  ) -> dict[str, np.ndarray] | None:
+    """Each card's condition vector (stored with it, as `VARSEngine.add_preferences` does);
+    None: written without (as cards written before condition vectors were stored)."""
+    if cond_embs is None:
+        return None
+    return {c.id: cond_embs[c.condition] for c in cards if c.condition in cond_embs}
+
+
+def _put(engine: Any, user: str, notes: Sequence[tuple[str, str]], embs: np.ndarray,
+         cond_embs: dict[str, np.ndarray] | None) -> None:
+    cards = _cards(notes, embs, user=user)
+    engine.memory.put_cards(user, cards, cond_vectors=_cond_vectors(cards, cond_embs))
+
+
 def jittered(real: np.ndarray, n: int, seed: int = 0, noise: float = 0.35) -> np.ndarray:
     """n unit vectors: `real` itself, then jittered copies of its rows (for rows past the
     embedded ones: a stand-in with the same distribution, no model pass)."""
@@ -275,8 +290,10 @@ def _dir_size(p: Path) -> int:
 
 def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]],
              embs: np.ndarray, queries: Sequence[str], workdir: Path, seed: int = 0,
-             progress: bool = True) -> dict[str, Any]:
-    """Build one user's memory with len(notes) cards and time turns through the real nodes."""
+             progress: bool = True,
+             cond_embs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Build one user's memory with len(notes) cards and time turns through the real nodes
+    (`cond_embs`: condition -> vector, stored with the cards; None: cards without them)."""
     from langchain_core.messages import HumanMessage
 
     from vars_langgraph.engine import VARSEngine
@@ -293,7 +310,7 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     engine.memory.forget_user(USER)  # a shared database (Postgres) may hold an earlier size
     t0 = time.perf_counter()
     for i in range(0, n, 2000):  # cards made per batch: 100k cards with float lists are GBs
-        engine.memory.put_cards(USER, _cards(notes[i:i + 2000], embs[i:i + 2000]))
+        _put(engine, USER, notes[i:i + 2000], embs[i:i + 2000], cond_embs)
     out["write_cards_s"] = round(time.perf_counter() - t0, 3)
     gc.collect()
     rss0 = rss_mb()
@@ -384,6 +401,9 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
                                                                   strict=True)])
     out["rerank_per_candidate_ms"] = pct(per_cand)
     out["reranker"] = config.reranker.backend
+    # conditions the rerank node's gate embedded during the turns (cards stored without one)
+    out["condition_embeds"] = (engine.condition_embedder.misses
+                               if "condition_embedder" in engine.__dict__ else 0)
     conn = getattr(store, "conn", None)
     if conn is not None:
         conn.close()
@@ -392,7 +412,8 @@ def run_vars(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
 
 def run_many(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]],
              embs: np.ndarray, queries: Sequence[str], users: int, workdir: Path,
-             seed: int = 0, progress: bool = True) -> dict[str, Any]:
+             seed: int = 0, progress: bool = True,
+             cond_embs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """`users` users with len(notes) cards each in one store and one process: write them, then
     time turns for users whose entry is in the LRU (warm) and users who are not (cold: opened
     from the store or index file during the turn), under the configured byte bound."""
@@ -414,7 +435,7 @@ def run_many(config: VARSConfig, embedder: Any, notes: Sequence[tuple[str, str]]
     for u in tqdm(uids, desc=f"writing {users:,} users x {n:,} cards", disable=not progress,
                   dynamic_ncols=True):
         for i in range(0, n, 2000):
-            engine.memory.put_cards(u, _cards(notes[i:i + 2000], embs[i:i + 2000], user=u))
+            _put(engine, u, notes[i:i + 2000], embs[i:i + 2000], cond_embs)
     out["write_s"] = round(time.perf_counter() - t0, 2)
     _checkpoint(store)
     out["store_bytes_per_card"] = round(_dir_size(Path(config.data_path)) / (users * n), 1)
@@ -777,6 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cache.index_max_mb (the LRU bound of per-user entries)")
     ap.add_argument("--embed-max", type=int, default=None, metavar="M",
                     help="embed only the first M notes; jittered copies of them beyond")
+    ap.add_argument("--no-condition-vectors", action="store_true",
+                    help="write the cards without their condition vectors (as cards written "
+                         "before they were stored: the gate embeds conditions during turns)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--keep-data", action="store_true", help="keep the stores in <out>/work")
@@ -840,6 +864,13 @@ def run_bench(args: argparse.Namespace, embedder: Any = None,
     res["settings"].update(embedded_notes=m, cache_mb=base.cache.index_max_mb,
                            vectors="real" if m == len(note_texts) else
                            f"real for the first {m:,} notes, jittered copies beyond")
+    cond_embs = None
+    if not getattr(args, "no_condition_vectors", False):
+        conds = sorted({c for c, _ in notes})
+        cond_embs = dict(zip(conds, embed_cached(
+            embedder, conds, cache, f"conditions-s{args.seed}-{len(conds)}",
+            batch=args.batch_size, progress=False), strict=True))
+    res["settings"]["condition_vectors"] = "stored" if cond_embs is not None else "none"
     queries = synthetic_queries(args.queries, args.seed + 1)
     qvecs = embed_cached(embedder, queries, cache, f"queries-{len(queries)}-s{args.seed}",
                          batch=args.batch_size, progress=False)
@@ -853,7 +884,7 @@ def run_bench(args: argparse.Namespace, embedder: Any = None,
             cfg.data_dir, cfg.storage = str(d), "sqlite"
             log_fn(f"[bench] {args.many:,} users x {n:,} cards")
             res["many"].append(run_many(cfg, embedder, notes[:n], embs[:n], queries, args.many, d,
-                                        args.seed, progress))
+                                        args.seed, progress, cond_embs))
             if not args.keep_data:
                 shutil.rmtree(d, ignore_errors=True)
             res["environment"]["loadavg_end"] = _loadavg()
@@ -865,7 +896,8 @@ def run_bench(args: argparse.Namespace, embedder: Any = None,
         cfg = base.model_copy(deep=True)
         cfg.data_dir, cfg.storage = str(d), args.storage or "sqlite"
         log_fn(f"[bench] {n:,} cards: VARS turns ({cfg.storage.split('@')[-1]})")
-        r = run_vars(cfg, embedder, notes[:n], embs[:n], queries, d, args.seed, progress)
+        r = run_vars(cfg, embedder, notes[:n], embs[:n], queries, d, args.seed, progress,
+                     cond_embs)
         res["vars"].append(r)
         res["faiss"].append(faiss_growth(embs[:n], qvecs, base.retrieval.top_k))
         if not args.no_baselines:

@@ -179,8 +179,10 @@ def consolidate(engine: Any, user_id: str, thread_id: str,
             cards = list(changes.values())
             active = [c.id for c in cards if c.id in ui.rows]
             vecs = dict(zip(active, ui.vectors(active), strict=True))
-            version = engine.memory.put_cards(user_id, cards, vecs)
-            engine.index.apply(user_id, ui.version, version, cards, vecs)
+            cvecs, has = ui.condition_vectors(active)  # kept with the cards (`cemb16`)
+            conds = {cid: v for cid, v, h in zip(active, cvecs, has, strict=True) if h}
+            version = engine.memory.put_cards(user_id, cards, vecs, conds)
+            engine.index.apply(user_id, ui.version, version, cards, vecs, conds)
         with _SEEN_LOCK:
             _SEEN[key] = version
             if len(_SEEN) > 100_000:

@@ -17,6 +17,10 @@ Opening a cold user is one bulk read of its card items; the vectors come from th
 it serves is verified; a mismatch rebuilds), else they are decoded from the items (all
 float16 base64 strings in one call) and the file is rewritten.
 
+Each entry also holds the cards' condition embeddings (`cond`, float16, rows aligned with
+`ids`; `cond_ok` marks the rows that have one: the item's `cemb16`), which the rerank node's
+condition gate reads instead of embedding conditions on the answer's path.
+
 Entries are kept in an LRU bounded by bytes (`max_bytes`; hits/misses/evictions counted) and
 replaced, never changed in place (`apply` builds a new one; only an IVF index is extended in
 place, under its lock), so a reader holding an entry sees one consistent snapshot.
@@ -45,6 +49,7 @@ import orjson
 from pydantic import ValidationError
 
 from vars_langgraph.memory.store import (
+    COND_KEY,
     VEC_DTYPE,
     VEC_KEY,
     UserMemory,
@@ -54,6 +59,7 @@ from vars_langgraph.memory.store import (
     encode_vector,
     light_card_check,
     split_vector,
+    value_cond_vector,
     value_vector,
 )
 from vars_langgraph.types import ACTIVE, PreferenceCard
@@ -248,6 +254,10 @@ class UserIndex:
     damaged: dict[str, bytes] = field(default_factory=dict)
     ivf_matrix: np.ndarray | None = None  # IVF only: the vectors (IVF lists are not rows)
     ivf_lock: threading.Lock = field(default_factory=threading.Lock)  # IVF add vs search
+    # the conditions' embeddings (float16, rows in `ids` order; None: no row has one) and
+    # which rows have one (`cemb16` stored)
+    cond: np.ndarray | None = None
+    cond_ok: np.ndarray | None = None
     rows: dict[str, int] = field(init=False)
     cards: CardTable = field(init=False)
     matrix: np.ndarray = field(init=False)
@@ -262,6 +272,10 @@ class UserIndex:
         if not (len(self.notes) == len(self.confidence) == len(self.is_global) == len(self.ok)
                 == len(self.ids)):
             raise ValueError("UserIndex: one column value per card id is required")
+        if self.cond_ok is None or self.cond is None or not self.cond_ok.any():
+            self.cond, self.cond_ok = None, np.zeros(len(self.ids), bool)
+        elif not len(self.cond) == len(self.cond_ok) == len(self.ids):
+            raise ValueError("UserIndex: one condition row per card id is required")
         self.global_rows = np.flatnonzero(self.is_global)
         self.global_ids = [self.ids[r] for r in self.global_rows.tolist()]
 
@@ -296,6 +310,7 @@ class UserIndex:
             ivf = 0 if self.is_flat else self.index.ntotal * (self.index.d * 4 + 8)
             notes = sum(map(len, self.notes)) + 57 * len(self.notes)  # str objects + pointers
             cols = self.confidence.nbytes + self.is_global.nbytes + self.ok.nbytes
+            cols += self.cond_ok.nbytes + (self.cond.nbytes if self.cond is not None else 0)
             self._nbytes = int(self.matrix.nbytes + self.cards.nbytes + notes + cols
                                + ENTRY_OVERHEAD * len(self.ids) + ivf)
         return self._nbytes
@@ -305,6 +320,14 @@ class UserIndex:
         if not ids:
             return np.zeros((0, self.index.d), np.float32)
         return self.matrix[[self.rows[i] for i in ids]].astype(np.float32)
+
+    def condition_vectors(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors float32 (len(ids), d), has) of these cards' stored condition embeddings;
+        rows without one (has False) are zeros (KeyError if a card is unknown)."""
+        rows = np.fromiter((self.rows[i] for i in ids), np.int64, len(ids))
+        if self.cond is None:
+            return np.zeros((len(ids), self.index.d), np.float32), np.zeros(len(ids), bool)
+        return self.cond[rows].astype(np.float32), self.cond_ok[rows]
 
     def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(sims, rows) of the top-k rows by inner product with `query` (rows -1: none)."""
@@ -445,6 +468,7 @@ class _Rows:
         self.old_format: list[str] = []
         self.fields: list[tuple[str, float, bool, bool]] = []  # `serving_fields`, per id
         self._src: list[str | np.ndarray] = []  # base64 text or a decoded vector, per id
+        self._csrc: list[str | np.ndarray | None] = []  # the condition's (`cemb16`), per id
         self.unreadable: list[str] = []  # keys of items that are not a readable card
         self.no_vector: dict[str, bytes] = {}  # readable cards whose vector is damaged
         want = len(encode_vector(np.zeros(dim, np.float32)))
@@ -453,16 +477,19 @@ class _Rows:
                 continue
             if isinstance(value, str | bytes):
                 body, b64 = split_vector(value)
+                body, cb64 = split_vector(body, COND_KEY)
                 try:
                     parsed = orjson.loads(body)
                 except orjson.JSONDecodeError:
                     self.unreadable.append(key)
                     continue
                 if b64 is not None and len(b64) == want and light_card_check(parsed):
-                    self._add(key, body, b64, parsed)
+                    self._add(key, body, b64, parsed, cb64)
                     continue
                 if b64 is not None:
                     parsed[VEC_KEY] = b64
+                if cb64 is not None:
+                    parsed[COND_KEY] = cb64
                 value = parsed
             if not light_card_check(value):
                 self.unreadable.append(key)
@@ -471,17 +498,50 @@ class _Rows:
                 self.old_format.append(key)
             vec = value_vector(value)
             if vec is not None and vec.shape == (dim,):
-                self._add(key, card_body_bytes(value), vec, value)
+                self._add(key, card_body_bytes(value), vec, value, value_cond_vector(value))
             else:
                 self.no_vector[key] = card_body_bytes(value)
 
-    def _add(self, key: str, body: bytes, src: str | np.ndarray, value: dict[str, Any]) -> None:
+    def _add(self, key: str, body: bytes, src: str | np.ndarray, value: dict[str, Any],
+             cond: str | np.ndarray | None = None) -> None:
         if value.get("status") not in (None, ACTIVE):  # archived / superseded: kept, not served
             return
         self.ids.append(key)
         self.bodies[key] = body
         self._src.append(src)
+        self._csrc.append(cond)
         self.fields.append(serving_fields(key, value))
+
+    def conditions(self, ids: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """(float16 matrix, has) of these cards' condition embeddings, rows in `ids` order
+        (None: no card has a usable one); a missing, malformed, wrong-sized or non-finite
+        `cemb16` reads as none (the gate embeds that condition itself)."""
+        pos = {cid: i for i, cid in enumerate(self.ids)}
+        srcs = [self._csrc[pos[cid]] for cid in ids]
+        want = len(encode_vector(np.zeros(self.dim, np.float32)))
+        cond = np.zeros((len(ids), self.dim), VEC_DTYPE)
+        has = np.zeros(len(ids), bool)
+        texts = [i for i, src in enumerate(srcs) if isinstance(src, str) and len(src) == want]
+        if texts:
+            joined = "".join(srcs[i] for i in texts)  # type: ignore[misc]
+            buf = b""
+            if "=" not in joined:  # no padding inside: one decode of them all (see `decode`)
+                try:
+                    buf = base64.b64decode(joined)
+                except ValueError:
+                    buf = b""
+            if len(buf) == len(texts) * self.dim * VEC_DTYPE.itemsize:
+                cond[texts] = np.frombuffer(buf, VEC_DTYPE).reshape(len(texts), self.dim)
+            else:  # a damaged string somewhere: one by one
+                for i in texts:
+                    cond[i] = np.frombuffer(_b64_or(srcs[i], self._nan), VEC_DTYPE)  # type: ignore[arg-type]
+            has[texts] = True
+        for i, src in enumerate(srcs):
+            if isinstance(src, np.ndarray) and src.shape == (self.dim,):
+                cond[i], has[i] = src.astype(VEC_DTYPE), True
+        has &= np.isfinite(cond).all(axis=1)
+        cond[~has] = 0
+        return (cond if has.any() else None), has
 
     def decode_some(self, positions: list[int]) -> np.ndarray:
         return np.stack([self._vec(self._src[i]) for i in positions])
@@ -600,10 +660,12 @@ class CardIndex:
         return self.get(user_id).candidates(query, top_k, max_global)
 
     def apply(self, user_id: str, old_version: str, new_version: str,
-              upserts: list[PreferenceCard], vectors: Mapping[str, np.ndarray] | None = None) -> None:
-        """After a write of `upserts` (vectors: `vectors[id]`, else `card.embedding`) moved the
+              upserts: list[PreferenceCard], vectors: Mapping[str, np.ndarray] | None = None,
+              cond_vectors: Mapping[str, np.ndarray] | None = None) -> None:
+        """After a write of `upserts` (vectors: `vectors[id]`, else `card.embedding`; condition
+        vectors: `cond_vectors[id]`, else none, as `UserMemory.put_cards` wrote them) moved the
         store old -> new version: a new entry with them (copy-on-write), or drop a stale one."""
-        vectors = vectors or {}
+        vectors, cond_vectors = vectors or {}, cond_vectors or {}
         with self._lock(user_id):
             with self._guard:
                 cur = self._users.get(user_id)
@@ -616,6 +678,7 @@ class CardIndex:
             if any(c.status != ACTIVE for c in upserts):
                 self._drop(user_id)  # a card left retrieval: rebuilt lazily on next get
                 return
+            conds: dict[str, np.ndarray | None] = {}  # the written cards' condition vectors
             for c in upserts:
                 vec = vectors.get(c.id)
                 vec = canonical_vector(c.embedding if vec is None else vec)
@@ -626,21 +689,49 @@ class CardIndex:
                     new_vecs.append(vec)
                 raw[c.id] = card_body_bytes(c.model_dump(mode="json", exclude={"embedding"}))
                 fields[c.id] = _card_fields(c)
+                cv = cond_vectors.get(c.id)
+                cv = canonical_vector(cv) if cv is not None else None
+                conds[c.id] = cv if cv is not None and cv.shape == (self.dim,) \
+                    and np.all(np.isfinite(cv)) else None
+            cond, cond_ok = self._conditions(cur, ids, conds)
             if cur.is_flat and len(ids) > self.flat_max:
                 self._drop(user_id)  # grew past flat_max: reopened (IVF) on next get
                 return
             if cur.is_flat:  # a new flat index (copy-on-write: readers keep the old one)
                 index = flat_index(np.vstack([cur.matrix.astype(np.float32), *new_vecs])) \
                     if new_vecs else cur.index  # unchanged vectors: share the index
-                new = UserIndex.build(new_version, index, ids, raw, fields, damaged=damaged)
+                new = UserIndex.build(new_version, index, ids, raw, fields, damaged=damaged,
+                                      cond=cond, cond_ok=cond_ok)
             else:
                 matrix = np.vstack([cur.matrix, *new_vecs]) if new_vecs else cur.matrix
                 if new_vecs:
                     with cur.ivf_lock:  # IVF rows are ids' order: append the new ones
                         cur.index.add(np.vstack(new_vecs))
                 new = UserIndex.build(new_version, cur.index, ids, raw, fields, damaged=damaged,
-                                      ivf_matrix=matrix, ivf_lock=cur.ivf_lock)
+                                      ivf_matrix=matrix, ivf_lock=cur.ivf_lock, cond=cond,
+                                      cond_ok=cond_ok)
             self._put(user_id, new)
+
+    @staticmethod
+    def _conditions(cur: UserIndex, ids: list[str], conds: Mapping[str, np.ndarray | None]
+                    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The condition columns of an entry with rows `ids` (cur's, then new ones), where the
+        cards written (`conds`: id -> vector, None: written without one) replace cur's rows."""
+        n_old, d = len(cur.ids), cur.index.d
+        if cur.cond is None and all(v is None for v in conds.values()):
+            return None, np.zeros(len(ids), bool)  # no row has one: share nothing, copy nothing
+        cond = np.zeros((len(ids), d), VEC_DTYPE)
+        has = np.zeros(len(ids), bool)
+        if cur.cond is not None:
+            cond[:n_old], has[:n_old] = cur.cond, cur.cond_ok
+        new_rows = {cid: n_old + j for j, cid in enumerate(ids[n_old:])}
+        for cid, v in conds.items():
+            r = cur.rows.get(cid, new_rows.get(cid))
+            if r is None:
+                continue
+            cond[r] = v if v is not None else 0
+            has[r] = v is not None
+        return cond, has
 
     def invalidate(self, user_id: str, remove_files: bool = False) -> None:
         with self._lock(user_id):
@@ -711,8 +802,9 @@ class CardIndex:
                 index = flat_index(flat_view(index))
             with self._guard:
                 self.loads += 1
+            cond, cond_ok = rows.conditions(order)
             ui = UserIndex.build(version, index, order, rows.bodies, fields,
-                                 ivf_matrix=ivf_matrix)
+                                 ivf_matrix=ivf_matrix, cond=cond, cond_ok=cond_ok)
             if old_file:
                 self._save(user_id, ui, force=True)
             return ui, rows.old_format
@@ -720,12 +812,14 @@ class CardIndex:
         raw = {cid: rows.bodies[cid] for cid in ids}
         fields = rows.fields if len(ids) == len(rows.ids) else rows.fields_by_id()
         self._report_damage(user_id, rows)
+        cond, cond_ok = rows.conditions(ids)
         if len(ids) > self.flat_max:
             ui = UserIndex.build(version, self._train_ivf(matrix), ids, raw, fields,
-                                 ivf_matrix=matrix, damaged=rows.no_vector)
+                                 ivf_matrix=matrix, damaged=rows.no_vector, cond=cond,
+                                 cond_ok=cond_ok)
         else:
             ui = UserIndex.build(version, flat_index(matrix), ids, raw, fields,
-                                 damaged=rows.no_vector)
+                                 damaged=rows.no_vector, cond=cond, cond_ok=cond_ok)
         with self._guard:
             self.rebuilds += 1
         self._save(user_id, ui, force=True)

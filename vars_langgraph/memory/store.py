@@ -12,6 +12,12 @@ little-endian float16 bytes in base64 (768 bytes -> 1,024 characters for 384-d; 
 list was ~8 KB). The float16-rounded vector is the card's vector everywhere (store, index,
 export), so every process computes the same scores. Format 1 items (`embedding`: a float list)
 are still read, and rewritten in format 2 when a user's cards are loaded (`migrate_cards`).
+
+`cemb16` (optional, before `emb16`): the embedding of the card's condition, the same encoding,
+computed when the card is written (with its note, in one embedding call) so the rerank node's
+condition gate reads it instead of running the model on the answer's path. Cards written
+before it, or with an empty condition, have none (the gate embeds a missing one once and the
+next card write stores it: `VARSEngine.add_preferences`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ TOMB_NS = (ROOT, "%forget")
 PAGE = 1000
 MAX_USER_ID = 256
 VEC_KEY = "emb16"  # format 2: base64 of the little-endian float16 embedding
+COND_KEY = "cemb16"  # the condition's embedding, same encoding (optional)
+NOT_BODY = (VEC_KEY, COND_KEY, "embedding")  # item members that are not card fields
 VEC_DTYPE = np.dtype("<f2")
 EXPORT_FORMAT = "vars-langgraph/2"
 log = logging.getLogger(__name__)
@@ -79,9 +87,17 @@ def value_vector(value: Mapping[str, Any]) -> np.ndarray | None:
     return None
 
 
-def card_value(card: PreferenceCard, vector: Any = None) -> dict[str, Any]:
-    """A card as a format-2 store item (`vector`, else `card.embedding`, as `emb16`)."""
+def value_cond_vector(value: Mapping[str, Any]) -> np.ndarray | None:
+    """A card item's condition embedding (`cemb16`) as float32; None when absent or malformed."""
+    return decode_vector(value.get(COND_KEY)) if COND_KEY in value else None
+
+
+def card_value(card: PreferenceCard, vector: Any = None, cond_vector: Any = None) -> dict[str, Any]:
+    """A card as a format-2 store item (`vector`, else `card.embedding`, as `emb16`; the
+    condition's embedding `cond_vector`, when given, as `cemb16`; `emb16` last)."""
     value = card.model_dump(mode="json", exclude={"embedding"})
+    if cond_vector is not None and len(cond_vector):
+        value[COND_KEY] = encode_vector(cond_vector)
     vec = card.embedding if vector is None else vector
     if vec is not None and len(vec):
         value[VEC_KEY] = encode_vector(vec)
@@ -99,33 +115,30 @@ def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
     """A `PreferenceCard` from a store item of either format (ValueError when unreadable)."""
     if not isinstance(value, dict):
         raise ValueError("card item is not an object")
-    body = {k: v for k, v in value.items() if k not in (VEC_KEY, "embedding")}
+    body = {k: v for k, v in value.items() if k not in NOT_BODY}
     if with_embedding:
         vec = value_vector(value)
         body["embedding"] = vec.tolist() if vec is not None else []
     return PreferenceCard.model_validate(body)
 
 
-_VEC_NAME = f'"{VEC_KEY}"'.encode()
-_VEC_TAILS = (f',"{VEC_KEY}":"'.encode(), f', "{VEC_KEY}": "'.encode())  # orjson, json.dumps
-
-
-def split_vector(text: str | bytes) -> tuple[bytes, str | None]:
-    """A format-2 item's JSON text as (the text without its `emb16` member, the base64), by
+def split_vector(text: str | bytes, key: str = VEC_KEY) -> tuple[bytes, str | None]:
+    """A format-2 item's JSON text as (the text without its `key` member, the base64), by
     byte search instead of parsing the 1 KB string; (text, None) when there is no member.
     (A `"emb16"` inside a JSON string value is escaped, `\\"emb16\\"`, so never matches.)"""
     if isinstance(text, str):
         text = text.encode()
     if text.endswith(b'"}'):  # fast path: the member is last (as `card_value` writes it)
-        for tail in _VEC_TAILS:
+        for tail in (f',"{key}":"'.encode(), f', "{key}": "'.encode()):  # orjson, json.dumps
             i = text.rfind(tail, max(0, len(text) - 8192))
             if i > 0 and b'"' not in text[i + len(tail):-2]:
                 return text[:i] + b"}", text[i + len(tail):-2].decode("ascii", "replace")
-    i = text.find(_VEC_NAME)
+    name = f'"{key}"'.encode()
+    i = text.find(name)
     if i < 0:
         return text, None
     try:
-        j = text.index(b'"', text.index(b":", i + len(_VEC_NAME)) + 1)
+        j = text.index(b'"', text.index(b":", i + len(name)) + 1)
         k = text.index(b'"', j + 1)
     except ValueError:
         return text, None
@@ -139,7 +152,7 @@ def split_vector(text: str | bytes) -> tuple[bytes, str | None]:
 
 def card_body_bytes(value: dict[str, Any]) -> bytes:
     """The card's fields without its embedding, as compact JSON (how the index keeps cards)."""
-    return orjson.dumps({k: v for k, v in value.items() if k not in (VEC_KEY, "embedding")})
+    return orjson.dumps({k: v for k, v in value.items() if k not in NOT_BODY})
 
 
 IMPORT_FORMATS = ("vars-langgraph/1", EXPORT_FORMAT)
@@ -306,16 +319,19 @@ class UserMemory:
         return self.store.get(self.ns(user_id, "cards"), card_id) is not None
 
     def put_cards(self, user_id: str, cards: Iterable[PreferenceCard],
-                  vectors: Mapping[str, Any] | None = None) -> str:
+                  vectors: Mapping[str, Any] | None = None,
+                  cond_vectors: Mapping[str, Any] | None = None) -> str:
         """Write cards (format 2; each card's vector from `vectors[card.id]`, else its own
-        `embedding`) and a new version token in one batch; returns the new version."""
+        `embedding`; its condition's from `cond_vectors[card.id]`, else none) and a new
+        version token in one batch; returns the new version."""
         cards = list(cards)
         if any(c.user_id != user_id for c in cards):
             raise ValueError("card belongs to another user")
         version = uuid.uuid4().hex
-        vectors = vectors or {}
+        vectors, cond_vectors = vectors or {}, cond_vectors or {}
         ops = [
-            PutOp(self.ns(user_id, "cards"), c.id, card_value(c, vectors.get(c.id)), index=False)
+            PutOp(self.ns(user_id, "cards"), c.id,
+                  card_value(c, vectors.get(c.id), cond_vectors.get(c.id)), index=False)
             for c in cards
         ]
         ops.append(PutOp(self.ns(user_id, "state"), "meta", {"version": version}, index=False))
@@ -418,7 +434,8 @@ class UserMemory:
         target user: cards are stored under their `id` (not the file's key), a confidence out
         of [0, 1] is clamped and a non-finite one skips the card (both counted); a card with
         no usable vector (missing, malformed or not `dim` long; `dim` may be a callable, called
-        only once the file passed every check) is re-embedded from its note with `embed`.
+        only once the file passed every check) is re-embedded from its note with `embed`, and
+        a condition with no usable `cemb16` from its text (one `embed` call for both).
         Never imported: learning jobs (executable work; the next
         turns derive their own from the user's data), the thread registry (it names
         checkpointed threads, which `forget --threads` deletes: only threads this store saw
@@ -454,9 +471,11 @@ class UserMemory:
                                  "skipped_threads": len(parts["threads"]), "skipped_state": 0}
         ops: list[PutOp] = []
         cards: list[tuple[PreferenceCard, np.ndarray | None]] = []
+        conds: dict[str, np.ndarray | None] = {}  # card id -> its condition's stored vector
         for key, value in parts["cards"].items():
             _same_owner(value, owner, f"card {_short(key)}")
             vec = value_vector(value) if isinstance(value, dict) else None
+            cvec = value_cond_vector(value) if isinstance(value, dict) else None
             try:
                 card = card_from_value({**value, "user_id": uid} if isinstance(value, dict)
                                        else value, with_embedding=False)
@@ -474,6 +493,7 @@ class UserMemory:
             if vec is not None and not np.isfinite(vec).all():
                 vec = None
             cards.append((card, vec))
+            conds[card.id] = cvec if cvec is not None and np.isfinite(cvec).all() else None
         for key, value in parts["pending"].items():
             if not isinstance(value, dict):
                 raise BadImport(f"import: pending item {_short(key)} is not an object")
@@ -500,14 +520,21 @@ class UserMemory:
         want = dim() if callable(dim) else dim
         if want:
             cards = [(c, v if v is not None and v.shape == (want,) else None) for c, v in cards]
+            conds = {cid: v if v is not None and v.shape == (want,) else None
+                     for cid, v in conds.items()}
         missing = [i for i, (_, v) in enumerate(cards) if v is None]
-        if missing and embed is not None:
-            embs = np.asarray(embed([cards[i][0].note for i in missing]), np.float32)
-            for i, emb in zip(missing, embs, strict=True):
+        no_cond = [c.id for c, _ in cards if conds.get(c.id) is None and c.condition.strip()]
+        if (missing or no_cond) and embed is not None:
+            by_id = {c.id: c for c, _ in cards}
+            embs = np.asarray(embed([cards[i][0].note for i in missing]
+                                    + [by_id[cid].condition for cid in no_cond]), np.float32)
+            for i, emb in zip(missing, embs[:len(missing)], strict=True):
                 cards[i] = (cards[i][0], emb)
+            conds.update(zip(no_cond, embs[len(missing):], strict=True))
             stats["reembedded"] = len(missing)
-        ops += [PutOp(self.ns(uid, "cards"), c.id, card_value(c, v if v is not None else []),
-                      index=False) for c, v in cards]
+        ops += [PutOp(self.ns(uid, "cards"), c.id,
+                      card_value(c, v if v is not None else [], conds.get(c.id)), index=False)
+                for c, v in cards]
         ops.append(PutOp(self.ns(uid, "state"), "meta", {"version": uuid.uuid4().hex}, index=False))
         self.store.batch(ops)
         stats["imported"] = len(ops) - 1

@@ -7,6 +7,7 @@ query (`eligible`). An empty selection is valid."""
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,10 @@ from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import card_value, policy
 from vars_langgraph.learning.calibration import Calibration, calibration_key, load_calibration
 from vars_langgraph.memory.consolidate import is_one_off
+from vars_langgraph.memory.store import canonical_vector
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id
+from vars_langgraph.types import PreferenceCard
 
 
 def calibrations(engine: VARSEngine) -> tuple[Calibration, Calibration]:
@@ -55,41 +58,64 @@ def base_scores(engine: VARSEngine, query: str, candidates: list[dict[str, Any]]
     return s0
 
 
-def condition_embedder(engine: VARSEngine) -> Any:
-    """The engine's cache of condition embeddings (one per engine, LRU of 4096 texts)."""
-    emb = getattr(engine, "_vars_conditions", None)
-    if emb is None:
-        from vars_langgraph.models.embedder import CachedEmbedder
-
-        emb = CachedEmbedder(engine.embedder, max_items=4096)
-        engine._vars_conditions = emb  # type: ignore[attr-defined]
-    return emb
-
-
 # conditions that hold for any request: a card whose condition is near one of these (cosine
 # >= memory.condition_generic) is not gated by its condition
 GENERIC_CONDITIONS = ("responding to the user", "answering any question", "in general",
                       "any request")
+_GENERIC: weakref.WeakKeyDictionary[VARSEngine, np.ndarray] = weakref.WeakKeyDictionary()
+_GENERIC_LOCK = threading.Lock()
+
+
+def generic_vectors(engine: VARSEngine) -> np.ndarray:
+    """GENERIC_CONDITIONS embedded once per engine (float16-rounded, as stored conditions)."""
+    with _GENERIC_LOCK:
+        vecs = _GENERIC.get(engine)
+    if vecs is None:
+        vecs = np.stack([canonical_vector(v) for v in
+                         engine.embedder.embed_documents(list(GENERIC_CONDITIONS))])
+        with _GENERIC_LOCK:
+            _GENERIC[engine] = vecs
+    return vecs
+
+
+def condition_vectors(engine: VARSEngine, user_id: str, ui: Any,
+                      cards: dict[int, PreferenceCard]) -> np.ndarray:
+    """The condition vectors of these cards (position -> card), in order: the ones stored
+    with the cards (`UserIndex.condition_vectors`, no model call); a card stored without one
+    (written before they were) is embedded here, once per process (`condition_embedder`),
+    and the next card write stores it (`VARSEngine.note_conditions`)."""
+    ids = [c.id for c in cards.values()]
+    vecs, has = ui.condition_vectors(ids)
+    if not has.all():
+        miss = np.flatnonzero(~has).tolist()
+        cs = list(cards.values())
+        embs = engine.condition_embedder.embed_documents([cs[j].condition for j in miss])
+        found = {}
+        for j, e in zip(miss, embs, strict=True):
+            vecs[j] = canonical_vector(e)
+            found[cs[j].id] = (cs[j].condition, vecs[j])
+        engine.note_conditions(user_id, found)
+    return vecs
 
 
 def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
-                   candidates: list[dict[str, Any]], rows: list[int]) -> dict[int, float]:
+                   candidates: list[dict[str, Any]], rows: list[int],
+                   user_id: str) -> dict[int, float]:
     """Cosine of the query with the condition of each candidate in `rows` whose condition is
     specific (global cards, generic conditions and unreadable cards are left out: there is no
     condition to check)."""
-    conds: dict[int, str] = {}
+    conds: dict[int, PreferenceCard] = {}
     for i in rows:
         c = candidates[i]
         if c.get("global"):
             continue
         card = ui.cards.get(c["id"])
         if card is not None and card.condition.strip():
-            conds[i] = card.condition
+            conds[i] = card
     if not conds:
         return {}
-    emb = condition_embedder(engine)
-    vecs = np.asarray(emb.embed_documents(list(conds.values())), np.float32)
-    generic = (vecs @ np.asarray(emb.embed_documents(GENERIC_CONDITIONS), np.float32).T).max(1)
+    vecs = condition_vectors(engine, user_id, ui, conds)
+    generic = (vecs @ generic_vectors(engine).T).max(1)
     sims = vecs @ np.asarray(qvec, np.float32).ravel()
     thr = engine.config.memory.condition_generic
     return {i: sim for i, sim, g in zip(conds, sims.tolist(), generic.tolist(), strict=True)
@@ -97,7 +123,7 @@ def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
 
 
 def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],
-             s: np.ndarray, k: int) -> np.ndarray:
+             s: np.ndarray, k: int, user_id: str) -> np.ndarray:
     """Which candidates may be injected (docs/memory-hygiene.md): calibrated score s at least
     log `memory.min_p`; not a one-off request (`memory.consolidate.is_one_off`); for conditional
     cards among the best, a condition that matches the query (cosine >=
@@ -118,7 +144,8 @@ def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str,
         top = [i for i in top if ok[i]]
     if mcfg.condition_min is not None and query.strip():
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
-        for i, sim in condition_sims(engine, ui, qvec, candidates, top[: 2 * k]).items():
+        for i, sim in condition_sims(engine, ui, qvec, candidates, top[: 2 * k],
+                                     user_id).items():
             if sim < mcfg.condition_min:
                 ok[i] = False
     return ok
@@ -153,7 +180,7 @@ def make_rerank(engine: VARSEngine):
         if mcfg.lexical_weight:  # the user's own words (hybrid retrieval's BM25, in [0, 1])
             s = s + mcfg.lexical_weight * np.array([c.get("lexical", 0.0) for c in candidates])
         pi = policy.softmax(s, pcfg.tau)
-        ok = eligible(engine, ui, state.get("query", ""), candidates, s, k)
+        ok = eligible(engine, ui, state.get("query", ""), candidates, s, k, user_id)
         sample = pcfg.selection == "sample" and pcfg.learning and int(ok.sum()) > k
         with rng_lock:
             picked = policy.select(s[ok], k, pcfg.tau, sample=sample, rng=rng)
