@@ -107,9 +107,14 @@ class LexicalCache:
         for part in (entry.main, entry.delta):
             if part is None:
                 continue
-            for cid, s in zip(part.ids, part.scores(qt).tolist(), strict=True):
-                if s > 0 and cid in ui.rows:
-                    pairs[cid] = max(s, pairs.get(cid, 0.0))
+            scores = part.scores(qt)
+            hit = np.flatnonzero(scores > 0)
+            if len(hit) > 4 * k:  # numpy top-k; rows gone from the entry are dropped below
+                hit = hit[np.argpartition(-scores[hit], 4 * k)[: 4 * k]]
+            for row in hit.tolist():
+                cid = part.ids[row]
+                if cid in ui.rows:
+                    pairs[cid] = max(float(scores[row]), pairs.get(cid, 0.0))
         return sorted(pairs.items(), key=lambda t: -t[1])[:k]
 
     def invalidate(self, user_id: str) -> None:
