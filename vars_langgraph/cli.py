@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from vars_langgraph.config import (
     VARSConfig,
@@ -184,7 +184,7 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
                       out: dict[str, Any], t: dict[str, float]) -> None:
     notes = [c["note"] for c in out.get("selected", [])]
     humans = [str(m.content) for m in out.get("messages", []) if getattr(m, "type", "") == "human"]
-    reward, turn = out.get("reward"), len(humans)
+    reward, turn = out.get("reward"), cast(int | None, len(humans))
     if learner is not None:  # learned in the background: the last finished job of this session
         last = learner.last.get((user, session)) or {}
         reward, turn = last.get("reward"), last.get("turn")

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import faiss
@@ -184,7 +184,8 @@ def flat_view(index: faiss.Index) -> np.ndarray:
         return faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
     if n == 0:
         return np.zeros((0, d), np.float16)
-    codes = faiss.rev_swig_ptr(index.codes.data(), n * index.code_size)
+    sq: Any = index  # an IndexScalarQuantizer (SWIG: its fields are not typed)
+    codes = faiss.rev_swig_ptr(sq.codes.data(), n * sq.code_size)
     return codes.view(np.float16).reshape(n, d)
 
 
@@ -224,7 +225,7 @@ def serving_fields(key: str, value: Any) -> tuple[str, float, bool, bool]:
             and type(src.get("turn", 0)) is int and type(src.get("query", "")) is str
             and type(src.get("created_at", 0.0)) in _NUM for src in sources)
     try:
-        conf_f = float(conf) if type(conf) in _NUM else 0.0
+        conf_f = float(cast(float, conf)) if type(conf) in _NUM else 0.0
     except OverflowError:
         conf_f, ok = 0.0, False
     return (note if type(note) is str else ""), conf_f, glob is True, ok
@@ -310,7 +311,7 @@ class UserIndex:
             ivf = 0 if self.is_flat else self.index.ntotal * (self.index.d * 4 + 8)
             notes = sum(map(len, self.notes)) + 57 * len(self.notes)  # str objects + pointers
             cols = self.confidence.nbytes + self.is_global.nbytes + self.ok.nbytes
-            cols += self.cond_ok.nbytes + (self.cond.nbytes if self.cond is not None else 0)
+            cols += sum(a.nbytes for a in (self.cond_ok, self.cond) if a is not None)
             self._nbytes = int(self.matrix.nbytes + self.cards.nbytes + notes + cols
                                + ENTRY_OVERHEAD * len(self.ids) + ivf)
         return self._nbytes
@@ -325,7 +326,7 @@ class UserIndex:
         """(vectors float32 (len(ids), d), has) of these cards' stored condition embeddings;
         rows without one (has False) are zeros (KeyError if a card is unknown)."""
         rows = np.fromiter((self.rows[i] for i in ids), np.int64, len(ids))
-        if self.cond is None:
+        if self.cond is None or self.cond_ok is None:
             return np.zeros((len(ids), self.index.d), np.float32), np.zeros(len(ids), bool)
         return self.cond[rows].astype(np.float32), self.cond_ok[rows]
 
@@ -810,15 +811,16 @@ class CardIndex:
             return ui, rows.old_format
         matrix, ids = rows.decode()
         raw = {cid: rows.bodies[cid] for cid in ids}
-        fields = rows.fields if len(ids) == len(rows.ids) else rows.fields_by_id()
+        row_fields: Mapping[str, tuple[str, float, bool, bool]] | list[tuple[str, float, bool, bool]]
+        row_fields = rows.fields if len(ids) == len(rows.ids) else rows.fields_by_id()
         self._report_damage(user_id, rows)
         cond, cond_ok = rows.conditions(ids)
         if len(ids) > self.flat_max:
-            ui = UserIndex.build(version, self._train_ivf(matrix), ids, raw, fields,
+            ui = UserIndex.build(version, self._train_ivf(matrix), ids, raw, row_fields,
                                  ivf_matrix=matrix, damaged=rows.no_vector, cond=cond,
                                  cond_ok=cond_ok)
         else:
-            ui = UserIndex.build(version, flat_index(matrix), ids, raw, fields,
+            ui = UserIndex.build(version, flat_index(matrix), ids, raw, row_fields,
                                  damaged=rows.no_vector, cond=cond, cond_ok=cond_ok)
         with self._guard:
             self.rebuilds += 1
@@ -862,12 +864,12 @@ class CardIndex:
         tmp = d / f"cards.faiss.{os.getpid()}.tmp"
         with ui.ivf_lock:
             buf = faiss.serialize_index(ui.index)
-        tmp.write_bytes(memoryview(buf))
+        tmp.write_bytes(buf.tobytes())
         os.replace(tmp, d / "cards.faiss")
         tmpm = d / f"meta.json.{os.getpid()}.tmp"
         # the file's checksum with the version token: a load verifies every row, not a sample
         tmpm.write_text(json.dumps({"version": ui.version, "ids": ui.ids, "dim": self.dim,
-                                    "sha256": hashlib.sha256(buf).hexdigest()}))
+                                    "sha256": hashlib.sha256(buf.tobytes()).hexdigest()}))
         os.replace(tmpm, meta)  # meta last: a crash in between leaves a stale meta -> rebuild
         _remove_dead_tmp(d)
 

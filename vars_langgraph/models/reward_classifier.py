@@ -123,7 +123,7 @@ def prev_similarities(embedder: Embedder, texts: Sequence[str],
     out: list[float | None] = [None] * len(texts)
     if idx:
         e = np.asarray(embedder.embed_documents([texts[i] for i in idx]), np.float32)
-        pe = np.asarray(embedder.embed_documents([prev[i] for i in idx]), np.float32)
+        pe = np.asarray(embedder.embed_documents([str(prev[i]) for i in idx]), np.float32)
         for i, v in zip(idx, _cosines(e, pe), strict=True):
             out[i] = float(v)
     return out
