@@ -78,6 +78,7 @@ def test_node_combination_is_the_rules_plus_what_only_the_model_found():
     assert [p.action for p in combine(window, [])] == ["suggest only vegan food, no animal products"]
     assert combine(window, [same], gate_pass=False) == []
     assert combine(window, [same], fast_fallback=False) == [same]
+    assert combine(window, [other], union=False) == [other]  # an application's own extractor
     quoted = combine([("user", "I'm not a fan of crowded tourist spots.")], [])
     assert len(quoted) == 1 and "crowded" in quoted[0].action  # the statement, quoted
 
