@@ -69,13 +69,18 @@ def test_two_clauses_give_two_cards():
     assert len(actions("I'm allergic to nuts and I hate cilantro.")) == 2
 
 
-def test_node_combination_prefers_the_model_and_falls_back_to_rules():
-    window = [("user", "I'm vegan.")]
-    llm = [Preference(condition="general", action="suggest vegan food")]
-    assert combine(window, llm) == llm
+def test_node_combination_is_the_rules_plus_what_only_the_model_found():
+    window = [("user", "I'm vegan. Jargon makes my eyes glaze over.")]
+    same = Preference(condition="general", action="suggest vegan food")
+    other = Preference(condition="general", action="avoid jargon")
+    assert [p.action for p in combine(window, [same, other])] == [
+        "suggest only vegan food, no animal products", "avoid jargon"]
     assert [p.action for p in combine(window, [])] == ["suggest only vegan food, no animal products"]
-    assert combine(window, llm, gate_pass=False) == []
-    assert combine(window, [], fast_fallback=False) == []
+    assert combine(window, [same], gate_pass=False) == []
+    assert combine(window, [same], fast_fallback=False) == [same]
+    assert combine(window, [other], union=False) == [other]  # an application's own extractor
+    quoted = combine([("user", "I'm not a fan of crowded tourist spots.")], [])
+    assert len(quoted) == 1 and "crowded" in quoted[0].action  # the statement, quoted
 
 
 def test_extraction_set_is_large_and_split_into_thirds():

@@ -12,6 +12,7 @@ from vars_langgraph.models.extraction_gate import worth_extracting
 from vars_langgraph.models.extractor import (
     LLMExtractor,
     TransformersExtractor,
+    content_words,
     dialogue_window,
     fast_preferences,
     stated_preferences,
@@ -36,15 +37,27 @@ def gate_on(engine: VARSEngine) -> bool:
 
 
 def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pass: bool = True,
-            fast_fallback: bool = True) -> list[Preference]:
-    """The cards stored for one message: nothing when the gate skipped it; else the model's
-    cards, or (when it found none) the rule-based ones."""
+            fast_fallback: bool = True, union: bool = True) -> list[Preference]:
+    """The cards stored for one message: nothing when the gate skipped it; else the rules'
+    cards plus the model's cards that share no content word with them (the rules are exact on
+    explicit statements, the model reads the rest), or the quoted statement when both are empty.
+
+    Chosen on dev (60 messages, docs/perception.md): model first, rules as fallback: precision
+    55%, recall 55%; rules first: 66% / 61%; this union: 65% / 63%. `union=False` (an
+    extractor the application supplies): its cards as they are, the rules only when it found
+    none."""
     if not gate_pass:
         return []
+    if not fast_fallback:
+        return llm_prefs
     query = window[-1][1] if window else ""
-    if not llm_prefs and fast_fallback:  # the small model missed an explicit statement
-        return fast_preferences(query) or stated_preferences(query)
-    return llm_prefs
+    if not union:
+        return llm_prefs or fast_preferences(query) or stated_preferences(query)
+    out = fast_preferences(query)
+    for p in llm_prefs:
+        if not any(content_words(p.action) & content_words(q.action) for q in out):
+            out.append(p)
+    return out or stated_preferences(query)
 
 
 def make_extract(engine: VARSEngine):
@@ -62,7 +75,8 @@ def make_extract(engine: VARSEngine):
         if gate_on(engine) and not worth_extracting(window, engine.embedder, cfg.gate_threshold):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
         prefs = [p for p in engine.extractor.extract(window) if p.confidence >= cfg.min_confidence]
-        prefs = combine(window, prefs, True, cfg.fast_fallback)
+        builtin = isinstance(engine.extractor, (LLMExtractor, TransformersExtractor))
+        prefs = combine(window, prefs, True, cfg.fast_fallback, union=builtin)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
         cards = engine.add_preferences(user_id, prefs, source)
