@@ -115,6 +115,8 @@ class RunSettings:
     sim_prompt: str | None = None
     sim_max_tokens: int = 1024
     split: str = "report"  # tune | report | all (collab.profile_split)
+    # the scripted user's phrase pool; None: "tune" on --split tune, else "report"
+    phrases: str | None = None
     p_scoped: float = 0.5  # share of unscoped profile preferences given a task-kind scope
     kind_primary: float = 0.5  # weight of each user's primary task kind
     noise: ExtractionNoise = field(default_factory=ExtractionNoise)
@@ -504,7 +506,8 @@ def paired_difference(a: list[SessionRecord], b: list[SessionRecord], metric: st
 
 def make_simulator(settings: RunSettings) -> Any:
     if settings.simulator == "scripted":
-        return ScriptedSimulator(seed=settings.seed, settings=ScriptedSettings())
+        phrases = settings.phrases or ("tune" if settings.split == "tune" else "report")
+        return ScriptedSimulator(seed=settings.seed, settings=ScriptedSettings(phrases=phrases))
     if settings.simulator == "llm":
         base_url = settings.sim_base_url
         model = settings.sim_model
@@ -638,6 +641,9 @@ def markdown_summary(results: dict[str, Any], settings: RunSettings,
         f"# MultiSessionCollab, {settings.simulator} simulator: {n_users} users "
         f"(split {settings.split}) x {settings.sessions} sessions, seed {settings.seed}",
         "",
+        f"Scripted user's phrase pool: "
+        f"{settings.phrases or ('tune' if settings.split == 'tune' else 'report')}.",
+        "",
         f"Scoped preferences: p_scoped {settings.p_scoped}, primary task kind weight "
         f"{settings.kind_primary}; " + (
             f"scripted extractor noise: miss {nz.miss}, wrong condition {nz.wrong_condition}, "
@@ -762,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "beside the profiles file)")
     ap.add_argument("--sim-max-tokens", type=int, default=1024,
                     help="tokens per simulator reply (1024; a CPU smoke run: 200)")
+    ap.add_argument("--phrases", choices=("report", "tune", "keyword"), default=None,
+                    help="the scripted user's phrase pool (default: tune with --split tune, else "
+                         "report; keyword: the first round's phrases, which share the reward's cues)")
     ap.add_argument("--split", choices=("tune", "report", "all"), default="report",
                     help="which half of the profiles (fixed by a hash of the id; tune on "
                          "'tune', report on 'report'; default report)")
@@ -829,7 +838,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         vars_overrides=parse_set(args.set), config_file=args.config,
         sim_base_url=args.sim_base_url, sim_model=args.sim_model, sim_prompt=sim_prompt,
         sim_max_tokens=args.sim_max_tokens,
-        split=args.split, p_scoped=args.p_scoped, kind_primary=args.kind_primary, noise=noise)
+        split=args.split, phrases=args.phrases, p_scoped=args.p_scoped,
+        kind_primary=args.kind_primary, noise=noise)
 
 
 def collab_main(argv: list[str] | None = None, *, embedder: Any = None,
