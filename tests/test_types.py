@@ -10,7 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="enabled by the lead after the merge")
 def test_mypy_clean_on_the_runtime():
     pytest.importorskip("mypy")
     run = subprocess.run([sys.executable, "-m", "mypy", "vars_langgraph"], cwd=ROOT,

@@ -851,11 +851,14 @@ class TransformersExtractor:
         self.cfg = cfg or ExtractorConfig(prompt="finetuned")
         kw = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_name, **kw)
-            self.model = AutoModelForCausalLM.from_pretrained(model_name, dtype="auto", **kw)
+            # transformers' generics do not narrow to what these calls return: held as Any
+            tokenizer: Any = AutoTokenizer.from_pretrained(model_name, **kw)
+            model: Any = AutoModelForCausalLM.from_pretrained(model_name, dtype="auto", **kw)
         except (OSError, ValueError) as e:
             raise FileNotFoundError(f"cannot load extractor model '{model_name}': {e}") from e
-        self.model.to(device).eval()
+        self.tokenizer, self.model = tokenizer, model
+        model.eval()
+        model.to(device)
         self.device = device
         self._lock = threading.Lock()
 
@@ -867,7 +870,7 @@ class TransformersExtractor:
             return []
         messages = build_messages(window, self.cfg.prompt)
         try:
-            enc = self.tokenizer.apply_chat_template(
+            enc: Any = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True,
                 enable_thinking=False,
             )  # fmt: skip
