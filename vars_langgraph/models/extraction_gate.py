@@ -17,7 +17,6 @@ LLM (never loses a preference).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -204,19 +203,9 @@ def worth_extracting(window: Sequence[tuple[str, str]], embedder: Embedder,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Fit the extraction gate on the labelled dev split.")
-    ap.add_argument("--fit", action="store_true", help=f"write {WEIGHTS.name}")
-    ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
-    args = ap.parse_args(argv)
-    from vars_langgraph.config import EmbeddingConfig
-    from vars_langgraph.models.embedder import load_embedder
+    from vars_langgraph.models.fitting import fit_command
 
-    params = fit(load_embedder(EmbeddingConfig(model=args.embedder)), args.embedder)
-    print({k: v for k, v in params.items() if k != "weights"})
-    if args.fit:
-        WEIGHTS.write_text(json.dumps(params) + "\n")
-        print(f"wrote {WEIGHTS}")
-    return 0
+    return fit_command("Fit the extraction gate on the labelled dev split.", WEIGHTS, fit, ("weights",), argv)
 
 
 if __name__ == "__main__":

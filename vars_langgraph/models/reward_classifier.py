@@ -23,7 +23,6 @@ load (scikit-learn needed); if that fails the reward node uses the keyword rewar
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -281,19 +280,10 @@ def load_classifier(embedder: Embedder) -> RewardClassifier:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Fit the reward classifier on the tuning part.")
-    ap.add_argument("--fit", action="store_true", help=f"write {WEIGHTS.name}")
-    ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
-    args = ap.parse_args(argv)
-    from vars_langgraph.config import EmbeddingConfig
-    from vars_langgraph.models.embedder import load_embedder
+    from vars_langgraph.models.fitting import fit_command
 
-    params = fit(load_embedder(EmbeddingConfig(model=args.embedder)), args.embedder)
-    print({k: v for k, v in params.items() if k not in ("coef", "intercept", "vocab")})
-    if args.fit:
-        WEIGHTS.write_text(json.dumps(params) + "\n")
-        print(f"wrote {WEIGHTS}")
-    return 0
+    return fit_command("Fit the reward classifier on the tuning part.", WEIGHTS, fit,
+                       ("coef", "intercept", "vocab"), argv)
 
 
 if __name__ == "__main__":
