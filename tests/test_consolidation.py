@@ -249,10 +249,8 @@ def test_card_value_updates_survive_sigkill(tmp_path):
 def test_lexical_index_follows_new_and_archived_cards(make_config, embedder):
     """The BM25 side is cached per store version: new cards are found through a small delta
     index (no full re-index), archived ones are never returned, and nothing stale breaks."""
-    from vars_langgraph.nodes.retrieve import lexical_cache
-
     engine = _engine(make_config, "sqlite", embedder)
-    cache = lexical_cache(engine)
+    cache = engine.lexical
     first = _add(engine, "cooking", "I am vegetarian and eat no fish or meat",
                  query="I'm vegetarian, no meat please.")
     for topic in ("hiking trips", "python code", "tax forms", "guitar chords", "chess openings",

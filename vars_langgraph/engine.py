@@ -22,6 +22,7 @@ from langgraph.store.base import BaseStore
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.learning.policy import UserVector, item_vectors
 from vars_langgraph.memory.index import CardIndex
+from vars_langgraph.memory.lexical import LexicalCache
 from vars_langgraph.memory.store import UserMemory, canonical_vector, check_user_id
 from vars_langgraph.models.base import Embedder, Extractor, Reranker
 from vars_langgraph.storage.features import StoreFeatures, store_features
@@ -123,6 +124,11 @@ class VARSEngine:
         from vars_langgraph.models.llm import chat_model, resolve_llm
 
         return chat_model(resolve_llm(self.config.llm, self.config))
+
+    @cached_property
+    def lexical(self) -> LexicalCache:
+        """The per-user BM25 indexes of hybrid retrieval, keyed by store version (LRU)."""
+        return LexicalCache()
 
     @cached_property
     def index(self) -> CardIndex:

@@ -356,7 +356,7 @@ class UserIndex:
                     out.append((card, float(s)))
         return out
 
-    def _candidate(self, row: int, sim: float, glob: bool | None = None) -> dict[str, Any] | None:
+    def candidate(self, row: int, sim: float, glob: bool | None = None) -> dict[str, Any] | None:
         """The retrieve node's candidate dict for a row (None: the card is unreadable)."""
         cid = self.ids[row]
         if self.ok[row]:
@@ -394,7 +394,7 @@ class UserIndex:
                                          self.confidence[rows].tolist(),
                                          self.is_global[rows].tolist(), strict=True)]
         elif len(rows):
-            out = [c for c in (self._candidate(r, s) for r, s in
+            out = [c for c in (self.candidate(r, s) for r, s in
                                zip(rows.tolist(), sims.tolist(), strict=True)) if c is not None]
         room = max_global - sum(c["global"] for c in out)
         if room > 0 and len(self.global_rows):
@@ -407,7 +407,7 @@ class UserIndex:
                 for i in order:
                     if room <= 0:
                         break
-                    c = self._candidate(extra[i], float(sims[i]), glob=True)
+                    c = self.candidate(extra[i], float(sims[i]), glob=True)
                     if c is not None:
                         out.append(c)
                         room -= 1

@@ -17,20 +17,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.memory.lexical import LexicalCache, rrf
+from vars_langgraph.memory.lexical import rrf
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id
 
 MAX_QUERY_CHARS = 8000
 MAX_LEXICAL_QUERY = 2000  # characters of the query BM25 reads
-
-
-def lexical_cache(engine: VARSEngine) -> LexicalCache:
-    """The engine's BM25 cache (one per engine, created on first use)."""
-    cache = getattr(engine, "_vars_lexical", None)
-    if cache is None:
-        cache = LexicalCache()
-        engine._vars_lexical = cache  # type: ignore[attr-defined]
-    return cache
 
 
 def hybrid_candidates(engine: VARSEngine, user_id: str, query: str, qvec: np.ndarray,
@@ -38,7 +29,7 @@ def hybrid_candidates(engine: VARSEngine, user_id: str, query: str, qvec: np.nda
     """Dense and BM25 rankings fused by RRF; the top K fused plus the global cards."""
     dense = engine.index.candidates(user_id, qvec, top_k, max_global)  # pgvector too
     ui = engine.index.get(user_id)
-    lex = lexical_cache(engine).search(user_id, ui, query[:MAX_LEXICAL_QUERY], top_k)
+    lex = engine.lexical.search(user_id, ui, query[:MAX_LEXICAL_QUERY], top_k)
     if not lex:
         return dense
     best = lex[0][1]
@@ -48,7 +39,7 @@ def hybrid_candidates(engine: VARSEngine, user_id: str, query: str, qvec: np.nda
     if extra:
         sims = ui.vectors(extra) @ np.asarray(qvec, np.float32).ravel()
         for cid, sim in zip(extra, sims.tolist(), strict=True):
-            c = ui._candidate(ui.rows[cid], float(sim))
+            c = ui.candidate(ui.rows[cid], float(sim))
             if c is not None:
                 dense.append(c)
     by_dense = [c["id"] for c in sorted(dense, key=lambda c: -c["dense"]) if not c["global"]]
