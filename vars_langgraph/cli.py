@@ -8,6 +8,7 @@ import importlib
 import importlib.metadata
 import json
 import logging
+import math
 import sys
 import time
 import uuid
@@ -197,7 +198,8 @@ def _print_turn_stats(console: Any, engine: Any, learner: Any, user: str, sessio
                       style="dim", markup=False, highlight=False)
     console.print(
         f"(first token {t['ttft_s']:.2f}s, total {t['total_s']:.1f}s, "
-        f"{t['tokens_per_s']:.1f} tok/s; memory {t['memory_s'] * 1000:.0f} ms; "
+        + (f"{t['tokens_per_s']:.1f} tok/s; " if not math.isnan(t["tokens_per_s"]) else "")
+        + f"memory {t['memory_s'] * 1000:.0f} ms; "
         f"preferences used: {notes}; stated now: {[c['note'] for c in out.get('extracted', [])]}; "
         f"{describe_reward(reward, turn, humans)}; |z_long| {v['z_long_norm']:.4f}, "
         f"|z_short| {v['z_short_norm']:.4f}, updates {v['updates']})",
