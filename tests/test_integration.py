@@ -16,8 +16,10 @@ def turn(graph, text: str, thread: str, user: str) -> dict:
                         {"configurable": {"thread_id": thread, "user_id": user}})
 
 
-def test_multi_session_learning_on_the_real_stack(make_config, llm_base_url, storage):
-    cfg = make_config(storage=storage, llm_url=llm_base_url)
+def test_multi_session_learning_on_the_real_stack(make_config, llm_base_url):
+    # SQLite, the default; the same loop on Postgres with the real server is
+    # tests/test_postgres.py::test_end_to_end_real_llm_async_background
+    cfg = make_config(storage="sqlite", llm_url=llm_base_url)
     graph = build_graph(cfg)
 
     # session 1: alice states preferences; the real extractor stores them as cards

@@ -446,10 +446,12 @@ def pasted_log(kb: int) -> str:
 
 @pytest.mark.llm
 @pytest.mark.parametrize("kb", [13, 32])
-def test_long_message_is_cut_to_the_servers_context(tmp_path, storage, llm_base_url, kb):
+def test_long_message_is_cut_to_the_servers_context(tmp_path, llm_base_url, kb):
+    """SQLite only: the cut happens before the chat model, whatever the storage (a long
+    message in a Postgres thread: test_a_failed_turn_leaves_no_copy_of_its_message)."""
     from vars_langgraph.nodes.generate import context_tokens
 
-    cfg = cfg_for(tmp_path, storage, llm={"base_url": llm_base_url, "max_tokens": 32,
+    cfg = cfg_for(tmp_path, "sqlite", llm={"base_url": llm_base_url, "max_tokens": 32,
                                           "temperature": 0.0})
     engine = make_engine(cfg, extractor=MarkerExtractor())
     g = build_graph(cfg, engine=engine, checkpointer=open_checkpointer(cfg))
@@ -461,6 +463,20 @@ def test_long_message_is_cut_to_the_servers_context(tmp_path, storage, llm_base_
     cut = out["input_cut"]
     assert cut["tokens"] > cut["budget"] and cut["kept_chars"] < len(text)
     assert out["messages"][-2].content == text  # the thread keeps the whole message
+
+
+def test_a_long_message_is_cut_for_the_model_and_kept_whole_in_the_thread(tmp_path, storage):
+    """Every storage keeps the whole message in the thread; the model gets the cut copy
+    (no tokenizer endpoint here: the byte estimate against `prompt.max_context_tokens`)."""
+    chat = RecordingChat()
+    g = scripted_graph(cfg_for(tmp_path, storage), chat)
+    text = pasted_log(32)
+    out = g.invoke({"messages": [("user", text)]},
+                   {"configurable": {"thread_id": "t", "user_id": "u"}})
+    assert out["input_cut"] and out["input_cut"]["kept_chars"] < len(text)
+    assert out["messages"][-2].content == text
+    sent = chat.calls[-1][1][-1][1]
+    assert len(sent) < len(text) and sent.endswith("END-OF-LOG-MARKER")
 
 
 @pytest.mark.llm
