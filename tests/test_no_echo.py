@@ -125,3 +125,24 @@ def test_copy_guard_rule():
     assert copies(NOTE, [NOTE]) and copies("In general, please keep them short. Sure.", [NOTE])
     assert not copies("Steep green tea at 80 C for two minutes.", [NOTE])
     assert not copies("ok.", ["ok."])  # short answers are never called copies
+
+
+def test_echo_sources_cover_the_header_and_a_short_user_message():
+    """Seen on the 0.5B: "I will follow the notes that fit the question, without repeating or
+    quoting them." (the header) and the user's own words given back as the answer."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from vars_langgraph.nodes.generate import copies, echo_sources
+
+    said = "I prefer answers in bullet points, and please keep them short."
+    state = {"selected": [{"note": NOTE}],
+             "messages": [HumanMessage("hi"), AIMessage("Hello there, how can I help?"),
+                          HumanMessage(said)]}
+    src = echo_sources(state)
+    assert copies("I will follow the notes that fit the question, without repeating or "
+                  "quoting them.", src)
+    assert copies(said, src) and copies("Hello there, how can I help you?", src)
+    assert not copies("Sure: bullet points, and I will keep answers short from now on.", src)
+    long_text = "Fix the grammar in this paragraph please: " + "the cat sat on the mat. " * 20
+    assert long_text not in echo_sources({"messages": [HumanMessage(long_text)]})
+    assert "## User Preferences" not in " ".join(echo_sources({"messages": [HumanMessage(said)]}))

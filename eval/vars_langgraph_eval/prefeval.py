@@ -355,18 +355,27 @@ class Conversation:
         from vars_langgraph.nodes.generate import prompt_messages
 
         selected = out.get("selected", []) or []
+        own: list[dict[str, Any]] = []  # the preference's own cards: candidate? chosen? score
         if self.method == "lgstore":
             hit = any(s["thread"] == main and s["turn"] in turns for s in selected)
         else:
             cards = self.cards(uid)
             hit = any(s["id"] in cards and self._from(cards[s["id"]], main, turns) for s in selected)
+            cands = {c["id"]: c for c in out.get("candidates", []) or []}
+            for cid, card in cards.items():
+                if self._from(card, main, turns):
+                    c = cands.get(cid, {})
+                    own.append({"note": card.note, "candidate": cid in cands,
+                                "score": c.get("score"), "dense": c.get("dense"),
+                                "chosen": bool(c.get("chosen"))})
         system = out.get("system_prompt") or self.config.prompt.base_system
         prompt = prompt_messages(system, msgs[:-1], self.config.prompt.max_context_tokens,
                                  self.config.llm.max_tokens, prompt=self.config.prompt)
         in_history = any(m.type == "human" and m.content in texts for m in prompt[1:-1])
         rec = {"item": it.key, "topic": it.topic, "card_in_prompt": hit,
                "in_history": in_history, "in_prompt": hit or in_history,
-               "covered": covered, "notes": len(selected),
+               "covered": covered, "notes": len(selected), "question": it.question,
+               "own_cards": own, "selected_notes": [x.get("note") for x in selected],
                "memory_tokens": _memory_tokens(system, self.config.prompt.base_system),
                "prompt_tokens": count_tokens_approximately(prompt)}
         if judge is not None:

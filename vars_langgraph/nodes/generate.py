@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.config import PromptConfig
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.nodes.augment import HEADER
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
 
@@ -193,6 +194,20 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
     return False
 
 
+ECHO_USER_CHARS = 300  # a longer message may be quoted in a good answer (code, a text to fix)
+
+
+def echo_sources(state: Mapping[str, Any]) -> list[str]:
+    """What an answer must not copy: the injected notes, the notes' header, earlier answers,
+    and the user's latest message when it is short."""
+    notes = [c.get("note", "") for c in state.get("selected", [])]
+    msgs = state.get("messages", [])
+    earlier = [message_text(m) for m in msgs[:-1] if getattr(m, "type", "") == "ai"]
+    last = message_text(msgs[-1]) if msgs and getattr(msgs[-1], "type", "") == "human" else ""
+    user = [last] if 0 < len(last) <= ECHO_USER_CHARS else []
+    return notes + ([HEADER] if notes else []) + earlier + user
+
+
 def pending_record(engine: VARSEngine, state: Mapping[str, Any], answer: str) -> dict[str, Any]:
     """What update needs when the user's next message arrives (stored, not kept in memory):
     every candidate's pi, whether the policy chose it and in which draw (global cards too)."""
@@ -225,13 +240,10 @@ def make_generate(engine: VARSEngine):
         msgs, cut = fit_to_context(engine, msgs, cfg.llm.max_tokens)
         reply = engine.chat_model.invoke(msgs, config)
         if cfg.prompt.retry_on_echo:
-            notes = [c.get("note", "") for c in state.get("selected", [])]
-            earlier = [message_text(m) for m in state.get("messages", [])[:-1]
-                       if getattr(m, "type", "") == "ai"]
-            if copies(message_text(reply), notes + earlier):
-                # a small model copied a note or an earlier answer: ask once more with the
-                # latest message alone and no notes
-                log.debug("answer copied a note or an earlier answer; asking again")
+            if copies(message_text(reply), echo_sources(state)):
+                # a small model copied a note, the notes' header, an earlier answer or the
+                # user's own short message: ask once more with the latest message alone, no notes
+                log.debug("answer copied its prompt; asking again")
                 reply = engine.chat_model.invoke(
                     [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
         if state.get("query", "").strip():
