@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import card_value, policy
 from vars_langgraph.memory.consolidate import consolidate
-from vars_langgraph.memory.store import clean_pending
+from vars_langgraph.memory.store import UserMemory, clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
 
@@ -46,9 +46,11 @@ def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
     return len(goals) if changed else 0
 
 
-def make_update(engine: VARSEngine):
+def make_update(engine: VARSEngine, memory: UserMemory | None = None):
+    """`memory`: where the pending feedback is read and consumed (default the engine's own)."""
     pcfg = engine.config.policy
     mcfg = engine.config.memory
+    memory = engine.memory if memory is None else memory
 
     def update(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
@@ -57,7 +59,7 @@ def make_update(engine: VARSEngine):
         with engine.user_lock(user_id):
             user = engine.load_vector(user_id)
             new_session = policy.start_session(user, tid)
-            pending = clean_pending(engine.memory.get_pending(user_id, tid)) if result else None
+            pending = clean_pending(memory.get_pending(user_id, tid)) if result else None
             applied = False
             if pending and "value" in result:
                 ui = engine.index.get(user_id)
@@ -75,8 +77,8 @@ def make_update(engine: VARSEngine):
                     result["card_values"] = learn_card_values(engine, user, ui, pending,
                                                               state.get("query", ""), result)
             if applied or new_session or pending:
-                engine.memory.commit_update(user_id, tid, user.to_dict(),
-                                            drop_pending=pending is not None)
+                memory.commit_update(user_id, tid, user.to_dict(),
+                                     drop_pending=pending is not None)
         if mcfg.consolidate and pending:  # after this turn's feedback, bounded
             changed = consolidate(engine, user_id, tid, user.card_values)
             if changed and result:
