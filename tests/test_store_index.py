@@ -257,6 +257,27 @@ def test_lru_bounds_entry_bytes_and_counts_hits_and_misses(tmp_path):
     assert [c.note for c, _ in idx.search("u1", q, 3)] == ["When talking to u1, use their name."]
 
 
+def test_lexical_cache_keeps_the_users_used_last(tmp_path):
+    from vars_langgraph.memory.lexical import LexicalCache
+
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path)})
+    engine = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    for u in ("u1", "u2", "u3"):
+        engine.add_preferences(u, prefs((f"when talking to {u}", "use their name")), SRC)
+    lex = LexicalCache(max_users=2)
+
+    def search(u: str) -> None:
+        assert lex.search(u, engine.index.get(u), "use their name", 1)
+
+    for u in ("u1", "u2", "u1", "u3"):  # u3 evicts u2, the user used least recently
+        search(u)
+    assert lex.rebuilds == 3
+    search("u1")
+    assert lex.rebuilds == 3
+    search("u2")
+    assert lex.rebuilds == 4
+
+
 def test_device_settings_fall_back_to_cpu_without_a_gpu(tmp_path):
     """The GPU path is chosen by config; on a CPU-only build "auto" stays on the CPU and "gpu"
     is a clear error (scripts/gpu_check.py runs the GPU path on a GPU machine)."""

@@ -29,13 +29,13 @@ place, under its lock), so a reader holding an entry sees one consistent snapsho
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import logging
 import os
 import shutil
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ from urllib.parse import quote
 import faiss
 import numpy as np
 import orjson
+from cachetools import LRUCache, cached
 from pydantic import ValidationError
 
 from vars_langgraph.memory.store import (
@@ -108,35 +109,32 @@ def _b64_or(text: str, default: bytes) -> bytes:
     return raw if len(raw) == len(default) else default
 
 
-class _ParsedCards:
-    """A process-wide LRU of parsed cards, keyed by their compact JSON bytes (so a changed
-    card is a new key); bounded by count, whatever the number of users (~1.5 KB a card)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._lru: OrderedDict[bytes, PreferenceCard] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, body: bytes) -> PreferenceCard:
-        with self._lock:
-            card = self._lru.get(body)
-            if card is not None:
-                self._lru.move_to_end(body)
-                return card
-        card = PreferenceCard.model_validate_json(body)  # ValidationError: unreadable
-        with self._lock:
-            self._lru[body] = card
-            while len(self._lru) > self.size:
-                self._lru.popitem(last=False)
-        return card
+@cached(LRUCache(PARSED_CACHE), lock=threading.Lock())
+def parse_card(body: bytes) -> PreferenceCard:
+    """A card from its compact JSON bytes, through a process-wide LRU keyed by the bytes (so a
+    changed card is a new key); bounded by count, whatever the number of users (~1.5 KB a
+    card). Raises ValidationError when unreadable (not cached)."""
+    return PreferenceCard.model_validate_json(body)
 
 
-PARSED = _ParsedCards(PARSED_CACHE)
+class _ByBytes(LRUCache):
+    """`CardIndex`'s entries, LRU bounded by their `nbytes`; counts evictions. An entry larger
+    than the bound counts as the bound: it evicts every other entry and stays, alone."""
+
+    def __init__(self, max_bytes: int):
+        bound = max(1, max_bytes)  # 0 bytes: still the one entry just used
+        super().__init__(bound, getsizeof=lambda ui: min(ui.nbytes, bound))
+        self.evictions = 0
+
+    def popitem(self) -> tuple[str, UserIndex]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
 
 
 class CardTable(Mapping[str, PreferenceCard]):
     """id -> `PreferenceCard` over compact JSON bytes; cards are parsed when read (a turn reads
-    its candidates) through the process-wide `PARSED` LRU. A body that fails validation reads
+    its candidates) through the process-wide LRU of `parse_card`. A body that fails validation reads
     as absent. Treat the cards as read-only (they may be shared)."""
 
     def __init__(self, raw: dict[str, bytes]):
@@ -144,7 +142,7 @@ class CardTable(Mapping[str, PreferenceCard]):
 
     def __getitem__(self, card_id: str) -> PreferenceCard:
         try:
-            card = PARSED.get(self._raw[card_id])
+            card = parse_card(self._raw[card_id])
         except ValidationError:
             raise KeyError(card_id) from None
         if card.id != card_id:
@@ -606,15 +604,13 @@ class CardIndex:
         self.flat_max = flat_max
         self.max_bytes = max_bytes
         self.write_lock = write_lock or (lambda _uid: nullcontext())
-        self._users: OrderedDict[str, UserIndex] = OrderedDict()
-        self._bytes = 0  # sum of the held entries' nbytes
+        self._users = _ByBytes(max_bytes)  # guarded by `_guard`
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._guard = threading.Lock()
         self.rebuilds = 0  # entries built from the store (cold opens)
         self.loads = 0  # IVF indexes loaded from their file
         self.hits = 0
         self.misses = 0
-        self.evictions = 0
         self.migrated = 0  # format-1 card items rewritten
         self.damaged = 0  # card items skipped on open: unreadable, or their vector damaged
 
@@ -623,9 +619,8 @@ class CardIndex:
         """The user's index, fresh with respect to the store's version token."""
         version = self.memory.version(user_id)
         with self._guard:
-            cur = self._users.get(user_id)
+            cur = self._users.get(user_id)  # marks it used
             if cur is not None and cur.version == version:
-                self._users.move_to_end(user_id)
                 self.hits += 1
                 return cur
         with self._lock(user_id):
@@ -742,8 +737,8 @@ class CardIndex:
 
     def flush(self) -> None:
         """Persist every in-memory index that is newer than its file."""
-        with self._guard:
-            items = list(self._users.items())
+        with self._guard:  # from a copy: reading the cache itself marks every entry used
+            items = list(copy.copy(self._users).items())
         for uid, ui in items:
             with self._lock(uid):
                 self._save(uid, ui)
@@ -751,8 +746,9 @@ class CardIndex:
     def stats(self) -> dict[str, int]:
         """Entries and bytes held, the bound, and hit/miss/eviction/rebuild counters."""
         with self._guard:
-            return {"users": len(self._users), "bytes": self._bytes, "max_bytes": self.max_bytes,
-                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+            return {"users": len(self._users), "bytes": int(self._users.currsize),
+                    "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
+                    "evictions": self._users.evictions,
                     "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated,
                     "damaged": self.damaged}
 
@@ -763,20 +759,13 @@ class CardIndex:
 
     def _drop(self, user_id: str) -> None:
         with self._guard:
-            old = self._users.pop(user_id, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            self._users.pop(user_id, None)
 
     def _put(self, user_id: str, ui: UserIndex) -> None:
-        size = ui.nbytes
+        _ = ui.nbytes  # computed (and cached) outside the guard
         with self._guard:
-            old = self._users.pop(user_id, None)
-            self._bytes += size - (old.nbytes if old is not None else 0)
+            self._users.pop(user_id, None)  # its old entry is not counted while making room
             self._users[user_id] = ui
-            while self._bytes > self.max_bytes and len(self._users) > 1:
-                _, gone = self._users.popitem(last=False)
-                self._bytes -= gone.nbytes
-                self.evictions += 1
 
     def _dir(self, user_id: str) -> Path:
         assert self.index_dir is not None
