@@ -191,7 +191,7 @@ def test_real_llm_extractor_against_a_server_returning_garbage(tmp_path):
     with FakeOpenAIServer(content='{"preferences": [{"condition": "when coding", "action": '
                                   '"use tabs"}, {"condition": 1e999}]} trailing junk') as srv:
         from vars_langgraph.config import LLMConfig
-        from vars_langgraph.models.extractor import LLMExtractor
+        from vars_langgraph.models.extraction.llm_backend import LLMExtractor
 
         ex = LLMExtractor(LLMConfig(base_url=srv.base_url, max_retries=0, timeout=5))
         prefs = ex.extract([("user", "I like tabs when coding")])

@@ -15,13 +15,11 @@ import pytest
 
 from vars_langgraph.config import ExtractorConfig, LLMConfig, LocalServerConfig, VARSConfig
 from vars_langgraph.models import local_server as ls
-from vars_langgraph.models.extractor import (
-    LLMExtractor,
-    TransformersExtractor,
-    decision_from_logprobs,
-    dialogue_window,
-    load_extractor,
-)
+from vars_langgraph.models.extraction import load_extractor
+from vars_langgraph.models.extraction.llm_backend import LLMExtractor
+from vars_langgraph.models.extraction.postprocess import decision_from_logprobs
+from vars_langgraph.models.extraction.prompts import dialogue_window
+from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
 from vars_langgraph.models.reranker import EmbeddingReranker, LLMReranker
 
 # ---------------------------------------------------------------- real model
@@ -219,7 +217,6 @@ def test_transformers_extractor_reports_missing_model():
 
 def test_config_selects_the_transformers_extractor(tmp_path, monkeypatch):
     from vars_langgraph.config import VARSConfig
-    from vars_langgraph.models.extractor import load_extractor
 
     with pytest.raises(ValueError, match="extractor.model"):
         load_extractor(VARSConfig.from_dict({"extractor": {"backend": "transformers"}}))

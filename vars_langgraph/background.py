@@ -57,17 +57,13 @@ from langgraph.store.base import PutOp
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import PAGE, ROOT, BadInput, UserMemory, unlabel
+from vars_langgraph.models.extraction.postprocess import content_words
+from vars_langgraph.models.extraction.rules import fast_preferences
 from vars_langgraph.nodes import make_extract, make_generate, make_reward, make_update
 from vars_langgraph.nodes.extract import dialogue_window
 from vars_langgraph.nodes.wiring import add_vars_nodes, bounded, fail_open, node_slots
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 from vars_langgraph.types import CardSource, Preference
-
-try:  # H-extract's rule-based fast path; absent in older trees
-    from vars_langgraph.models.extractor import fast_preferences
-except ImportError:  # pragma: no cover - until models/extractor.py provides it
-    def fast_preferences(text: str) -> list[Preference]:
-        return []
 
 log = logging.getLogger(__name__)
 
@@ -440,8 +436,6 @@ class _SkipFast:
 
 def _word_overlap(action: str, others: list[str]) -> float:
     """Largest Jaccard overlap of content words between `action` and any of `others`."""
-    from vars_langgraph.models.extractor import content_words
-
     mine = content_words(action)
     return max((len(mine & w) / len(mine | w) for w in map(content_words, others) if mine | w),
                default=0.0)

@@ -79,7 +79,7 @@ class ExtractorConfig(_Strict):
     prompt: Literal["few_shot", "finetuned"] = "few_shot"
     window_turns: int = Field(6, ge=1)
     max_new_tokens: int = Field(512, ge=1)
-    min_confidence: float = Field(0.45, ge=0, le=1)
+    min_confidence: float = Field(0.45, ge=0, le=1)  # the built-in extractors keep cards at or above
     enabled: bool = True
     # skip the LLM on messages the extraction gate finds neutral; None: on for the built-in
     # LLM/transformers extractors, off for an extractor passed to the engine

@@ -104,7 +104,7 @@ class VARSEngine:
     def extractor(self) -> Extractor:
         if self._given["extractor"] is not None:
             return self._given["extractor"]
-        from vars_langgraph.models.extractor import load_extractor
+        from vars_langgraph.models.extraction import load_extractor
 
         return load_extractor(self.config)
 

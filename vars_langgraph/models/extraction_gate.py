@@ -56,7 +56,7 @@ class Embedder(Protocol):
 
 def rule_pass(text: str) -> bool:
     """The rules alone: an explicit preference or a strong cue."""
-    from vars_langgraph.models.extractor import fast_preferences  # lazy: extractor imports a lot
+    from vars_langgraph.models.extraction.rules import fast_preferences  # lazy: extraction imports a lot
 
     t = text.replace("\u2019", "'")
     return bool(_CUES.search(t)) or bool(fast_preferences(t))

@@ -9,15 +9,12 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.models.base import Extractor
+from vars_langgraph.models.extraction.llm_backend import LLMExtractor
+from vars_langgraph.models.extraction.postprocess import content_words
+from vars_langgraph.models.extraction.prompts import dialogue_window
+from vars_langgraph.models.extraction.rules import fast_preferences, stated_preferences
+from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
 from vars_langgraph.models.extraction_gate import worth_extracting
-from vars_langgraph.models.extractor import (
-    LLMExtractor,
-    TransformersExtractor,
-    content_words,
-    dialogue_window,
-    fast_preferences,
-    stated_preferences,
-)
 from vars_langgraph.state import (
     VARSState,
     last_user_text,
@@ -79,7 +76,7 @@ def make_extract(engine: VARSEngine, extractor: Extractor | None = None,
         window = dialogue_window(messages, cfg.window_turns)
         if gate_on(cfg.gate, model) and not worth_extracting(window, engine.embedder, cfg.gate_threshold):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
-        prefs = [p for p in model.extract(window) if p.confidence >= cfg.min_confidence]
+        prefs = model.extract(window)  # the built-in extractors apply min_confidence
         builtin = isinstance(model, (LLMExtractor, TransformersExtractor))
         prefs = combine(window, prefs, True, cfg.fast_fallback, union=builtin)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
