@@ -54,7 +54,6 @@ def _steps_from_choice(choice: Any) -> list[tuple[str, dict[str, float]]] | None
     return steps
 
 
-
 @dataclass
 class ExtractionResult:
     """What one extraction produced."""
