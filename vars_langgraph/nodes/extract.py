@@ -42,7 +42,7 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     Chosen on dev (60 messages, docs/perception.md): model first, rules as fallback: precision
     55%, recall 55%; rules first: 66% / 61%; this union: 65% / 63%. `union=False` (an
     extractor the application supplies): its cards as they are, the rules only when it found
-    none."""
+    none. `fast_fallback=False` (an ablation): the model's cards alone."""
     if not gate_pass:
         return []
     if not fast_fallback:
@@ -73,12 +73,12 @@ def make_extract(engine: VARSEngine, extractor: Extractor | None = None,
         query = last_user_text(messages)
         if not cfg.enabled or not query.strip():
             return {"query": query, "extracted": []}
-        window = dialogue_window(messages, cfg.window_turns)
-        if gate_on(cfg.gate, model) and not worth_extracting(window, engine.embedder, cfg.gate_threshold):
+        window = dialogue_window(messages)
+        if gate_on(cfg.gate, model) and not worth_extracting(window, engine.embedder):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
         prefs = model.extract(window)  # the built-in extractors apply min_confidence
         builtin = isinstance(model, (LLMExtractor, TransformersExtractor))
-        prefs = combine(window, prefs, True, cfg.fast_fallback, union=builtin)
+        prefs = combine(window, prefs, union=builtin)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
         cards = engine.add_preferences(user_id, prefs, source, generation)

@@ -19,6 +19,8 @@ from vars_langgraph.memory.store import BadInput, UserMemory, clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 
+JUDGE_MIN_CONFIDENCE = 0.6  # a less confident verdict of the LLM judge counts as no reward
+
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +73,7 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
                                "sim_notes_next": sim_next, "backend": cfg.backend}
         if cfg.backend == "llm_judge":
             verdict = judge(engine, pending.get("query", ""), pending.get("answer", ""), query)
-            if verdict is None or verdict.confidence < cfg.judge_min_confidence \
+            if verdict is None or verdict.confidence < JUDGE_MIN_CONFIDENCE \
                     or verdict.label == "topic_shift":
                 out.update(value=0.0, gate=0.0, label=verdict.label if verdict else None)
             else:

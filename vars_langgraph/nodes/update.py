@@ -15,6 +15,8 @@ from vars_langgraph.memory.store import UserMemory, clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
 
+RESTATE_MIN = 0.5  # cosine of a complaint with a card it restates (tuning half)
+
 
 def chosen_in_order(cands: list[dict[str, Any]]) -> list[int]:
     """Indices of the chosen candidates in draw order (records without `rank`: list order)."""
@@ -23,14 +25,13 @@ def chosen_in_order(cands: list[dict[str, Any]]) -> list[int]:
 
 
 def restated_cards(engine: VARSEngine, ui: Any, message: str, k: int = 5) -> list[str]:
-    """Cards the message restates: the nearest `k` with cosine >= `memory.restate_min`."""
+    """Cards the message restates: the nearest `k` with cosine >= `RESTATE_MIN`."""
     if not message.strip() or not len(ui):
         return []
     qvec = engine.embed_query(message[:MAX_QUERY_CHARS])
     sims, rows = ui.search_rows(qvec, k)
-    thr = engine.config.memory.restate_min
     return [ui.ids[r] for s, r in zip(sims.tolist(), rows.tolist(), strict=True)
-            if r >= 0 and s >= thr]
+            if r >= 0 and s >= RESTATE_MIN]
 
 
 def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
@@ -42,7 +43,7 @@ def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
     restated = restated_cards(engine, ui, message) if reward < 0 else []
     goals = card_value.targets(injected, restated, reward)
     changed = card_value.update(user.card_values, goals, float(result.get("gate") or 0.0),
-                                engine.config.memory.value_lr, restated)
+                                card_value.VALUE_LR, restated)
     return len(goals) if changed else 0
 
 
@@ -73,7 +74,7 @@ def make_update(engine: VARSEngine, memory: UserMemory | None = None):
                     applied = policy.reinforce_update(
                         user, items, pi, chosen_in_order(cands), result["value"], result["gate"],
                         pcfg)
-                if pcfg.learning and mcfg.value_beta:
+                if pcfg.learning and card_value.VALUE_BETA:
                     result["card_values"] = learn_card_values(engine, user, ui, pending,
                                                               state.get("query", ""), result)
             if applied or new_session or pending:

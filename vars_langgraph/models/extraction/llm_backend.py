@@ -25,6 +25,7 @@ from vars_langgraph.models.extraction.postprocess import (
 )
 from vars_langgraph.models.extraction.prompts import (
     FORCE_ONE_SCHEMA,
+    MAX_NEW_TOKENS,
     PREFERENCE_LIST_SCHEMA,
     build_messages,
     dialogue_window,
@@ -67,11 +68,13 @@ class ExtractionResult:
 class LLMExtractor:
     """`Extractor` over an OpenAI-compatible chat endpoint (llama.cpp server, vLLM, ...)."""
 
-    def __init__(self, llm: LLMConfig, cfg: ExtractorConfig | None = None):
+    def __init__(self, llm: LLMConfig, cfg: ExtractorConfig | None = None,
+                 max_new_tokens: int = MAX_NEW_TOKENS):
         if not llm.base_url:
             raise ValueError("LLMExtractor needs a resolved LLMConfig (use resolve_llm)")
         self.llm = llm
         self.cfg = cfg or ExtractorConfig()
+        self.max_new_tokens = max_new_tokens
         self.client = openai_client(llm)
         self.base_url = llm.base_url
         self._llama_cpp = is_local_url(llm.base_url)
@@ -90,7 +93,7 @@ class LLMExtractor:
         the answer is generated with at least one item required (greedy decoding alone closes
         the list whenever P(open) < 0.5, which loses most preferences on small models).
         """
-        window = dialogue_window(turns, self.cfg.window_turns)
+        window = dialogue_window(turns)
         if not window:
             return ExtractionResult([])
         messages = build_messages(window, self.cfg.prompt)
@@ -115,7 +118,7 @@ class LLMExtractor:
                 if raw is not None and decision.chosen == "open":
                     return self._finish(raw, window, decision, requests)
         schema = FORCE_ONE_SCHEMA if decision.p_open is not None else PREFERENCE_LIST_SCHEMA
-        resp = self._complete(messages, self.cfg.max_new_tokens, logprobs=False, schema=schema)
+        resp = self._complete(messages, self.max_new_tokens, logprobs=False, schema=schema)
         requests += 1
         if resp is None:
             return ExtractionResult([], None, decision.p_open, requests)

@@ -109,6 +109,8 @@ FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
 
 
 MAX_TURN_CHARS = 2000
+WINDOW_TURNS = 6  # the dialogue window the extractor reads (the paper's)
+MAX_NEW_TOKENS = 512  # the longest answer generated (a list of at most MAX_ITEMS_PER_TURN)
 
 
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
@@ -125,7 +127,7 @@ def _turn(m: Any) -> tuple[str, str]:
     return _ROLES.get(str(role or "").lower(), ""), message_text(m)
 
 
-def dialogue_window(turns: Sequence[Any], window_turns: int) -> list[tuple[str, str]]:
+def dialogue_window(turns: Sequence[Any], window_turns: int = WINDOW_TURNS) -> list[tuple[str, str]]:
     """The last `window_turns` user/assistant turns ending at the last user message.
 
     `turns` are (role, text) pairs or LangChain messages; empty turns and other roles are

@@ -9,7 +9,7 @@ from typing import Any
 
 from vars_langgraph.config import ExtractorConfig
 from vars_langgraph.models.extraction.postprocess import TOP_LOGPROBS, decision_from_logprobs, finish
-from vars_langgraph.models.extraction.prompts import build_messages, dialogue_window
+from vars_langgraph.models.extraction.prompts import MAX_NEW_TOKENS, build_messages, dialogue_window
 from vars_langgraph.types import Preference
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,14 @@ class TransformersExtractor:
         device: str = "cpu",
         local_files_only: bool = False,
         trust_remote_code: bool = False,
+        max_new_tokens: int = MAX_NEW_TOKENS,
     ):
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:  # pragma: no cover - transformers is a dependency
             raise RuntimeError("TransformersExtractor needs `pip install transformers`") from e
         self.cfg = cfg or ExtractorConfig(prompt="finetuned")
+        self.max_new_tokens = max_new_tokens
         kw = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
         try:
             # transformers' generics do not narrow to what these calls return: held as Any
@@ -51,7 +53,7 @@ class TransformersExtractor:
     def extract(self, turns: Sequence[tuple[str, str]]) -> list[Preference]:
         import torch
 
-        window = dialogue_window(turns, self.cfg.window_turns)
+        window = dialogue_window(turns)
         if not window:
             return []
         messages = build_messages(window, self.cfg.prompt)
@@ -63,7 +65,7 @@ class TransformersExtractor:
             enc = {k: v.to(self.device) for k, v in enc.items()}
             with self._lock, torch.no_grad():
                 out = self.model.generate(
-                    **enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                    **enc, max_new_tokens=self.max_new_tokens, do_sample=False,
                     output_scores=True, return_dict_in_generate=True,
                 )  # fmt: skip
         except (RuntimeError, ValueError) as e:
