@@ -36,8 +36,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -464,7 +463,6 @@ class _Rows:
         self.dim = dim
         self.ids: list[str] = []
         self.bodies: dict[str, bytes] = {}
-        self.old_format: list[str] = []
         self.fields: list[tuple[str, float, bool, bool]] = []  # `serving_fields`, per id
         self._src: list[str | np.ndarray] = []  # base64 text or a decoded vector, per id
         self._csrc: list[str | np.ndarray | None] = []  # the condition's (`cemb16`), per id
@@ -493,8 +491,6 @@ class _Rows:
             if not light_card_check(value):
                 self.unreadable.append(key)
                 continue
-            if VEC_KEY not in value and "embedding" in value:
-                self.old_format.append(key)
             vec = value_vector(value)
             if vec is not None and vec.shape == (dim,):
                 self._add(key, card_body_bytes(value), vec, value, value_cond_vector(value))
@@ -590,20 +586,17 @@ class _Rows:
 class CardIndex:
     """Per-user indexes for many users over one `UserMemory`; thread-safe; disk optional.
 
-    `max_bytes` bounds the entries kept (LRU; the entry just used always stays); `write_lock`
-    (the engine's cross-process card write lock) guards the format-1 -> 2 migration."""
+    `max_bytes` bounds the entries kept (LRU; the entry just used always stays)."""
 
     def __init__(
         self, memory: UserMemory, dim: int, index_dir: str | Path | None = None,
         flat_max: int = 200_000, max_bytes: int = 1 << 30,
-        write_lock: Callable[[str], AbstractContextManager[Any]] | None = None,
     ):
         self.memory = memory
         self.dim = dim
         self.index_dir = Path(index_dir) if index_dir else None
         self.flat_max = flat_max
         self.max_bytes = max_bytes
-        self.write_lock = write_lock or (lambda _uid: nullcontext())
         self._users = _ByBytes(max_bytes)  # guarded by `_guard`
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._guard = threading.Lock()
@@ -611,7 +604,6 @@ class CardIndex:
         self.loads = 0  # IVF indexes loaded from their file
         self.hits = 0
         self.misses = 0
-        self.migrated = 0  # format-1 card items rewritten
         self.damaged = 0  # card items skipped on open: unreadable, or their vector damaged
 
     # public ---------------------------------------------------------------------------------
@@ -628,21 +620,9 @@ class CardIndex:
                 cur = self._users.get(user_id)
             if cur is not None and cur.version == version:
                 return cur
-            cur, old_format = self._open(user_id, version)
+            cur = self._open(user_id, version)
             self._put(user_id, cur)
-        if old_format:  # outside the index lock: the write lock may be waited for
-            self._migrate(user_id, old_format)
         return cur
-
-    def _migrate(self, user_id: str, keys: list[str]) -> None:
-        """Rewrite the user's format-1 items as format 2 under the card write lock (same
-        cards, same version token: the entry just built stays valid)."""
-        with self.write_lock(user_id):
-            n = self.memory.migrate_cards(user_id, keys)
-        with self._guard:
-            self.migrated += n
-        if n:
-            log.info("user %r: %d cards rewritten in the compact format", user_id, n)
 
     def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
         """Top-k cards of this user by cosine with `query` (L2-normalised), fresh with respect
@@ -749,7 +729,7 @@ class CardIndex:
             return {"users": len(self._users), "bytes": int(self._users.currsize),
                     "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
                     "evictions": self._users.evictions,
-                    "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated,
+                    "rebuilds": self.rebuilds, "loads": self.loads,
                     "damaged": self.damaged}
 
     # internals ------------------------------------------------------------------------------
@@ -771,10 +751,9 @@ class CardIndex:
         assert self.index_dir is not None
         return self.index_dir / user_dir_name(user_id)
 
-    def _open(self, user_id: str, version: str) -> tuple[UserIndex, list[str]]:
+    def _open(self, user_id: str, version: str) -> UserIndex:
         """Build the entry from one bulk read of the store; the vectors from the index file
-        when it is fresh (no decoding), else decoded from the items (and the file rewritten).
-        Also returns the keys of format-1 items (to migrate)."""
+        when it is fresh (no decoding), else decoded from the items (and the file rewritten)."""
         with self._guard:
             self.misses += 1
         rows = _Rows(self.dim, self.memory.card_rows(user_id))
@@ -797,7 +776,7 @@ class CardIndex:
                                  ivf_matrix=ivf_matrix, cond=cond, cond_ok=cond_ok)
             if old_file:
                 self._save(user_id, ui, force=True)
-            return ui, rows.old_format
+            return ui
         matrix, ids = rows.decode()
         raw = {cid: rows.bodies[cid] for cid in ids}
         row_fields: Mapping[str, tuple[str, float, bool, bool]] | list[tuple[str, float, bool, bool]]
@@ -814,7 +793,7 @@ class CardIndex:
         with self._guard:
             self.rebuilds += 1
         self._save(user_id, ui, force=True)
-        return ui, rows.old_format
+        return ui
 
     def _report_damage(self, user_id: str, rows: _Rows) -> None:
         """Count and log the user's card items that cannot be served (never deleted)."""
