@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 TOP_LOGPROBS = 20  # candidates read per generated token
 _DECISION_KEY = re.compile(r'"preferences"\s*:\s*\[')
 
+
 # ---------------------------------------------------------------- confidence from log-probs
 
 
@@ -256,7 +257,6 @@ def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> l
         return []
     prefs = drop_context_copies(prefs, window)
     return fix_scope(drop_feedback(prefs, window[-1][1]), window)
-
 
 
 def finish(content: str | None, window: Sequence[tuple[str, str]], cfg: ExtractorConfig,
