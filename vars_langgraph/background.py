@@ -58,9 +58,9 @@ from langgraph.store.base import PutOp
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import PAGE, ROOT, BadInput, UserMemory, unlabel
 from vars_langgraph.models.extraction.postprocess import content_words
+from vars_langgraph.models.extraction.prompts import dialogue_window
 from vars_langgraph.models.extraction.rules import fast_preferences
 from vars_langgraph.nodes import make_extract, make_generate, make_reward, make_update
-from vars_langgraph.nodes.extract import dialogue_window
 from vars_langgraph.nodes.wiring import add_vars_nodes, bounded, fail_open, node_slots
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 from vars_langgraph.types import CardSource, Preference

@@ -23,7 +23,7 @@ from vars_langgraph.state import (
 )
 from vars_langgraph.types import CardSource, Preference
 
-__all__ = ["dialogue_window", "gate_on", "make_extract"]
+__all__ = ["combine", "gate_on", "make_extract"]
 
 
 def gate_on(gate: bool | None, extractor: Any) -> bool:
