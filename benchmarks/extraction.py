@@ -43,7 +43,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.extractor import load_extractor  # noqa: E402
+from vars_langgraph.models.extraction import load_extractor  # noqa: E402
 from vars_langgraph.types import Preference  # noqa: E402
 from vars_langgraph_eval.extraction import (  # noqa: E402
     ACTION_THRESHOLD,
@@ -60,8 +60,8 @@ except ImportError:  # pragma: no cover
     pipeline = None  # type: ignore[assignment]
 
 try:  # absent in versions before the gate and the fast path (the "before" run)
+    from vars_langgraph.models.extraction.rules import fast_preferences  # noqa: E402, I001
     from vars_langgraph.models.extraction_gate import load_gate  # noqa: E402
-    from vars_langgraph.models.extractor import fast_preferences  # noqa: E402, I001
 except ImportError:  # pragma: no cover
     load_gate = fast_preferences = None  # type: ignore[assignment]
 

@@ -15,17 +15,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests._reliability import HashEmbedder  # noqa: E402
 from vars_langgraph import VARSConfig, VARSEngine  # noqa: E402
+from vars_langgraph.learning import card_value  # noqa: E402
 from vars_langgraph.storage import open_store  # noqa: E402
 from vars_langgraph.types import CardSource, Preference  # noqa: E402
 
 USER = "value-user"
 PREF = Preference(condition="answering", action="use bullet points", confidence=0.9)
 CARD = ""  # set below: the card's deterministic id
-LR = 0.3
+LR = card_value.VALUE_LR
 
 
 def make(data_dir: str) -> VARSEngine:
-    cfg = VARSConfig.from_dict({"data_dir": data_dir, "memory": {"value_lr": LR,
+    cfg = VARSConfig.from_dict({"data_dir": data_dir, "memory": {
                                                                  "consolidate": False}})
     return VARSEngine(cfg, open_store(cfg), index_dir=Path(data_dir) / "index",
                       embedder=HashEmbedder(32))

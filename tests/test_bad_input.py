@@ -22,6 +22,7 @@ from vars_langgraph.cli import main
 from vars_langgraph.learning.policy import UserVector
 from vars_langgraph.memory.store import InvalidUserId
 from vars_langgraph.models.parsing import parse_preferences
+from vars_langgraph.nodes import augment
 from vars_langgraph.storage import open_checkpointer, open_store
 from vars_langgraph.types import CardSource, Preference, PreferenceCard
 
@@ -191,7 +192,7 @@ def test_real_llm_extractor_against_a_server_returning_garbage(tmp_path):
     with FakeOpenAIServer(content='{"preferences": [{"condition": "when coding", "action": '
                                   '"use tabs"}, {"condition": 1e999}]} trailing junk') as srv:
         from vars_langgraph.config import LLMConfig
-        from vars_langgraph.models.extractor import LLMExtractor
+        from vars_langgraph.models.extraction.llm_backend import LLMExtractor
 
         ex = LLMExtractor(LLMConfig(base_url=srv.base_url, max_retries=0, timeout=5))
         prefs = ex.extract([("user", "I like tabs when coding")])
@@ -222,7 +223,7 @@ def test_over_long_condition_and_action(graph):
     graph.engine.index.invalidate("alice")
     out = run(graph, "hello there")
     line = next(x for x in out["system_prompt"].split("\n") if x.startswith('- "N'))
-    assert len(line) <= graph.engine.config.prompt.max_note_chars + 4
+    assert len(line) <= augment.MAX_NOTE_CHARS + 4
 
 
 BAD_VECTORS = [

@@ -107,16 +107,19 @@ def test_reranker_scale_is_not_a_setting():
         VARSConfig.from_dict({"reranker": {"scale": 1.0}})
 
 
-def test_rerank_node_puts_every_backend_in_log_p_units_and_the_tail_below_the_head():
+def test_rerank_node_puts_every_backend_in_log_p_units_and_the_tail_below_the_head(monkeypatch):
     from types import SimpleNamespace
 
+    from vars_langgraph.nodes import rerank
     from vars_langgraph.nodes.rerank import base_scores, calibrations
+
+    monkeypatch.setattr(rerank, "MAX_CANDIDATES", 3)
 
     class YesNo:  # an LLM reranker stand-in: log P("yes") per note
         def score(self, query, notes):
             return np.log([0.9, 0.2, 0.6][: len(notes)])
 
-    cfg = VARSConfig.from_dict({"reranker": {"backend": "llm", "max_candidates": 3},
+    cfg = VARSConfig.from_dict({"reranker": {"backend": "llm"},
                                 "retrieval": {"select_k": 2}})
     engine = SimpleNamespace(config=cfg, reranker=YesNo())
     cands = [{"note": f"n{i}", "dense": d, "global": i == 1}
@@ -125,6 +128,6 @@ def test_rerank_node_puts_every_backend_in_log_p_units_and_the_tail_below_the_he
     assert backend_cal.input == "log_p"  # no fitted map for this LLM: raw log P kept
     s0 = base_scores(engine, "q", cands, (backend_cal, emb_cal))
     assert s0[:3] == pytest.approx(np.log([0.9, 0.2, 0.6]))
-    assert s0[3] < s0[:3].min() and s0[4] < s0[3]  # beyond max_candidates: below, cosine order
+    assert s0[3] < s0[:3].min() and s0[4] < s0[3]  # beyond MAX_CANDIDATES: below, cosine order
     few = base_scores(engine, "q", cands[:2], (backend_cal, emb_cal))  # K <= k: no reranker
     assert few == pytest.approx(emb_cal.log_p([0.6, 0.5], [False, True]))

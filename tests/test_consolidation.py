@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vars_langgraph.memory.consolidate as cons
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.learning import card_value
 from vars_langgraph.memory.consolidate import consolidate, is_one_off
@@ -82,8 +83,9 @@ def test_contradiction_supersedes_and_import_of_old_export_undoes_it(make_config
     assert old.id in ids
 
 
-def test_paraphrases_merge_keeping_sources(make_config, storage, embedder):
-    engine = _engine(make_config, storage, embedder, merge_min=0.8)
+def test_paraphrases_merge_keeping_sources(make_config, storage, embedder, monkeypatch):
+    monkeypatch.setattr(cons, "MERGE_MIN", 0.8)
+    engine = _engine(make_config, storage, embedder)
     a = _add(engine, "answering", "use bullet points in answers", query="Use bullet points.")
     b = _add(engine, "answering", "format answers as bullet points", thread="t2",
              query="Please format answers as bullet points.")
@@ -132,7 +134,7 @@ def test_card_drawing_complaints_is_retired_and_shown_with_why(make_config, stor
                                "bullet points."}, config, None)
         consolidated += out["reward"].get("consolidated", [])
     values = engine.load_vector(U).card_values
-    assert values[junk.id][0] < engine.config.memory.retire_value  # pushed down
+    assert values[junk.id][0] < cons.RETIRE_VALUE  # pushed down
     assert values[good.id][0] > 0 and values[good.id][2] >= 1  # restated: credited up
     assert [c["id"] for c in consolidated] == [junk.id]
     assert _status(engine, junk.id) == "archived" and _status(engine, good.id) == "active"

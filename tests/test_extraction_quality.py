@@ -11,16 +11,16 @@ from langchain_core.messages import AIMessage, HumanMessage
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.config import EmbeddingConfig
 from vars_langgraph.models.embedder import load_embedder
-from vars_langgraph.models.extraction_gate import LABELLED, load_gate, worth_extracting
-from vars_langgraph.models.extractor import (
-    dialogue_window,
+from vars_langgraph.models.extraction.postprocess import (
     drop_context_copies,
     drop_feedback,
-    fast_preferences,
     fix_scope,
     has_generality_marker,
     postprocess,
 )
+from vars_langgraph.models.extraction.prompts import dialogue_window
+from vars_langgraph.models.extraction.rules import fast_preferences
+from vars_langgraph.models.extraction_gate import LABELLED, load_gate, worth_extracting
 from vars_langgraph.nodes.extract import make_extract
 from vars_langgraph.storage import open_store
 from vars_langgraph.types import Preference
@@ -192,7 +192,7 @@ def test_one_dialogue_window_for_messages_and_pairs():
 
 
 def test_stated_preferences_keep_first_person_taste_only():
-    from vars_langgraph.models.extractor import stated_preferences
+    from vars_langgraph.models.extraction.rules import stated_preferences
 
     (p,) = stated_preferences("I'm a vegan and don't consume any animal products.")
     assert "vegan" in p.action and not p.is_global
@@ -233,3 +233,18 @@ def test_background_extraction_skips_what_the_fast_path_stored():
     embedder = load_embedder(EmbeddingConfig())
     skip = _SkipFast(LLM(), ["prefer answers in bullet points", "keep them short"], embedder)
     assert [p.action for p in skip.extract([])] == ["use metric units"]
+
+
+def test_finish_sets_the_observed_confidence_and_drops_what_is_below_the_threshold():
+    """Both built-in extractors end in `finish`: the one place `min_confidence` filters."""
+    from vars_langgraph.config import ExtractorConfig
+    from vars_langgraph.models.extraction.postprocess import finish
+
+    out = ('{"preferences": [{"condition": "general", "action": "answer in bullet points", '
+           '"confidence": 0.9}]}')
+    window = [("user", "Always answer in bullet points.")]
+    cfg = ExtractorConfig(prompt="finetuned", min_confidence=0.5)
+    assert [p.confidence for p in finish(out, window, cfg, None)] == [0.9]  # the stated one
+    assert [p.confidence for p in finish(out, window, cfg, 0.61234)] == [0.6123]
+    assert finish(out, window, cfg, 0.4) == []
+    assert finish(out, window, cfg.model_copy(update={"min_confidence": 0.95}), None) == []

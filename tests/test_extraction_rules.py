@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vars_langgraph.models.extractor import fast_preferences, identity_preferences
+from vars_langgraph.models.extraction.rules import fast_preferences, identity_preferences
 from vars_langgraph.nodes.extract import combine
 from vars_langgraph.types import Preference
 

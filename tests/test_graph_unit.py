@@ -10,6 +10,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import HumanMessage
 
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
+from vars_langgraph.learning import card_value
 from vars_langgraph.memory.store import InvalidUserId
 from vars_langgraph.storage import open_checkpointer, open_store
 from vars_langgraph.types import CardSource, Preference
@@ -204,13 +205,14 @@ def test_after_a_complaint_with_only_general_notes_injected_z_long_moves(tmp_pat
     ("sample", "no, that is not what I asked, tell me more"),
     ("top_k", "explain how things work and why they happen"),  # s0 ranks it first
 ])
-def test_a_bad_global_card_is_learned_away(tmp_path, selection, junk):
+def test_a_bad_global_card_is_learned_away(tmp_path, monkeypatch, selection, junk):
     """The user complains whenever a junk "always" card is injected and thanks otherwise; the
     policy learns to leave it out (at first it is chosen at least half the time)."""
     g = make_graph(tmp_path, retrieval={"select_k": 2},
                    policy={"eta_long": 0.5, "eta_short": 0.0, "tau": 0.5, "seed": 0,
                            "selection": selection},
-                   memory={"value_beta": 0.0, "consolidate": False})  # the vector alone
+                   memory={"consolidate": False})
+    monkeypatch.setattr(card_value, "VALUE_BETA", 0.0)  # the vector alone
     src = CardSource(thread_id="s0")
     g.engine.add_preferences("alice", [general(junk, 0.99),
                                        general("keep answers short"), general("be friendly"),

@@ -256,7 +256,6 @@ def test_isolation_with_the_real_local_server(tmp_path, llm_base_url):
     cfg = VARSConfig.from_dict({
         "data_dir": str(tmp_path / "data"),
         "llm": {"base_url": llm_base_url, "max_tokens": 16, "temperature": 0.0},
-        "extractor": {"max_new_tokens": 96},
     })
     graph = build_graph(cfg)
     checker = Checker()

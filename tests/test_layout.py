@@ -104,7 +104,7 @@ def test_runtime_never_imports_eval():
 
 def test_importing_the_runtime_loads_no_eval_code():
     code = ("import sys, vars_langgraph.graph, vars_langgraph.integrations, vars_langgraph.cli, "
-            "vars_langgraph.storage, vars_langgraph.models.extractor; "
+            "vars_langgraph.storage, vars_langgraph.models.extraction; "
             "print([m for m in sys.modules if m.startswith('vars_langgraph_eval')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -15,13 +15,12 @@ import pytest
 
 from vars_langgraph.config import ExtractorConfig, LLMConfig, LocalServerConfig, VARSConfig
 from vars_langgraph.models import local_server as ls
-from vars_langgraph.models.extractor import (
-    LLMExtractor,
-    TransformersExtractor,
-    decision_from_logprobs,
-    dialogue_window,
-    load_extractor,
-)
+from vars_langgraph.models.extraction import load_extractor
+from vars_langgraph.models.extraction.llm_backend import LLMExtractor
+from vars_langgraph.models.extraction.postprocess import decision_from_logprobs
+from vars_langgraph.models.extraction.prompts import dialogue_window
+from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
+from vars_langgraph.models.llm import resolve_llm
 from vars_langgraph.models.reranker import EmbeddingReranker, LLMReranker
 
 # ---------------------------------------------------------------- real model
@@ -29,12 +28,8 @@ from vars_langgraph.models.reranker import EmbeddingReranker, LLMReranker
 
 @pytest.fixture(scope="module")
 def extractor(llm_base_url: str) -> LLMExtractor:
-    cfg = VARSConfig(
-        extractor=ExtractorConfig(
-            llm=LLMConfig(base_url=llm_base_url, max_retries=0), max_new_tokens=64
-        )
-    )
-    return load_extractor(cfg)
+    cfg = VARSConfig(extractor=ExtractorConfig(llm=LLMConfig(base_url=llm_base_url, max_retries=0)))
+    return LLMExtractor(resolve_llm(cfg.extractor.llm, cfg), cfg.extractor, max_new_tokens=64)
 
 
 @pytest.mark.llm
@@ -69,8 +64,8 @@ def test_extractor_leaves_a_neutral_question_empty(extractor: LLMExtractor):
 def test_extractor_complaint_is_not_a_card_and_no_invented_condition(llm_base_url: str):
     """Issue 11/12 transcript: the complaint yields no card, the bullet/short statement no
     "writing code" condition and nothing global (the user did not say "always")."""
-    ex = load_extractor(VARSConfig(extractor=ExtractorConfig(
-        llm=LLMConfig(base_url=llm_base_url, max_retries=0), max_new_tokens=48)))  # fmt: skip
+    ex = LLMExtractor(LLMConfig(base_url=llm_base_url, max_retries=0), ExtractorConfig(),
+                      max_new_tokens=48)
     complaint = [("user", "How do I brew green tea?"), ("assistant", "Green tea is a kind of tea."),
                  ("user", "no, that's not what I asked. Tell me the water temperature and steeping time.")]
     assert ex.extract(complaint) == []
@@ -155,7 +150,7 @@ def test_model_path_must_exist(tmp_path: Path):
 def test_server_start_failure_reports_the_log(tmp_path: Path):
     fake = tmp_path / "fake.gguf"
     fake.write_bytes(b"not a gguf file")
-    cfg = LocalServerConfig(model_path=str(fake), cache_dir=str(tmp_path), startup_timeout=90)
+    cfg = LocalServerConfig(model_path=str(fake), cache_dir=str(tmp_path))
     server = ls.LocalServer(ls.gguf_path(cfg), cfg)
     with pytest.raises(RuntimeError, match="exited"):
         server.start()
@@ -219,7 +214,6 @@ def test_transformers_extractor_reports_missing_model():
 
 def test_config_selects_the_transformers_extractor(tmp_path, monkeypatch):
     from vars_langgraph.config import VARSConfig
-    from vars_langgraph.models.extractor import load_extractor
 
     with pytest.raises(ValueError, match="extractor.model"):
         load_extractor(VARSConfig.from_dict({"extractor": {"backend": "transformers"}}))

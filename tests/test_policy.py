@@ -8,7 +8,7 @@ from vars_langgraph.learning import policy
 
 
 def test_scores_add_affinity_with_effective_z():
-    cfg = PolicyConfig(item_dim=2, beta_long=2.0, beta_short=5.0)
+    cfg = PolicyConfig(item_dim=2)
     user = policy.UserVector(np.array([1.0, 0.0], np.float32), np.array([0.0, 0.5], np.float32))
     z = policy.effective_z(user, cfg)
     assert z.tolist() == [2.0, 2.5]

@@ -23,7 +23,7 @@ from langgraph.store.memory import InMemoryStore
 from tests._reliability import FakeOpenAIServer, MarkerExtractor, RecordingChat, closed_port_url, marker
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.config import LLMConfig
-from vars_langgraph.models.extractor import LLMExtractor
+from vars_langgraph.models.extraction.llm_backend import LLMExtractor
 from vars_langgraph.models.llm import chat_model
 from vars_langgraph.storage import open_checkpointer, open_store
 from vars_langgraph.types import CardSource, Preference

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from vars_langgraph import VARSConfig, VARSEngine
-from vars_langgraph.memory.store import InvalidUserId, UserMemory
+from vars_langgraph.memory.store import BadImport, InvalidUserId, UserMemory
 from vars_langgraph.storage import open_store
-from vars_langgraph.types import CardSource, Preference, PreferenceCard
+from vars_langgraph.types import CardSource, Preference
 
 
 @pytest.fixture
@@ -197,44 +197,10 @@ def test_cards_are_stored_compactly_as_float16_base64(engine):
     assert abs(np.linalg.norm(card.embedding) - 1) < 1e-3
 
 
-def test_old_format_store_is_read_and_migrated_on_open(tmp_path, engine):
-    """A store written by format 1 (embeddings as JSON float lists) opens, serves the same
-    search results, and its items are rewritten in format 2 once, under the write lock."""
-    vecs = engine.embedder.embed_documents(["When writing code, use type hints.",
-                                            "In general, be concise."])
-    ns = UserMemory.ns("alice", "cards")
-    for (cond, act), v in zip([("when writing code", "use type hints"), ("in general", "be concise")],
-                              vecs, strict=True):
-        card = PreferenceCard.from_preference("alice", Preference(condition=cond, action=act,
-                                                                  confidence=0.8), SRC, v.tolist())
-        engine.store.put(ns, card.id, card.model_dump(mode="json"), index=False)  # format 1
-    engine.store.put(UserMemory.ns("alice", "state"), "meta", {"version": "v1"}, index=False)
-    q = engine.embed_query("write a python function")
-    hits = engine.index.search("alice", q, 2)
-    assert [c.note for c, _ in hits][0] == "When writing code, use type hints."
-    assert engine.index.migrated == 2
-    values = [it.value for it in engine.store.search(ns)]
-    assert all("emb16" in v and "embedding" not in v for v in values)
-    assert engine.memory.version("alice") == "v1"  # same cards: the version token stays
-    other = VARSEngine(engine.config, open_store(engine.config), index_dir=tmp_path / "index")
-    again = other.index.search("alice", q, 2)
-    assert other.index.migrated == 0
-    assert [c.id for c, _ in again] == [c.id for c, _ in hits]
-    assert np.allclose([s for _, s in again], [s for _, s in hits], atol=1e-3)
-    exported = engine.memory.export_user("alice")
-    assert exported["format"] == "vars-langgraph/2"
-
-
-def test_import_accepts_format_1_exports(engine):
-    v = engine.embedder.embed_documents(["When cooking, suggest vegetarian recipes."])[0]
-    card = PreferenceCard.from_preference("x", Preference(condition="when cooking",
-                                                          action="suggest vegetarian recipes"),
-                                          SRC, v.tolist())
-    data = {"format": "vars-langgraph/1", "user_id": "x",
-            "cards": {card.id: card.model_dump(mode="json")}}
-    assert engine.memory.import_user(data, user_id="carol") == 1
-    q = engine.embed_query("dinner ideas")
-    assert [c.note for c, _ in engine.index.search("carol", q, 1)] == [card.note]
+def test_import_refuses_the_unreleased_format_1(engine):
+    data = {"format": "vars-langgraph/1", "user_id": "x", "cards": {}}
+    with pytest.raises(BadImport, match="unknown format"):
+        engine.memory.import_user(data, user_id="carol")
 
 
 def test_lru_bounds_entry_bytes_and_counts_hits_and_misses(tmp_path):
@@ -255,6 +221,27 @@ def test_lru_bounds_entry_bytes_and_counts_hits_and_misses(tmp_path):
     assert idx.stats()["misses"] == misses + 1
     q = engine.embed_query("talking to u1")
     assert [c.note for c, _ in idx.search("u1", q, 3)] == ["When talking to u1, use their name."]
+
+
+def test_lexical_cache_keeps_the_users_used_last(tmp_path):
+    from vars_langgraph.memory.lexical import LexicalCache
+
+    cfg = VARSConfig.from_dict({"data_dir": str(tmp_path)})
+    engine = VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / "index")
+    for u in ("u1", "u2", "u3"):
+        engine.add_preferences(u, prefs((f"when talking to {u}", "use their name")), SRC)
+    lex = LexicalCache(max_users=2)
+
+    def search(u: str) -> None:
+        assert lex.search(u, engine.index.get(u), "use their name", 1)
+
+    for u in ("u1", "u2", "u1", "u3"):  # u3 evicts u2, the user used least recently
+        search(u)
+    assert lex.rebuilds == 3
+    search("u1")
+    assert lex.rebuilds == 3
+    search("u2")
+    assert lex.rebuilds == 4
 
 
 def test_device_settings_fall_back_to_cpu_without_a_gpu(tmp_path):

@@ -57,23 +57,20 @@ from langgraph.store.base import PutOp
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.memory.store import PAGE, ROOT, BadInput, UserMemory, unlabel
+from vars_langgraph.models.extraction.postprocess import content_words
+from vars_langgraph.models.extraction.prompts import dialogue_window
+from vars_langgraph.models.extraction.rules import fast_preferences
 from vars_langgraph.nodes import make_extract, make_generate, make_reward, make_update
-from vars_langgraph.nodes.extract import dialogue_window
 from vars_langgraph.nodes.wiring import add_vars_nodes, bounded, fail_open, node_slots
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 from vars_langgraph.types import CardSource, Preference
-
-try:  # H-extract's rule-based fast path; absent in older trees
-    from vars_langgraph.models.extractor import fast_preferences
-except ImportError:  # pragma: no cover - until models/extractor.py provides it
-    def fast_preferences(text: str) -> list[Preference]:
-        return []
 
 log = logging.getLogger(__name__)
 
 JOB_PREFIX = "job:"
 JOB_KIND = "vars-learn-job"
 HOST = socket.gethostname()
+EXIT_TIMEOUT_S = 30.0  # at interpreter exit, each learner waits this long for its queued jobs
 
 
 def background_enabled(config: Any, default: bool) -> bool:
@@ -103,15 +100,13 @@ def owner_gone(job: dict[str, Any]) -> bool:
 
 
 # the job record and the view the worker runs the nodes on --------------------------------------
-class _JobMemory:
+class _JobMemory(UserMemory):
     """`UserMemory` as the reward/update nodes see it inside a job: the pending feedback is the
     one the job carries, and consuming it marks the job (in the same batch as the vector)."""
 
-    def __init__(self, memory: UserMemory, user_id: str, key: str, job: dict[str, Any]):
-        self._memory, self._user, self._key, self._job = memory, user_id, key, job
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._memory, name)
+    def __init__(self, memory: UserMemory, key: str, job: dict[str, Any]):
+        super().__init__(memory.store)  # UserMemory is stateless: same store, same data
+        self._key, self._job = key, job
 
     def get_pending(self, user_id: str, thread_id: str) -> dict[str, Any] | None:
         if self._job.get("stage") == "updated":
@@ -121,13 +116,12 @@ class _JobMemory:
 
     def commit_update(self, user_id: str, thread_id: str, vector: dict[str, Any],
                       drop_pending: bool) -> None:
-        if _forgotten(self._memory, user_id, self._job):
+        if _forgotten(self, user_id, self._job):
             raise _Forgotten
         self._job = {**self._job, "stage": "updated"}
-        m = self._memory
-        m.store.batch([
-            PutOp(m.ns(user_id, "state"), "vector", vector, index=False),
-            PutOp(m.ns(user_id, "pending"), self._key, self._job, index=False),
+        self.store.batch([
+            PutOp(self.ns(user_id, "state"), "vector", vector, index=False),
+            PutOp(self.ns(user_id, "pending"), self._key, self._job, index=False),
         ])
 
 
@@ -138,28 +132,6 @@ class _Forgotten(Exception):
 def _forgotten(memory: UserMemory, user_id: str, job: dict[str, Any]) -> bool:
     gen = job.get("generation")
     return isinstance(gen, int) and memory.generation(user_id) != gen
-
-
-class _EngineView:
-    """The engine with the job's memory view; everything else is the real engine. Its card
-    writes carry the job's forget generation and it records no thread (the session did)."""
-
-    def __init__(self, engine: VARSEngine, memory: Any, job: dict[str, Any] | None = None):
-        self._engine = engine
-        self.memory = memory
-        self._job = job or {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def note_thread(self, user_id: str, thread_id: str, renew: bool = True) -> None:
-        return None
-
-    def add_preferences(self, user_id: str, prefs: list[Preference], source: CardSource,
-                        generation: int | None = None) -> list[Any]:
-        gen = self._job.get("generation") if generation is None else generation
-        return self._engine.add_preferences(user_id, prefs, source,
-                                            generation=gen if isinstance(gen, int) else None)
 
 
 def _messages(job: dict[str, Any]) -> list[Any]:
@@ -206,7 +178,7 @@ class BackgroundLearner:
         """Write this turn's job (taking over the thread's pending feedback) to the store;
         `fast`: the actions the fast path stores for this turn (the extraction skips them)."""
         mem = self.engine.memory
-        window = dialogue_window(messages, self.engine.config.extractor.window_turns)
+        window = dialogue_window(messages)
         gen = self.engine.session_generation(user_id, tid)
         job = {
             "kind": JOB_KIND, "thread_id": tid, "user_id": user_id,
@@ -269,7 +241,8 @@ class BackgroundLearner:
     def run_job(self, user_id: str, key: str, job: dict[str, Any]) -> None:
         """Reward, update and extract of one recorded turn, then delete the job record."""
         engine = self.engine
-        view = _EngineView(engine, _JobMemory(engine.memory, user_id, key, job), job)
+        memory = _JobMemory(engine.memory, key, job)
+        gen = job.get("generation")
         config: RunnableConfig = {"configurable": {"thread_id": job.get("thread_id") or "default",
                                                    "user_id": user_id}}
         state: dict[str, Any] = {"messages": _messages(job)}
@@ -277,13 +250,14 @@ class BackgroundLearner:
             if _forgotten(engine.memory, user_id, job):
                 raise _Forgotten
             if last_user_text(state["messages"]).strip():
-                state.update(make_reward(view)(state, config, None))  # type: ignore[arg-type]
-                state.update(make_update(view)(state, config, None))  # type: ignore[arg-type]
-                extract_view: Any = _EngineView(engine, engine.memory, job)
-                if job.get("fast"):
-                    extract_view.extractor = _SkipFast(engine.extractor, job["fast"],
-                                                       engine.embedder)
-                state.update(make_extract(extract_view)(state, config, None))
+                state.update(make_reward(engine, memory)(state, config, None))
+                state.update(make_update(engine, memory)(state, config, None))
+                extractor = _SkipFast(engine.extractor, job["fast"], engine.embedder) \
+                    if job.get("fast") else engine.extractor
+                # the job's card writes carry its forget generation; the session noted the thread
+                extract = make_extract(engine, extractor=extractor, note_thread=False,
+                                       generation=gen if isinstance(gen, int) else None)
+                state.update(extract(state, config, None))
         except _Forgotten:  # forget wins: nothing of this job is written
             log.info("VARS learning job of a forgotten session of user %r dropped", user_id)
             state = {}
@@ -377,7 +351,7 @@ def close_all() -> None:  # pragma: no cover - exit path
     """Finish every live learner's queued jobs (up to 5 s each); the rest stay in the store.
     Idempotent: the local server's exit handler calls it before stopping the server."""
     for learner in list(_LIVE):
-        learner.close(timeout=learner.engine.config.background.exit_timeout_s)
+        learner.close(timeout=EXIT_TIMEOUT_S)
 
 
 def get_learner(engine: VARSEngine) -> BackgroundLearner:
@@ -463,8 +437,6 @@ class _SkipFast:
 
 def _word_overlap(action: str, others: list[str]) -> float:
     """Largest Jaccard overlap of content words between `action` and any of `others`."""
-    from vars_langgraph.models.extractor import content_words
-
     mine = content_words(action)
     return max((len(mine & w) / len(mine | w) for w in map(content_words, others) if mine | w),
                default=0.0)

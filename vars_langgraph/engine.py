@@ -104,7 +104,7 @@ class VARSEngine:
     def extractor(self) -> Extractor:
         if self._given["extractor"] is not None:
             return self._given["extractor"]
-        from vars_langgraph.models.extractor import load_extractor
+        from vars_langgraph.models.extraction import load_extractor
 
         return load_extractor(self.config)
 
@@ -140,8 +140,7 @@ class VARSEngine:
         return self.features.make_card_index(
             self.memory, self.embedder.dim, self._index_dir,
             flat_max=self.config.retrieval.flat_index_max,
-            max_bytes=int(self.config.cache.index_max_mb * 2**20),
-            write_lock=self.card_write_lock)
+            max_bytes=int(self.config.cache.index_max_mb * 2**20))
 
     # helpers ------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -242,9 +242,10 @@ def _keep_gate(config: Any, extractor: CachingExtractor | None) -> Any:
     ecfg = config.extractor
     if extractor is None or "gate" not in type(ecfg).model_fields or ecfg.gate is not None:
         return config
-    from vars_langgraph.models import extractor as ex
+    from vars_langgraph.models.extraction.llm_backend import LLMExtractor
+    from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
 
-    builtin = tuple(getattr(ex, n) for n in ("LLMExtractor", "TransformersExtractor") if hasattr(ex, n))
+    builtin = (LLMExtractor, TransformersExtractor)
     if not isinstance(extractor.inner, builtin):
         return config
     return config.model_copy(update={"extractor": ecfg.model_copy(update={"gate": True})})
@@ -463,7 +464,7 @@ def make_extractor(settings: Settings, config: Any) -> CachingExtractor:
         from vars_langgraph_eval.simulator import ScriptedExtractor
 
         return CachingExtractor(ScriptedExtractor())
-    from vars_langgraph.models.extractor import load_extractor
+    from vars_langgraph.models.extraction import load_extractor
 
     return CachingExtractor(load_extractor(config), settings.extraction_cache)
 

@@ -4,15 +4,15 @@ MemRL keeps a utility Q per memory and moves it toward the reward of the episode
 (Q <- Q + alpha (r - Q)); RMM's retrospective reflection credits the memories the answer
 actually relied on. Here, for the turn t the reward r (gate g) scored, with the cards injected
 into its prompt (`injected`) and the cards the next user message restates (`restated`: cosine
-with the message >= `memory.restate_min`):
+with the message >= `nodes.update.RESTATE_MIN`):
 
     target = +1      for a restated card on a complaint (r < 0): the user needed it
     target = -1      for an injected card on a complaint that restates something else
     target = r       for an injected card on a positive turn (r > 0)
-    u <- u + lr * g * (target - u),   n <- n + 1   (lr = `memory.value_lr`)
+    u <- u + lr * g * (target - u),   n <- n + 1   (lr = `VALUE_LR`)
 
 Neutral turns (r = 0) and cards neither injected nor restated are untouched. u enters the
-score as s += value_beta * u (rerank) and drives retirement (memory/consolidate.py). Pure
+score as s += VALUE_BETA * u (rerank) and drives retirement (memory/consolidate.py). Pure
 functions; the update node stores the values in the vector item (one store batch).
 """
 
@@ -21,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 MAX_CARDS = 50_000  # values kept per user (least-updated dropped first)
+# chosen on the collab tuning half (docs/memory-hygiene.md)
+VALUE_BETA = 2.0  # s += VALUE_BETA * u in the rerank score (0: values not used)
+VALUE_LR = 0.3  # the step toward the target
 
 
 def targets(injected: Iterable[str], restated: Iterable[str], reward: float) -> dict[str, float]:

@@ -11,6 +11,12 @@ import numpy as np
 
 from vars_langgraph.config import PolicyConfig
 
+# the method's constants (vars-method.md, steps 3 and 7)
+BETA_LONG = 2.0  # z_eff = BETA_LONG z_long + BETA_SHORT z_short
+BETA_SHORT = 5.0
+DECAY_SHORT = 0.1  # lambda: z_short's decay per update
+ALPHA_BASELINE = 0.05  # the reward baseline's moving-average rate
+
 
 @dataclass
 class UserVector:
@@ -121,9 +127,9 @@ def effective_z(user: UserVector, cfg: PolicyConfig) -> np.ndarray:
     """z_eff = beta_L z_long + beta_S z_short (step 3), honouring the ablation switches."""
     z = np.zeros_like(user.z_long)
     if cfg.use_long:
-        z = z + cfg.beta_long * user.z_long
+        z = z + BETA_LONG * user.z_long
     if cfg.use_short:
-        z = z + cfg.beta_short * user.z_short
+        z = z + BETA_SHORT * user.z_short
     return z
 
 
@@ -222,8 +228,8 @@ def reinforce_update(
     if cfg.use_long:
         user.z_long = user.z_long + cfg.eta_long * grad
     if cfg.use_short:
-        user.z_short = (1.0 - cfg.decay_short) * user.z_short + cfg.eta_short * grad
-    user.baseline = (1.0 - cfg.alpha_baseline) * user.baseline + cfg.alpha_baseline * reward
+        user.z_short = (1.0 - DECAY_SHORT) * user.z_short + cfg.eta_short * grad
+    user.baseline = (1.0 - ALPHA_BASELINE) * user.baseline + ALPHA_BASELINE * reward
     user.updates += 1
     user.history.append(float(reward))
     return True

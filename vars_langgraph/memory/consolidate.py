@@ -2,12 +2,12 @@
 
 Run by the update node after each turn's feedback (in the background learner when background
 learning is on, i.e. after the answer), bounded per turn: it examines the user's newest
-`memory.consolidate_max` cards once per store version, plus the cards whose learned value is
+`CONSOLIDATE_MAX` cards once per store version, plus the cards whose learned value is
 low. Nothing is deleted: a card leaves retrieval by its `status` ("archived" or "superseded")
 with `status_reason` and `replaced_by`; `memories` shows it, export/import keep it, `forget`
 deletes it with everything else. Rules (docs/memory-hygiene.md):
 
-- paraphrase: two active cards with cosine >= `memory.merge_min` -> the older one is archived
+- paraphrase: two active cards with cosine >= `MERGE_MIN` -> the older one is archived
   into the newer one, whose sources gain the older card's (the user's words are kept);
 - contradiction: a newer card on the same subject (cosine >= SUPERSEDE_MIN) whose own words
   mark a change ("now", "anymore", "no longer", "instead", ...) or flip the older card's
@@ -17,7 +17,7 @@ deletes it with everything else. Rules (docs/memory-hygiene.md):
   not a wish) is archived once the user is in another conversation, unless a complaint
   restated it;
 - retirement: a card whose learned value u (learning/card_value.py) fell below
-  `memory.retire_value` after at least `memory.retire_after` updates, and that the user never
+  `RETIRE_VALUE` after at least `RETIRE_AFTER` updates, and that the user never
   restated, is archived.
 """
 
@@ -33,6 +33,11 @@ import numpy as np
 from vars_langgraph.types import PreferenceCard
 
 SUPERSEDE_MIN = 0.5  # cosine of two cards on the same subject
+# chosen on the collab tuning half (docs/memory-hygiene.md)
+CONSOLIDATE_MAX = 64  # newest cards examined per store version
+MERGE_MIN = 0.85  # paraphrase cosine for merging two cards (the add-time dedup merges >= 0.9)
+RETIRE_VALUE = -0.6  # archive a card whose learned value falls below this ...
+RETIRE_AFTER = 3  # ... after at least this many value updates
 LONG_COPY = 12  # an action this many words long copied from the user's message is content
 NEIGHBOURS = 4
 MAX_SOURCES = 50
@@ -97,7 +102,7 @@ def _archive(card: PreferenceCard, status: str, reason: str,
     return out
 
 
-def plan(ui: Any, values: dict[str, list[float]], thread_id: str, cfg: Any,
+def plan(ui: Any, values: dict[str, list[float]], thread_id: str,
          examine: list[str]) -> dict[str, PreferenceCard]:
     """The card changes consolidation makes on the entry `ui` (id -> new card), pure."""
     out: dict[str, PreferenceCard] = {}
@@ -109,7 +114,7 @@ def plan(ui: Any, values: dict[str, list[float]], thread_id: str, cfg: Any,
     # retirement by learned value (cards the user restated are never retired)
     for cid, (u, n, restated) in values.items():
         c = card(cid) if cid in ui.rows else None
-        if c is not None and u < cfg.retire_value and n >= cfg.retire_after and not restated:
+        if c is not None and u < RETIRE_VALUE and n >= RETIRE_AFTER and not restated:
             out[cid] = _archive(c, "archived", f"retired: learned value {u:.2f} after {int(n)} "
                                 "turns of feedback (injected into turns that drew complaints)")
             gone.add(cid)
@@ -138,14 +143,14 @@ def plan(ui: Any, values: dict[str, list[float]], thread_id: str, cfg: Any,
             if other is None or other.is_global != me.is_global:
                 continue
             newer, older = (me, other) if me.created_at >= other.created_at else (other, me)
-            if sim >= cfg.merge_min and not contradicts(newer, older):
+            if sim >= MERGE_MIN and not contradicts(newer, older):
                 kept = newer.model_copy(deep=True)
                 kept.sources = (older.sources + kept.sources)[-MAX_SOURCES:]
                 kept.confidence = max(kept.confidence, older.confidence)
                 out[kept.id] = kept
                 out[older.id] = _archive(older, "archived", f"merged into a paraphrase: "
                                          f"{kept.note!r}", kept.id)
-            elif sim < cfg.merge_min and contradicts(newer, older):
+            elif sim < MERGE_MIN and contradicts(newer, older):
                 out[older.id] = _archive(older, "superseded", f"superseded by a newer "
                                          f"statement: {newer.note!r}", newer.id)
             else:
@@ -165,15 +170,14 @@ def consolidate(engine: Any, user_id: str, thread_id: str,
                 values: dict[str, list[float]]) -> list[PreferenceCard]:
     """Apply `plan` to the user's cards (one store batch, under the card write lock); returns
     the changed cards. The newest cards are examined once per store version."""
-    cfg = engine.config.memory
     with engine.user_lock(user_id), engine.card_write_lock(user_id):
         ui = engine.index.get(user_id)
         key = (id(engine.index), user_id)  # the engine's one index (a job's view shares it)
         with _SEEN_LOCK:
             fresh = _SEEN.get(key) != ui.version
-        examine = list(ui.ids[-cfg.consolidate_max:]) if fresh else []
-        low = {cid: v for cid, v in values.items() if v[0] < cfg.retire_value}
-        changes = plan(ui, low, thread_id, cfg, examine)
+        examine = list(ui.ids[-CONSOLIDATE_MAX:]) if fresh else []
+        low = {cid: v for cid, v in values.items() if v[0] < RETIRE_VALUE}
+        changes = plan(ui, low, thread_id, examine)
         version = ui.version
         if changes:
             cards = list(changes.values())

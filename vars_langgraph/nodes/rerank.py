@@ -1,4 +1,4 @@
-"""rerank: s_i = s0_i + v_i . z_eff + value_beta u_i (+ lexical_weight bm25_i), s0_i = log
+"""rerank: s_i = s0_i + v_i . z_eff + VALUE_BETA u_i (+ lexical_weight bm25_i), s0_i = log
 P(useful) (calibrated reranker score), u_i the card's learned value; pi = softmax(s / tau); up
 to k of the eligible cards chosen by the policy (global cards compete like any other):
 eligible means s_i >= log min_p and, for a conditional card, a condition that matches the
@@ -23,6 +23,8 @@ from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id
 from vars_langgraph.types import PreferenceCard
 
+MAX_CANDIDATES = 64  # notes an LLM or cross-encoder reranker scores per turn
+
 
 def calibrations(engine: VARSEngine) -> tuple[Calibration, Calibration]:
     """(map of the configured backend, map of the embedding cosine) from the calibration file."""
@@ -40,7 +42,7 @@ def base_scores(engine: VARSEngine, query: str, candidates: list[dict[str, Any]]
 
     The embedding backend reuses the dense cosine (no re-encode); with K <= k the reranker is
     skipped, as in the method, and the calibrated cosine is used. Cards beyond the reranker's
-    budget (`max_candidates`) rank below every reranked card, in cosine order."""
+    budget (`MAX_CANDIDATES`) rank below every reranked card, in cosine order."""
     rcfg = engine.config.reranker
     backend_cal, emb_cal = cals or calibrations(engine)
     dense = np.array([c["dense"] for c in candidates], np.float64)
@@ -49,7 +51,7 @@ def base_scores(engine: VARSEngine, query: str, candidates: list[dict[str, Any]]
     reranker = engine.reranker if rcfg.backend not in ("embedding", "none") else None
     if reranker is None or len(candidates) <= engine.config.retrieval.select_k:
         return emb_cal.log_p(dense, glob, bonus)
-    head = candidates[: rcfg.max_candidates]
+    head = candidates[:MAX_CANDIDATES]
     raw = np.asarray(reranker.score(query, [c["note"] for c in head]), np.float64)
     s0 = backend_cal.log_p(raw, glob[: len(head)], bonus)
     if len(head) < len(candidates):
@@ -59,7 +61,8 @@ def base_scores(engine: VARSEngine, query: str, candidates: list[dict[str, Any]]
 
 
 # conditions that hold for any request: a card whose condition is near one of these (cosine
-# >= memory.condition_generic) is not gated by its condition
+# >= CONDITION_GENERIC, chosen on the tuning half) is not gated by its condition
+CONDITION_GENERIC = 0.3
 GENERIC_CONDITIONS = ("responding to the user", "answering any question", "in general",
                       "any request")
 _GENERIC: weakref.WeakKeyDictionary[VARSEngine, np.ndarray] = weakref.WeakKeyDictionary()
@@ -117,9 +120,8 @@ def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
     vecs = condition_vectors(engine, user_id, ui, conds)
     generic = (vecs @ generic_vectors(engine).T).max(1)
     sims = vecs @ np.asarray(qvec, np.float32).ravel()
-    thr = engine.config.memory.condition_generic
     return {i: sim for i, sim, g in zip(conds, sims.tolist(), generic.tolist(), strict=True)
-            if g < thr}
+            if g < CONDITION_GENERIC}
 
 
 def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],
@@ -174,8 +176,8 @@ def make_rerank(engine: VARSEngine):
         s0 = base_scores(engine, state.get("query", ""), candidates, cals[0])
         items = engine.item_vectors(ui.vectors([c["id"] for c in candidates]))
         s = policy.scores(s0, items, policy.effective_z(user, pcfg))
-        if pcfg.learning and mcfg.value_beta:  # learned card values (learning/card_value.py)
-            s = s + mcfg.value_beta * np.array(
+        if pcfg.learning and card_value.VALUE_BETA:  # learned card values (learning/card_value.py)
+            s = s + card_value.VALUE_BETA * np.array(
                 [card_value.value_of(user.card_values, c["id"]) for c in candidates])
         if mcfg.lexical_weight:  # the user's own words (hybrid retrieval's BM25, in [0, 1])
             s = s + mcfg.lexical_weight * np.array([c.get("lexical", 0.0) for c in candidates])

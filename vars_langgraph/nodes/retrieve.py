@@ -25,7 +25,7 @@ MAX_LEXICAL_QUERY = 2000  # characters of the query BM25 reads
 
 
 def hybrid_candidates(engine: VARSEngine, user_id: str, query: str, qvec: np.ndarray,
-                      top_k: int, max_global: int, rrf_k: int) -> list[dict[str, Any]]:
+                      top_k: int, max_global: int) -> list[dict[str, Any]]:
     """Dense and BM25 rankings fused by RRF; the top K fused plus the global cards."""
     dense = engine.index.candidates(user_id, qvec, top_k, max_global)  # pgvector too
     ui = engine.index.get(user_id)
@@ -43,7 +43,7 @@ def hybrid_candidates(engine: VARSEngine, user_id: str, query: str, qvec: np.nda
             if c is not None:
                 dense.append(c)
     by_dense = [c["id"] for c in sorted(dense, key=lambda c: -c["dense"]) if not c["global"]]
-    fused = rrf([by_dense, [cid for cid, _ in lex]], rrf_k)
+    fused = rrf([by_dense, [cid for cid, _ in lex]])
     for c in dense:
         c["lexical"] = round(lexical.get(c["id"], 0.0), 6)
         c["fused"] = fused.get(c["id"], 0.0)
@@ -64,7 +64,7 @@ def make_retrieve(engine: VARSEngine):
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
         if mcfg.hybrid:
             candidates = hybrid_candidates(engine, user_id, query, qvec, rcfg.top_k,
-                                           rcfg.max_global, mcfg.rrf_k)
+                                           rcfg.max_global)
         else:
             # one version check for the whole node; candidates built from the entry's columns
             candidates = engine.index.candidates(user_id, qvec, rcfg.top_k, rcfg.max_global)

@@ -15,9 +15,11 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import reward as rw
-from vars_langgraph.memory.store import BadInput, clean_pending
+from vars_langgraph.memory.store import BadInput, UserMemory, clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
+
+JUDGE_MIN_CONFIDENCE = 0.6  # a less confident verdict of the LLM judge counts as no reward
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,17 @@ def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float
     return reward_value(pred, sim_q), pred.label
 
 
-def make_reward(engine: VARSEngine):
+def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
+    """`memory`: where the pending feedback is read (default the engine's own)."""
     cfg = engine.config.reward
+    memory = engine.memory if memory is None else memory
 
     def reward(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
         query = last_user_text(state.get("messages", []))
         if not query.strip():
             raise BadInput("the last message must be a non-empty user message")
-        pending = clean_pending(engine.memory.get_pending(user_id, thread_id(config)))
+        pending = clean_pending(memory.get_pending(user_id, thread_id(config)))
         if not pending:
             return {"query": query, "reward": None}
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
@@ -69,7 +73,7 @@ def make_reward(engine: VARSEngine):
                                "sim_notes_next": sim_next, "backend": cfg.backend}
         if cfg.backend == "llm_judge":
             verdict = judge(engine, pending.get("query", ""), pending.get("answer", ""), query)
-            if verdict is None or verdict.confidence < cfg.judge_min_confidence \
+            if verdict is None or verdict.confidence < JUDGE_MIN_CONFIDENCE \
                     or verdict.label == "topic_shift":
                 out.update(value=0.0, gate=0.0, label=verdict.label if verdict else None)
             else:

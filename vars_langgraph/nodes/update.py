@@ -11,9 +11,11 @@ from langgraph.runtime import Runtime
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import card_value, policy
 from vars_langgraph.memory.consolidate import consolidate
-from vars_langgraph.memory.store import clean_pending
+from vars_langgraph.memory.store import UserMemory, clean_pending
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id, thread_id
+
+RESTATE_MIN = 0.5  # cosine of a complaint with a card it restates (tuning half)
 
 
 def chosen_in_order(cands: list[dict[str, Any]]) -> list[int]:
@@ -23,14 +25,13 @@ def chosen_in_order(cands: list[dict[str, Any]]) -> list[int]:
 
 
 def restated_cards(engine: VARSEngine, ui: Any, message: str, k: int = 5) -> list[str]:
-    """Cards the message restates: the nearest `k` with cosine >= `memory.restate_min`."""
+    """Cards the message restates: the nearest `k` with cosine >= `RESTATE_MIN`."""
     if not message.strip() or not len(ui):
         return []
     qvec = engine.embed_query(message[:MAX_QUERY_CHARS])
     sims, rows = ui.search_rows(qvec, k)
-    thr = engine.config.memory.restate_min
     return [ui.ids[r] for s, r in zip(sims.tolist(), rows.tolist(), strict=True)
-            if r >= 0 and s >= thr]
+            if r >= 0 and s >= RESTATE_MIN]
 
 
 def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
@@ -42,13 +43,15 @@ def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
     restated = restated_cards(engine, ui, message) if reward < 0 else []
     goals = card_value.targets(injected, restated, reward)
     changed = card_value.update(user.card_values, goals, float(result.get("gate") or 0.0),
-                                engine.config.memory.value_lr, restated)
+                                card_value.VALUE_LR, restated)
     return len(goals) if changed else 0
 
 
-def make_update(engine: VARSEngine):
+def make_update(engine: VARSEngine, memory: UserMemory | None = None):
+    """`memory`: where the pending feedback is read and consumed (default the engine's own)."""
     pcfg = engine.config.policy
     mcfg = engine.config.memory
+    memory = engine.memory if memory is None else memory
 
     def update(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
@@ -57,7 +60,7 @@ def make_update(engine: VARSEngine):
         with engine.user_lock(user_id):
             user = engine.load_vector(user_id)
             new_session = policy.start_session(user, tid)
-            pending = clean_pending(engine.memory.get_pending(user_id, tid)) if result else None
+            pending = clean_pending(memory.get_pending(user_id, tid)) if result else None
             applied = False
             if pending and "value" in result:
                 ui = engine.index.get(user_id)
@@ -71,12 +74,12 @@ def make_update(engine: VARSEngine):
                     applied = policy.reinforce_update(
                         user, items, pi, chosen_in_order(cands), result["value"], result["gate"],
                         pcfg)
-                if pcfg.learning and mcfg.value_beta:
+                if pcfg.learning and card_value.VALUE_BETA:
                     result["card_values"] = learn_card_values(engine, user, ui, pending,
                                                               state.get("query", ""), result)
             if applied or new_session or pending:
-                engine.memory.commit_update(user_id, tid, user.to_dict(),
-                                            drop_pending=pending is not None)
+                memory.commit_update(user_id, tid, user.to_dict(),
+                                     drop_pending=pending is not None)
         if mcfg.consolidate and pending:  # after this turn's feedback, bounded
             changed = consolidate(engine, user_id, tid, user.card_values)
             if changed and result:

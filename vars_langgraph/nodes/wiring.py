@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -36,7 +37,7 @@ class NodeFn(Protocol):
 
 MEMORY_NODES = ("reward", "update", "extract", "retrieve", "rerank")
 ORDER = ("reward", "update", "extract", "retrieve", "rerank", "augment", "generate")
-FACTORIES = {
+FACTORIES: dict[str, Callable[[VARSEngine], Any]] = {
     "reward": make_reward, "update": make_update, "extract": make_extract,
     "retrieve": make_retrieve, "rerank": make_rerank, "augment": make_augment,
     "generate": make_generate,

@@ -68,7 +68,7 @@ class StoreFeatures(NamespaceRows):
     def make_card_index(self, memory: UserMemory, dim: int, index_dir: str | Path | None,
                         **kwargs: Any) -> CardIndex:
         """The engine's card index over this store. kwargs: `CardIndex`'s (flat_max,
-        max_bytes, write_lock)."""
+        max_bytes)."""
         from vars_langgraph.memory.index import CardIndex
 
         return CardIndex(memory, dim, index_dir, **kwargs)

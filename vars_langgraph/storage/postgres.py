@@ -315,7 +315,7 @@ class VARSPostgresStore(PostgresStore, StoreFeatures):
     def make_card_index(self, memory: UserMemory, dim: int, index_dir: str | Path | None,
                         **kwargs: Any) -> CardIndex:
         """The engine's card index for this store: the FAISS cache (default) or pgvector.
-        kwargs: `CardIndex`'s (flat_max, max_bytes, write_lock)."""
+        kwargs: `CardIndex`'s (flat_max, max_bytes)."""
         if self.retrieval == "pgvector":
             if not self.has_pgvector():
                 raise RuntimeError("postgres.retrieval: pgvector, but the server has no "

@@ -1,0 +1,275 @@
+"""From the extractor model's output to the preferences kept: the confidence read from the
+log-probs, then the deterministic checks (example echoes, copies of earlier turns, feedback and
+one-off requests, scope). `finish` is that whole path, shared by both backends.
+
+Confidence is the model's own probability of emitting a preference: at the token where the
+JSON list either opens an item (`{`) or closes empty (`]`), P(open) / (P(open) + P(close)) from
+the top log-probs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vars_langgraph.config import ExtractorConfig
+from vars_langgraph.models.extraction.prompts import FEW_SHOT_EXAMPLES
+from vars_langgraph.models.parsing import parse_preferences
+from vars_langgraph.types import Preference
+
+log = logging.getLogger(__name__)
+
+TOP_LOGPROBS = 20  # candidates read per generated token
+_DECISION_KEY = re.compile(r'"preferences"\s*:\s*\[')
+
+
+# ---------------------------------------------------------------- confidence from log-probs
+
+
+@dataclass
+class Decision:
+    """Where the preference list opens an item or closes empty."""
+
+    p_open: float | None  # P(open) / (P(open) + P(close)); None when not observable
+    chosen: str | None  # "open" / "close" as generated; None if not reached
+
+
+def decision_from_logprobs(steps: Sequence[tuple[str, dict[str, float]]]) -> Decision:
+    """Read the open/close decision from [(token, {candidate: logprob}), ...]."""
+    text = ""
+    for tok, tops in steps:
+        before = text
+        text += tok
+        m = _DECISION_KEY.search(text)
+        if not m or not text[m.end() :].strip():
+            continue
+        chosen = _classify(text[m.end() :])
+        p_open = p_close = 0.0
+        for cand, lp in tops.items():
+            cm = _DECISION_KEY.search(before + cand)
+            kind = _classify((before + cand)[cm.end() :]) if cm else None
+            if kind == "open":
+                p_open += math.exp(lp)
+            elif kind == "close":
+                p_close += math.exp(lp)
+        mass = p_open + p_close
+        return Decision(p_open / mass if mass >= 0.05 else None, chosen)
+    return Decision(None, None)
+
+
+def _classify(after_bracket: str) -> str | None:
+    s = after_bracket.lstrip()
+    if not s:
+        return None
+    return "open" if s[0] == "{" else "close" if s[0] == "]" else "other"
+
+
+# ---------------------------------------------------------------- echo filter
+
+_STOP_WORDS = (
+    "about after again also always answer answers any are avoid because been before being "
+    "code could does dont each every from general have into just keep like make more most "
+    "much never only other over please should show some such than that their them then "
+    "there these they this those under very want what when where which while will with "
+    "without would your yours writing using"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def _stems(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("'", ""))
+    return {w[:5] for w in words if len(w) >= 4 and w not in _STOP}
+
+
+_EXAMPLE_STEMS = [
+    _stems(f"{p.condition} {p.action}")
+    for _, answer in FEW_SHOT_EXAMPLES
+    for p in parse_preferences(answer)
+]
+
+
+def drop_example_echoes(prefs: list[Preference], message: str) -> list[Preference]:
+    """Drop items a small model copied from the few-shot examples.
+
+    An item that mostly repeats an example must be mostly grounded in the user's message;
+    items after the first (where copying happens) need at least one word from the message.
+    Repeated actions are dropped.
+    """
+    said = _stems(message)
+    out: list[Preference] = []
+    actions: set[str] = set()
+    for i, p in enumerate(prefs):
+        act = p.action.lower().strip(" .")
+        if act in actions:  # same action under another condition: keep the first
+            continue
+        actions.add(act)
+        stems = _stems(f"{p.condition} {p.action}")
+        grounded = len(stems & said)
+        echo = any(len(stems & ex) >= max(1, (2 * len(stems)) // 3) for ex in _EXAMPLE_STEMS)
+        if echo and 2 * grounded < len(stems):
+            continue
+        if i > 0 and not grounded:
+            continue
+        out.append(p)
+    return out
+
+
+# ---------------------------------------------------------------- scope, feedback, one-offs
+
+UNSCOPED_CONDITION = "answering"  # the condition of a preference that names no task
+_ANSWERS = r"(?:answers?|responses?|replies|reply|questions?|messages?|conversations?|chats?|times?)"
+# a universal scope over the assistant's answers; a quantifier inside the object ("I avoid any
+# chemical sunscreens", "never street food") is not one: such a preference stays conditional
+_GENERALITY = re.compile(
+    r"\b(?:always|in general|generally|from now on|going forward|in (?:the )?future|"
+    r"by default|at all times|no matter what|(?:^|(?<=[.!?]\s))never|"
+    r"(?:every|any|all|each)\s+(?:of\s+)?(?:your\s+|my\s+|the\s+)?" + _ANSWERS + r")\b", re.I
+)
+_ONE_OFF = re.compile(
+    r"\b(?:this time|this one|for this (?:answer|one|question|reply|email|time)|just this once|"
+    r"for now|right now)\b|^\s*(?:can you |could you |please )?(?:make|rewrite|shorten|redo|"
+    r"change|fix|turn|put|translate|convert)\b[^.?!]*\b(?:it|that|this)\b", re.I
+)
+_FEEDBACK = re.compile(
+    r"\b(?:that's not|that is not|thats not|not what i (?:asked|wanted|meant)|you didn't|"
+    r"you did not|wrong|incorrect|try again|doesn't help|not helpful)\b", re.I
+)
+# a complaint may restate a preference after one of these (to the end of the sentence)
+_RESTATE = re.compile(
+    r"\b(?:i said|i told you|i asked for|i asked you to|as i said|i already said|remember|"
+    r"you forgot|you keep|i want|i prefer|i hate|always|never|no more|no|stop|don't|"
+    r"please don't|again with|too)\b([^.!?]*)", re.I
+)
+# how-to-answer words: a card inside a complaint that uses one of them is a style preference
+_STYLE = re.compile(
+    r"\b(?:short|shorter|brief|concise|long|length|bullets?|lists?|numbered|tables?|markdown|"
+    r"emojis?|format\w*|tone|formal|casual|friendly|jargon|simple|simpler|summary|examples?|"
+    r"steps?|details?|verbose|paragraphs?|comments?|units?|metric|spelling|sentences?|preambles?|"
+    r"disclaimers?|exclamation|bold|headings?|latex|type hints?|syntax)\b", re.I
+)
+_MINOR_WORDS = (
+    "that that's thats what asked ask said told you your the this was not and for with are "
+    "it's just please again want need me my i'm have has had"
+)
+_MINOR = frozenset(_MINOR_WORDS.split())
+
+
+def content_words(text: str) -> set[str]:
+    """Content-word stems (5 letters) of a text, for comparing actions and conditions."""
+    words = re.findall(r"[a-z0-9][a-z0-9'+#-]*", text.lower().replace("\u2019", "'"))
+    return {w[:5] for w in words if len(w) >= 3 and w not in _MINOR}
+
+
+def has_generality_marker(text: str) -> bool:
+    """Whether the user states a universal scope ("always", "in general", "from now on", ...)."""
+    return bool(_GENERALITY.search(text.replace("\u2019", "'")))
+
+
+def is_one_off(text: str) -> bool:
+    """A one-off request ("this time ...", "make it shorter") with no stated scope."""
+    return bool(_ONE_OFF.search(text)) and not has_generality_marker(text)
+
+
+def is_complaint(text: str) -> bool:
+    """Feedback on the last answer (the reward's negative cues)."""
+    from vars_langgraph.learning.reward import has_negative_cue  # lazy: keeps import order simple
+
+    return has_negative_cue(text)
+
+
+def drop_feedback(prefs: list[Preference], message: str) -> list[Preference]:
+    """In a complaint, keep only restated preferences; drop one-off requests.
+
+    A complaint ("no, that's not what I asked. Tell me ...") is the reward of the previous
+    turn. A card survives it only when its action shares a content word with what follows a
+    restating phrase ("I said bullet points", "stop with the emojis") or names a style
+    ("too long" -> keep answers short), and never when it copies the complaint itself.
+    Outside complaints, a one-off request ("this time ...", "make it shorter") yields nothing
+    unless the user also states a scope ("always ...").
+    """
+    text = message.replace("\u2019", "'")
+    if is_one_off(text):
+        return []
+    if not is_complaint(text):
+        return prefs
+    restated: set[str] = set()
+    for m in _RESTATE.finditer(text):
+        restated |= content_words(m.group(1))
+    out = []
+    for p in prefs:
+        if _FEEDBACK.search(p.action):
+            continue
+        if content_words(p.action) & restated or _STYLE.search(p.action):
+            out.append(p)
+    return out
+
+
+def fix_scope(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
+    """"general" only when the user says so; a condition must come from the dialogue.
+
+    - a global card whose message has no generality marker gets condition "answering";
+    - a task condition none of whose words occur in the window (a small model's habit:
+      "writing code" for "I prefer bullet points") becomes "answering";
+    - an unscoped card ("answering") whose message has a generality marker becomes "general".
+    """
+    message = window[-1][1] if window else ""
+    said = content_words(" ".join(t for _, t in window))
+    marker = has_generality_marker(message)
+    out = []
+    for p in prefs:
+        words = content_words(p.condition) - content_words("answering responding replying general writing")
+        if p.is_global and not marker:
+            p = p.model_copy(update={"condition": UNSCOPED_CONDITION})
+        elif not p.is_global and words and not words & said:
+            p = p.model_copy(update={"condition": "general" if marker else UNSCOPED_CONDITION})
+        elif not p.is_global and not words and marker:
+            p = p.model_copy(update={"condition": "general"})
+        out.append(p)
+    return out
+
+
+def drop_context_copies(prefs: list[Preference],
+                        window: Sequence[tuple[str, str]]) -> list[Preference]:  # fmt: skip
+    """Drop cards restating an earlier user turn of the window rather than the last message.
+
+    The window gives the model context, but the earlier turns were extracted when they were
+    the last message: a card grounded in one of them and in no word of the new message is a
+    second copy of a stored card (it would compete with it for the prompt's slots).
+    """
+    said = content_words(window[-1][1]) if window else set()
+    earlier = [content_words(t) for r, t in window[:-1] if r == "user"]
+    out = []
+    for p in prefs:
+        words = content_words(f"{p.condition} {p.action}")
+        copied = any(2 * len(words & e) >= len(words) for e in earlier) if words else False
+        if copied and not words & said:
+            continue
+        out.append(p)
+    return out
+
+
+def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
+    """The deterministic checks every extractor output goes through (copies, feedback, scope)."""
+    if not window:
+        return []
+    prefs = drop_context_copies(prefs, window)
+    return fix_scope(drop_feedback(prefs, window[-1][1]), window)
+
+
+def finish(content: str | None, window: Sequence[tuple[str, str]], cfg: ExtractorConfig,
+           p_open: float | None) -> list[Preference]:
+    """The preferences of one model output `content` for `window`: parsed, checked (echoes of
+    the few-shot examples, `postprocess`), with confidence `p_open` when it was observed, and
+    those below `cfg.min_confidence` dropped (the one place that threshold filters)."""
+    prefs = parse_preferences(content or "")
+    if content and not prefs and "{" not in content:
+        log.warning("extractor returned no JSON: %.200r", content)
+    if cfg.prompt == "few_shot":
+        prefs = drop_example_echoes(prefs, window[-1][1])
+    prefs = postprocess(prefs, window)
+    if p_open is not None:
+        prefs = [p.model_copy(update={"confidence": round(p_open, 4)}) for p in prefs]
+    return [p for p in prefs if p.confidence >= cfg.min_confidence]

@@ -1,0 +1,231 @@
+"""The rule-based fast path: explicit preferences of one message without a model
+(`fast_preferences`, `identity_preferences`), and the last-resort quoted statement of taste
+(`stated_preferences`)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from vars_langgraph.models.extraction.postprocess import (
+    UNSCOPED_CONDITION,
+    drop_feedback,
+    has_generality_marker,
+    is_complaint,
+    is_one_off,
+)
+from vars_langgraph.models.extraction.prompts import MAX_ITEMS_PER_TURN, MAX_TURN_CHARS
+from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
+
+_LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re.I)
+_TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
+_LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and)[, ]+", re.I)
+_PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+please$", re.I)
+_NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
+_FIRST_PERSON = re.compile(
+    r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+|strongly\s+|strictly\s+|generally\s+)?"
+    r"(prefer|like|rather|want|don't like|do not like|hate|love|avoid|dislike|despise|"
+    r"can't stand|cannot stand)\s+"
+    r"(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$",
+    re.I,
+)
+_IMPERATIVE = re.compile(
+    r"^(?:always\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
+    r"show|start|end|put|be|skip|cite|mention|assume|tell|number|follow|quiz|ask|walk|suggest|"
+    r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get)\b\s*(.*)$",
+    re.I,
+)
+_NOT_PREFS = re.compile(
+    r"^(?:know|understand|worry|get it|need|think|care|mind|problem|worries|thanks|idea|way|i\b)", re.I
+)
+
+
+def _clean_clause(text: str) -> str:
+    return _PLEASE.sub("", text.strip(" ,.;:!")).strip(" ,.;:!")
+
+
+def fast_preferences(text: str) -> list[Preference]:
+    """Explicit first-person preferences of one message, by rules (no model, microseconds).
+
+    Matches "I prefer / I'd like / I want / I like it when you / I don't like / I hate X",
+    "(please) always X", "don't / never / no more / stop / avoid X", and "please <verb> X" or any
+    imperative with a "when(ever) ..." / leading "For/When/If ..., " condition. Questions,
+    complaints without a restated preference and one-off requests yield nothing.
+    Condition: the "when / for / if" clause if there is one; else "general" when the message
+    states a universal scope ("always", "in general", "from now on", "every", ...); else
+    "answering" (it applies to answers, but the user did not say "always").
+    Confidence 0.9. These are meant for the current answer; the LLM extractor stores cards.
+    """
+    text = " ".join(str(text or "").split())[:MAX_TURN_CHARS]
+    if not text or is_one_off(text):
+        return []
+    out: list[Preference] = []
+    for sent in re.split(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE, text):
+        if sent.rstrip().endswith("?"):
+            continue
+        sent = sent.strip(" ,.;:!")
+        bare = _RESTATED.sub("", sent)
+        found = identity_preferences(bare, text) or _split_answers_with(_sentence_preference(bare, text))
+        if not found and bare != sent and _STYLE_NP.match(bare):  # "No, I said bullet points."
+            found = [Preference(condition=UNSCOPED_CONDITION, action=f"use {bare}", confidence=0.9)]
+        out.extend(p for p in found if p.action.lower() not in {q.action.lower() for q in out})
+    return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
+
+
+# "... and I prefer ...", "... and keep it short": a second clause, not a second object
+_AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add|include|explain|call|"
+               r"mention|always|never|don't|end|start|show|write|skip|stick)\b)"
+               r"|,\s+(?=you can\b|feel free\b))")
+# a complaint's restating lead: "No, I said bullet points", "I told you I hate tables"
+_RESTATED = re.compile(r"^(?:no,?\s+)?(?:i said|i told you|as i said|like i said)\s+(?:that\s+)?", re.I)
+
+_DIETS = {
+    "vegetarian": "suggest only vegetarian food, no meat", "veggie": "suggest only vegetarian food, no meat",
+    "vegan": "suggest only vegan food, no animal products", "pescatarian": "suggest no meat except fish",
+    "kosher": "suggest only kosher food", "halal": "suggest only halal food",
+    "gluten-free": "suggest only gluten-free food", "gluten free": "suggest only gluten-free food",
+    "celiac": "suggest only gluten-free food", "coeliac": "suggest only gluten-free food",
+    "lactose intolerant": "avoid dairy in food suggestions",
+    "lactose-intolerant": "avoid dairy in food suggestions",
+    "diabetic": "keep sugar low in food suggestions",
+}  # fmt: skip
+_DIET = re.compile(r"^(?:\w+[, ]+)?(?:i'm|i am|im|i keep|i eat|i'm strictly)\s+(?:a\s+|an\s+|strictly\s+)?("
+                   + "|".join(sorted(_DIETS, key=len, reverse=True)) + r")\b", re.I)
+_ALLERGY = re.compile(r"\bi(?:'m| am)\s+(?:very\s+|severely\s+)?allergic\s+to\s+([\w -]{2,40})", re.I)
+_NO_EAT = re.compile(r"\bi\s+(?:don't|do not|never)\s+eat\s+([\w ,-]{2,40})", re.I)
+_OS = re.compile(
+    r"\b(?:i'm|i am|im|i use|i'm using|i run|i work on|i'm running)\s+(?:on\s+)?(?:a\s+|an\s+)?"
+    r"(linux|ubuntu|fedora|debian|arch linux|mac|macbook|macos|windows(?:\s+\d+)?|android|iphone|ios|"
+    r"chromebook|pixel)\b(?!\s+(?:is|was|keeps|crashed|won't|doesn't|broke))"
+    r"|\bi(?:'m| am)\s+an?\s+(windows|mac|linux)\s+user\b", re.I)
+_LEVEL = re.compile(r"\bi(?:'m| am)\s+(?:(?:a|an|just a|still a)\s+(beginner|novice|newbie)|new to\s+[\w ]+|"
+                    r"(?:a|an)\s+(expert|senior \w+|professional \w+))\b", re.I)
+_FOOD_SCOPE = re.compile(r"\b(?:recipes?|meals?|dinners?|cooking|food suggestions?)\b", re.I)
+
+
+def identity_preferences(sent: str, message: str) -> list[Preference]:
+    """Cards implied by a stated identity fact: diet ("I'm vegetarian"), allergies ("I'm
+    allergic to nuts"), the user's OS ("I'm on Linux"), their level ("I'm a beginner"). The
+    condition is "suggesting recipes" when the message names recipes or meals, else "general"
+    (the user named no task)."""
+    t = sent.replace("\u2019", "'").strip(" ,.;:!")
+    if t.endswith("?") or re.match(r"^(?:if|when|whether)\b", t, re.I):
+        return []
+    acts: list[str] = []
+    if m := _DIET.search(t):
+        acts.append(_DIETS[m.group(1).lower()])
+    for rx, verb in ((_ALLERGY, "avoid"), (_NO_EAT, "avoid")):
+        if (m := rx.search(t)) and not acts:
+            acts.append(f"{verb} {m.group(1).strip(' ,').split(' so ')[0].split(' and i')[0]}")
+    if m := _OS.search(t):
+        name = (m.group(1) or m.group(2)).strip()
+        name = {"mac": "Mac", "macbook": "Mac", "macos": "macOS", "ios": "iOS", "iphone": "iPhone"}.get(
+            name.lower(), name[:1].upper() + name[1:])
+        acts.append(f"give instructions for {name}")
+    if m := _LEVEL.search(t):
+        acts.append("keep explanations simple, for a beginner" if not m.group(2) else "skip the basics")
+    if not acts:
+        return []
+    cond = "suggesting recipes" if _FOOD_SCOPE.search(message) and not _OS.search(t) else "general"
+    return [Preference(condition=cond, action=a[:MAX_ACTION], confidence=0.9) for a in acts]
+
+
+_ANSWERS_WITH = re.compile(r"^prefer\s+(short|shorter|brief|concise|long|longer|detailed)\s+"
+                           r"(?:answers|responses|replies)\s+(?:with|in)\s+(.+)$", re.I)
+
+
+def _split_answers_with(pref: Preference | None) -> list[Preference]:
+    """"prefer short answers with bullet points" -> "keep answers short" + "use bullet points"."""
+    if pref is None:
+        return []
+    m = _ANSWERS_WITH.match(pref.action)
+    if not m:
+        return [pref]
+    short = m.group(1).lower() in ("short", "shorter", "brief", "concise")
+    first = "keep answers short" if short else "give detailed answers"
+    return [pref.model_copy(update={"action": a}) for a in (first, f"use {m.group(2)}")]
+
+
+# a bare noun phrase of how to answer, said politely ("British spelling please", "metric, pls")
+_STYLE_NP = re.compile(
+    r"^(?:[\w'-]+\s+){0,3}?(?:metric|imperial|celsius|fahrenheit|british|american|euros?|dollars?|pounds|"
+    r"bullet points?|bullets|numbered (?:lists?|steps)|short answers?|plain text|markdown|"
+    r"(?:british|american) (?:spelling|english))(?:\s+[\w'-]+){0,3}$", re.I)
+_STYLE_VERB_WORDS = "keep use avoid write answer respond reply format add include skip"
+_STYLE_VERBS = frozenset(_STYLE_VERB_WORDS.split())
+_BARE_VERBS = frozenset(("use", "keep", "avoid", "skip"))  # accepted as the message's first word
+
+
+def _sentence_preference(sent: str, message: str) -> Preference | None:
+    sent = _LEAD_SCOPE.sub("", sent)
+    cond = None
+    if m := _LEAD_COND.match(sent):
+        cond, sent = m.group(1), m.group(2)
+    elif m := _TRAIL_COND.match(sent):
+        sent, cond = m.group(1), m.group(2)
+    polite = bool(re.match(r"^(?:please|pls|kindly)\b", sent, re.I)) or bool(
+        re.search(r"[, ]+(?:please|pls)$", sent, re.I)) or bool(  # "Please use X and keep Y"
+        re.match(r"^(?:please|pls|kindly)\b", message, re.I) and not message.startswith(sent))
+    sent = _clean_clause(_LEAD_SCOPE.sub("", _clean_clause(sent)))
+    action = None
+    if m := re.match(r"^i(?:'d| would) rather you (?:didn't|did not|don't)\s+(.+)$", sent, re.I):
+        action = f"do not {m.group(1)}"
+    elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
+        action = m.group(1)
+    elif polite and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
+        action = f"use {sent}"
+    elif m := _NEG_START.match(sent):
+        action = None if _NOT_PREFS.match(m.group(1)) else sent
+    elif m := _FIRST_PERSON.match(sent):
+        verb, rest = m.group(1).lower(), m.group(2)
+        lead = sent[: len(sent) - len(rest)].lower()
+        direct = bool(re.search(r"\bit\s+(?:when|if)\s+you\s+$|\bto\s+$|\byou\s+$", lead))
+        if verb == "avoid":
+            action = f"avoid {rest}"
+        elif verb in ("don't like", "do not like", "hate", "dislike", "despise", "can't stand",
+                      "cannot stand"):
+            action = f"do not {rest}" if direct else f"avoid {rest}"
+        else:
+            action = rest if direct else f"prefer {rest}"
+    elif re.match(r"^always\s+", sent, re.I):
+        action = sent[len("always") :].strip()
+    elif m := _IMPERATIVE.match(sent):
+        verb = m.group(1).lower()
+        bare = verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
+        if m.group(2) and (cond or has_generality_marker(message) or bare
+                           or polite and verb in _STYLE_VERBS):  # fmt: skip
+            action = sent
+    if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
+        return None
+    if cond is None:
+        cond = "general" if has_generality_marker(message) else UNSCOPED_CONDITION
+    if len(action) > 1 and action[1].islower():
+        action = action[0].lower() + action[1:]
+    return Preference(condition=cond[:MAX_CONDITION], action=action, confidence=0.9)
+
+
+_LIKES = re.compile(
+    r"\b(?:prefer\w*|dislike\w*|aversion|averse|avoid\w*|despise|refuse|can't stand|cannot stand|"
+    r"not (?:a )?(?:big )?fan|(?:not interested|no interest) in|allerg\w*|hate|love|enjoy|"
+    r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of)\b", re.I
+)
+_SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
+
+
+def stated_preferences(text: str) -> list[Preference]:
+    """Last resort for a first-person statement of taste that neither the extractor nor the
+    fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
+    the statement itself, quoted, as an unscoped note. Questions, complaints and messages
+    without a like/dislike word yield nothing. The method's extractor over-extracts on
+    purpose (recall first); reranking and the user vector filter what does not help."""
+    text = " ".join(str(text or "").replace("\u2019", "'").split())[:MAX_TURN_CHARS]
+    if not text or is_complaint(text):
+        return []
+    said = [s.strip() for s in re.split(r"(?<=[.!;])\s+", text)
+            if s.strip() and not s.rstrip().endswith("?") and _SELF.match(s.strip())
+            and _LIKES.search(s)]
+    if not said:
+        return []
+    action = "keep in mind the user said: " + json.dumps(" ".join(said)[:200], ensure_ascii=False)
+    return [Preference(condition=UNSCOPED_CONDITION, action=action[:MAX_ACTION], confidence=0.5)]
+
