@@ -83,6 +83,42 @@ def test_node_combination_is_the_rules_plus_what_only_the_model_found():
     assert len(quoted) == 1 and "crowded" in quoted[0].action  # the statement, quoted
 
 
+def test_a_model_global_card_must_be_about_how_to_answer():
+    """Persona talk ("I'm always looking to improve... take an advanced pottery course?") gave
+    "In general, take an advanced pottery course." in every prompt; now it is scoped."""
+    window = [("user", "I'm always looking to improve my skills. Should I take an advanced "
+                       "pottery course, or focus on marketing?")]
+    pottery = Preference(condition="general", action="take an advanced pottery course")
+    units = Preference(condition="general", action="use metric units")
+    out = combine(window, [pottery, units])
+    assert [(p.action, p.is_global) for p in out] == [
+        ("take an advanced pottery course", False), ("use metric units", True)]
+    assert out[0].note == "When answering, take an advanced pottery course."
+    assert combine(window, [pottery], union=False) == [pottery]  # an application's own extractor
+
+
+def test_wrappers_of_the_built_in_extractors_keep_the_gate_and_the_rules():
+    """The background job's `_SkipFast` (and an evaluation's cache) wrap the engine's extractor:
+    the node must still gate it and join the rules' cards (`with_rules`)."""
+    from vars_langgraph.background import _SkipFast
+    from vars_langgraph.models.extraction.llm_backend import LLMExtractor
+    from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
+    from vars_langgraph.nodes.extract import builtin, gate_on
+
+    assert LLMExtractor.with_rules and TransformersExtractor.with_rules
+
+    class Own:  # an application's extractor
+        def extract(self, turns):
+            return []
+
+    class Model(Own):
+        with_rules = True
+
+    assert builtin(_SkipFast(Model(), ["x"], None)) and gate_on(None, _SkipFast(Model(), [], None))
+    assert not builtin(_SkipFast(Own(), ["x"], None)) and not gate_on(None, Own())
+    assert gate_on(True, Own()) and not gate_on(False, Model())
+
+
 def test_extraction_set_is_large_and_split_into_thirds():
     from benchmarks.extraction import DATA, load_items
 

@@ -423,6 +423,7 @@ class _SkipFast:
 
     def __init__(self, extractor: Any, fast: list[str], embedder: Any):
         self._extractor, self._fast, self._embedder = extractor, sorted(set(fast)), embedder
+        self.with_rules = getattr(extractor, "with_rules", False)  # gated and joined as the inner
 
     def extract(self, turns: Any) -> list[Preference]:
         prefs = [p for p in self._extractor.extract(turns) if _norm(p.action) not in self._fast]

@@ -140,6 +140,7 @@ class CachingExtractor:
 
     def __init__(self, inner: Any, path: str | Path | None = None):
         self.inner = inner
+        self.with_rules = getattr(inner, "with_rules", False)  # the graph treats it as the inner
         self._cache: dict[tuple[str, ...], Any] = {}
         self.seconds: list[float] = []
         self.hits = 0

@@ -9,11 +9,9 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.models.base import Extractor
-from vars_langgraph.models.extraction.llm_backend import LLMExtractor
-from vars_langgraph.models.extraction.postprocess import content_words
+from vars_langgraph.models.extraction.postprocess import content_words, scope_globals
 from vars_langgraph.models.extraction.prompts import dialogue_window
 from vars_langgraph.models.extraction.rules import fast_preferences, stated_preferences
-from vars_langgraph.models.extraction.transformers_backend import TransformersExtractor
 from vars_langgraph.models.extraction_gate import worth_extracting
 from vars_langgraph.state import (
     VARSState,
@@ -26,11 +24,15 @@ from vars_langgraph.types import CardSource, Preference
 __all__ = ["combine", "gate_on", "make_extract"]
 
 
+def builtin(extractor: Any) -> bool:
+    """A built-in model extractor (or a wrapper that says it wraps one: `with_rules = True`):
+    the gate runs before it and the rule fast path's cards join its own."""
+    return bool(getattr(extractor, "with_rules", False))
+
+
 def gate_on(gate: bool | None, extractor: Any) -> bool:
     """Whether the extraction gate runs: `extractor.gate`, or (None) for built-in extractors."""
-    if gate is not None:
-        return gate
-    return isinstance(extractor, (LLMExtractor, TransformersExtractor))
+    return builtin(extractor) if gate is None else gate
 
 
 def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pass: bool = True,
@@ -42,7 +44,8 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     Chosen on dev (60 messages, docs/perception.md): model first, rules as fallback: precision
     55%, recall 55%; rules first: 66% / 61%; this union: 65% / 63%. `union=False` (an
     extractor the application supplies): its cards as they are, the rules only when it found
-    none. `fast_fallback=False` (an ablation): the model's cards alone."""
+    none. The model's "in general" cards must be about how to answer (`scope_globals`).
+    `fast_fallback=False` (an ablation): the model's cards alone."""
     if not gate_pass:
         return []
     if not fast_fallback:
@@ -51,7 +54,7 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     if not union:
         return llm_prefs or fast_preferences(query) or stated_preferences(query)
     out = fast_preferences(query)
-    for p in llm_prefs:
+    for p in scope_globals(llm_prefs):
         if not any(content_words(p.action) & content_words(q.action) for q in out):
             out.append(p)
     return out or stated_preferences(query)
@@ -77,8 +80,7 @@ def make_extract(engine: VARSEngine, extractor: Extractor | None = None,
         if gate_on(cfg.gate, model) and not worth_extracting(window, engine.embedder):
             return {"query": query, "extracted": []}  # neutral message: no LLM call
         prefs = model.extract(window)  # the built-in extractors apply min_confidence
-        builtin = isinstance(model, (LLMExtractor, TransformersExtractor))
-        prefs = combine(window, prefs, union=builtin)
+        prefs = combine(window, prefs, union=builtin(model))
         turn = sum(1 for m in messages if getattr(m, "type", "") == "human")
         source = CardSource(thread_id=thread_id(config), turn=turn, query=query[:500])
         cards = engine.add_preferences(user_id, prefs, source, generation)

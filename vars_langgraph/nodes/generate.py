@@ -239,13 +239,12 @@ def make_generate(engine: VARSEngine):
                                cfg.prompt)
         msgs, cut = fit_to_context(engine, msgs, cfg.llm.max_tokens)
         reply = engine.chat_model.invoke(msgs, config)
-        if cfg.prompt.retry_on_echo:
-            if copies(message_text(reply), echo_sources(state)):
-                # a small model copied a note, the notes' header, an earlier answer or the
-                # user's own short message: ask once more with the latest message alone, no notes
-                log.debug("answer copied its prompt; asking again")
-                reply = engine.chat_model.invoke(
-                    [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
+        if cfg.prompt.retry_on_echo and copies(message_text(reply), echo_sources(state)):
+            # a small model copied a note, the notes' header, an earlier answer or the user's
+            # own short message: ask once more with the latest message alone and no notes
+            log.debug("answer copied its prompt; asking again")
+            reply = engine.chat_model.invoke(
+                [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
         if state.get("query", "").strip():
             try:
                 engine.memory.put_pending(user_id, thread_id(config),

@@ -68,6 +68,8 @@ class ExtractionResult:
 class LLMExtractor:
     """`Extractor` over an OpenAI-compatible chat endpoint (llama.cpp server, vLLM, ...)."""
 
+    with_rules = True  # the extract node gates it and adds the rule fast path (nodes/extract.py)
+
     def __init__(self, llm: LLMConfig, cfg: ExtractorConfig | None = None,
                  max_new_tokens: int = MAX_NEW_TOKENS):
         if not llm.base_url:

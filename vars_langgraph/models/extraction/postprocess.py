@@ -150,6 +150,12 @@ _STYLE = re.compile(
     r"steps?|details?|verbose|paragraphs?|comments?|units?|metric|spelling|sentences?|preambles?|"
     r"disclaimers?|exclamation|bold|headings?|latex|type hints?|syntax)\b", re.I
 )
+# what an answer-wide (global) preference is about: the answer's form, language or manner
+_ANSWER_WIDE = re.compile(
+    r"\b(?:answers?|responses?|replies|reply|respond\w*|explain\w*|explanations?|code|coding|"
+    r"language|english|spanish|french|german|chinese|japanese|words?|emojis?|questions?|"
+    r"sources?|citations?|references?|analog\w*|jokes?|humou?r|apologi\w*|greetings?)\b", re.I
+)
 _MINOR_WORDS = (
     "that that's thats what asked ask said told you your the this was not and for with are "
     "it's just please again want need me my i'm have has had"
@@ -229,6 +235,16 @@ def fix_scope(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> lis
             p = p.model_copy(update={"condition": "general"})
         out.append(p)
     return out
+
+
+def scope_globals(prefs: list[Preference]) -> list[Preference]:
+    """A global card must be about how to answer (form, language, manner: "always use metric
+    units", "never use emojis"); any other "in general" card ("In general, take an advanced
+    pottery course", read from "I've always wanted to...") gets condition "answering", so it
+    reaches a prompt by similarity to the question instead of taking a slot in every one."""
+    return [p.model_copy(update={"condition": UNSCOPED_CONDITION})
+            if p.is_global and not (_STYLE.search(p.action) or _ANSWER_WIDE.search(p.action))
+            else p for p in prefs]
 
 
 def drop_context_copies(prefs: list[Preference],

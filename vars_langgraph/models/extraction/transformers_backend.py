@@ -21,6 +21,8 @@ class TransformersExtractor:
     Production path for `blackhao0426/pref-extractor-qwen3-0.6b-full-sft` without a vLLM server.
     """
 
+    with_rules = True  # the extract node gates it and adds the rule fast path (nodes/extract.py)
+
     def __init__(
         self,
         model_name: str,
