@@ -5,6 +5,7 @@
 #
 #   bash scripts/test_newest.sh            # newest langchain / langchain-core / langchain-openai
 #   NEWEST="langchain==1.5.0" bash scripts/test_newest.sh
+#   bash scripts/test_newest.sh -k create_agent   # extra pytest arguments (CI: .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -17,4 +18,4 @@ python -m pip install --quiet --target "$dir" \
 python -c "import sys; sys.path.insert(0, '$dir'); import langchain, langchain_core, langchain_openai; \
 print('testing on langchain', langchain.__version__, 'langchain-core', langchain_core.__version__, \
 'langchain-openai', langchain_openai.__version__)"
-PYTHONPATH="$dir:$PWD${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -q tests/test_dropin.py tests/test_tools.py
+PYTHONPATH="$dir:$PWD${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -q tests/test_dropin.py tests/test_tools.py "$@"

@@ -7,7 +7,11 @@ import json
 
 import pytest
 
-from vars_langgraph.models.extraction.rules import fast_preferences, identity_preferences
+from vars_langgraph.models.extraction.rules import (
+    fast_preferences,
+    identity_preferences,
+    stated_preferences,
+)
 from vars_langgraph.nodes.extract import combine
 from vars_langgraph.types import Preference
 
@@ -81,6 +85,10 @@ def test_node_combination_is_the_rules_plus_what_only_the_model_found():
     assert combine(window, [other], union=False) == [other]  # an application's own extractor
     quoted = combine([("user", "I'm not a fan of crowded tourist spots.")], [])
     assert len(quoted) == 1 and "crowded" in quoted[0].action  # the statement, quoted
+    # a "no" inside a statement is not feedback; a reply that opens with "No," is
+    kept = combine([("user", "I have no interest in European car brands.")], [])
+    assert len(kept) == 1 and "European car brands" in kept[0].action
+    assert stated_preferences("No, that's not it. I'm not a fan of tofu.") == []
 
 
 def test_a_model_global_card_must_be_about_how_to_answer():

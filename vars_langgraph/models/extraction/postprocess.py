@@ -179,6 +179,13 @@ def is_one_off(text: str) -> bool:
     return bool(_ONE_OFF.search(text)) and not has_generality_marker(text)
 
 
+def is_feedback(text: str) -> bool:
+    """A reply about the last answer: a feedback phrase ("that's not", "you didn't", "wrong")
+    or a message that opens with a bare "no" ("No, ...", "no. ...")."""
+    text = text.replace("\u2019", "'")
+    return bool(_FEEDBACK.search(text) or re.match(r"\s*no\s*[,.!]", text, re.I))
+
+
 def is_complaint(text: str) -> bool:
     """Feedback on the last answer (the reward's negative cues)."""
     from vars_langgraph.learning.reward import has_negative_cue  # lazy: keeps import order simple

@@ -11,7 +11,7 @@ from vars_langgraph.models.extraction.postprocess import (
     UNSCOPED_CONDITION,
     drop_feedback,
     has_generality_marker,
-    is_complaint,
+    is_feedback,
     is_one_off,
 )
 from vars_langgraph.models.extraction.prompts import MAX_ITEMS_PER_TURN, MAX_TURN_CHARS
@@ -215,11 +215,13 @@ _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
 def stated_preferences(text: str) -> list[Preference]:
     """Last resort for a first-person statement of taste that neither the extractor nor the
     fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
-    the statement itself, quoted, as an unscoped note. Questions, complaints and messages
-    without a like/dislike word yield nothing. The method's extractor over-extracts on
+    the statement itself, quoted, as an unscoped note. Questions, feedback on the last answer
+    (`is_feedback`: "No, that's not what I asked") and messages without a like/dislike word
+    yield nothing; a "no" inside a statement ("I have no interest in ...") does not make it
+    feedback. The method's extractor over-extracts on
     purpose (recall first); reranking and the user vector filter what does not help."""
     text = " ".join(str(text or "").replace("\u2019", "'").split())[:MAX_TURN_CHARS]
-    if not text or is_complaint(text):
+    if not text or is_feedback(text):
         return []
     said = [s.strip() for s in re.split(r"(?<=[.!;])\s+", text)
             if s.strip() and not s.rstrip().endswith("?") and _SELF.match(s.strip())
