@@ -248,3 +248,17 @@ def test_finish_sets_the_observed_confidence_and_drops_what_is_below_the_thresho
     assert [p.confidence for p in finish(out, window, cfg, 0.61234)] == [0.6123]
     assert finish(out, window, cfg, 0.4) == []
     assert finish(out, window, cfg.model_copy(update={"min_confidence": 0.95}), None) == []
+
+
+def test_gate_fit_is_scikit_learns_logistic_regression():
+    """One fitting path: the gate's weights come from scikit-learn (at fit time only)."""
+    import numpy as np
+
+    from vars_langgraph.models.extraction_gate import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] - 0.5 * x[:, 2] + 0.1 * rng.normal(size=200)) > 0
+    w, b = fit_logistic(x, y.astype(float), l2=0.1)
+    assert w[0] > 0 > w[2] and abs(w[1]) < 0.5 * w[0]
+    assert ((x @ w + b > 0) == y).mean() > 0.95

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vars_langgraph.extras import require
+
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -62,22 +64,15 @@ def rule_pass(text: str) -> bool:
     return bool(_CUES.search(t)) or bool(fast_preferences(t))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.1, iters: int = 50) -> tuple[np.ndarray, float]:
-    """L2-regularised logistic regression by Newton steps (deterministic)."""
-    n, d = x.shape
-    xa = np.hstack([x, np.ones((n, 1))]).astype(np.float64)
-    w = np.zeros(d + 1)
-    reg = np.full(d + 1, l2)
-    reg[-1] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-xa @ w))
-        grad = xa.T @ (p - y) + reg * w
-        hess = (xa * (p * (1 - p))[:, None]).T @ xa + np.diag(reg + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w[:-1].astype(np.float32), float(w[-1])
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.1) -> tuple[np.ndarray, float]:
+    """(w, b): scikit-learn's logistic regression with an L2 penalty `l2` on w (not on b), used
+    only when fitting (the `[fit]` extra); the runtime applies w and b with numpy."""
+    require("fit", "sklearn")
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0 / l2, tol=1e-10, max_iter=10_000)
+    model.fit(np.asarray(x, np.float64), np.asarray(y, bool))
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
 def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
