@@ -356,13 +356,12 @@ def close_all() -> None:  # pragma: no cover - exit path
 
 def get_learner(engine: VARSEngine) -> BackgroundLearner:
     """The engine's learner (created on first use; recovers stale jobs in the background)."""
-    learner = getattr(engine, "_vars_learner", None)
+    learner = engine.learner
     if learner is None:
         with _GUARD:
-            learner = getattr(engine, "_vars_learner", None)
+            learner = engine.learner
             if learner is None:
-                learner = BackgroundLearner(engine)
-                engine._vars_learner = learner  # type: ignore[attr-defined]
+                learner = engine.learner = BackgroundLearner(engine)
                 age = engine.config.background.recover_after_s
                 threading.Thread(target=_recover_quietly, args=(learner, age), daemon=True,
                                  name="vars-learn-recover").start()

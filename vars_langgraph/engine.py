@@ -73,6 +73,12 @@ class VARSEngine:
         # user -> {card id: (condition, its vector)} embedded on the answer's path, to store
         self._cond_repairs: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
         self._projection = self._load_projection()
+        # node slots shared by this engine's graphs (`max_concurrency`; nodes/wiring.py)
+        self.node_slots = threading.BoundedSemaphore(max(1, int(config.max_concurrency)))
+        # what the answering server told once: its context size and tokenizer endpoint
+        # (nodes/generate.py: context_tokens, count_tokens)
+        self.server_facts: dict[str, Any] = {}
+        self.learner: Any = None  # the background learner, made on first use (background.py)
 
     # models (lazy) ------------------------------------------------------------------------------
     @cached_property

@@ -209,7 +209,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             per_user = list(pool.map(lambda u: _run_user(graph, u, args.turns, "run"), users))
     wall = time.perf_counter() - t0
-    learner = getattr(engine, "_vars_learner", None)
+    learner = engine.learner
     drain_s = 0.0
     if learner is not None:
         t = time.perf_counter()

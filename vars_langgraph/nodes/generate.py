@@ -91,7 +91,7 @@ def context_tokens(engine: VARSEngine) -> int:
     """The answering model's context size, read once per engine: the server's own `n_ctx`
     (llama.cpp `GET /props`), else the local llama.cpp server's `local_server.n_ctx` (the
     value it was started with), else `prompt.max_context_tokens` (other servers)."""
-    cached = engine.__dict__.get("_vars_n_ctx")
+    cached = engine.server_facts.get("n_ctx")
     if cached is not None:
         return cached
     cfg = engine.config
@@ -108,7 +108,7 @@ def context_tokens(engine: VARSEngine) -> int:
 
             n = cfg.local_server.n_ctx if is_local_url(root + "/v1") else None
     n = n or cfg.prompt.max_context_tokens
-    engine.__dict__["_vars_n_ctx"] = n
+    engine.server_facts["n_ctx"] = n
     return n
 
 
@@ -117,7 +117,7 @@ def count_tokens(engine: VARSEngine, text: str) -> int:
     (llama-cpp-python `/extras/tokenize/count`, llama.cpp `/tokenize`), else an upper
     estimate (one token per 3 UTF-8 bytes, at least one per 4 characters)."""
     root = _server_root(engine.chat_model)
-    how = engine.__dict__.get("_vars_tokenize", "?")
+    how = engine.server_facts.get("tokenize", "?")
     if root is not None and how in ("?", "extras", "llamacpp"):
         for kind in (("extras", "llamacpp") if how == "?" else (how,)):
             try:
@@ -132,9 +132,9 @@ def count_tokens(engine: VARSEngine, text: str) -> int:
                     n = len(r.json()["tokens"])
             except Exception:  # noqa: BLE001 - no tokenizer endpoint: try the next, then estimate
                 continue
-            engine.__dict__["_vars_tokenize"] = kind
+            engine.server_facts["tokenize"] = kind
             return n
-        engine.__dict__["_vars_tokenize"] = None
+        engine.server_facts["tokenize"] = None
     return max(len(text.encode("utf-8", "replace")) // 3, len(text) // 4) + 1
 
 

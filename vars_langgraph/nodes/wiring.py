@@ -78,17 +78,7 @@ def fail_open(name: str, fn: Any) -> Any:
 
 def node_slots(engine: VARSEngine) -> threading.BoundedSemaphore:
     """The engine's semaphore of `max_concurrency` node slots (shared by its graphs)."""
-    slots = getattr(engine, "_vars_node_slots", None)
-    if slots is None:
-        with _SLOTS_GUARD:
-            slots = getattr(engine, "_vars_node_slots", None)
-            if slots is None:
-                slots = threading.BoundedSemaphore(max(1, int(engine.config.max_concurrency)))
-                engine._vars_node_slots = slots  # type: ignore[attr-defined]
-    return slots
-
-
-_SLOTS_GUARD = threading.Lock()
+    return engine.node_slots
 
 
 def bounded(fn: Any, slots: threading.BoundedSemaphore) -> Any:
