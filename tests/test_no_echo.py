@@ -146,3 +146,14 @@ def test_echo_sources_cover_the_header_and_a_short_user_message():
     long_text = "Fix the grammar in this paragraph please: " + "the cat sat on the mat. " * 20
     assert long_text not in echo_sources({"messages": [HumanMessage(long_text)]})
     assert "## User Preferences" not in " ".join(echo_sources({"messages": [HumanMessage(said)]}))
+
+
+def test_an_answer_about_the_notes_is_asked_again():
+    """Seen on the 0.5B: "Based on the notes provided, ..." instead of an answer."""
+    from vars_langgraph.nodes.generate import about_the_notes
+
+    assert about_the_notes("Based on the notes provided, I recommend short answers for tea.")
+    assert about_the_notes("Follow the instructions provided in the user's earlier conversations.")
+    assert about_the_notes("I will follow the notes that fit the question.")
+    assert not about_the_notes("Here are the notes from the meeting: budget, hiring, dates.")
+    assert not about_the_notes("Take notes during the lecture and review them weekly.")

@@ -195,6 +195,18 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
 
 
 ECHO_USER_CHARS = 300  # a longer message may be quoted in a good answer (code, a text to fix)
+# an answer about the prompt instead of the question ("Based on the notes provided, ...",
+# "follow the instructions provided in the user's earlier conversations"): the notes block's
+# own words, which no answer to the user needs
+_ABOUT_NOTES = re.compile(
+    r"\b(?:the|these|those|my|your|user's) (?:notes|preferences) (?:provided|given|above|that fit)\b"
+    r"|\bbased on the (?:notes|preferences)\b|\b(?:user's|this user's) earlier conversations\b"
+    r"|\bfollow(?:ing)? (?:the|these|your) notes\b", re.I)
+
+
+def about_the_notes(answer: str) -> bool:
+    """True when the answer talks about the injected notes rather than answering."""
+    return bool(_ABOUT_NOTES.search(answer))
 
 
 def echo_sources(state: Mapping[str, Any]) -> list[str]:
@@ -239,9 +251,12 @@ def make_generate(engine: VARSEngine):
                                cfg.prompt)
         msgs, cut = fit_to_context(engine, msgs, cfg.llm.max_tokens)
         reply = engine.chat_model.invoke(msgs, config)
-        if cfg.prompt.retry_on_echo and copies(message_text(reply), echo_sources(state)):
+        text = message_text(reply)
+        if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state)) or (
+                state.get("selected") and about_the_notes(text))):
             # a small model copied a note, the notes' header, an earlier answer or the user's
-            # own short message: ask once more with the latest message alone and no notes
+            # own short message, or talked about the notes: ask once more with the latest
+            # message alone and no notes
             log.debug("answer copied its prompt; asking again")
             reply = engine.chat_model.invoke(
                 [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
