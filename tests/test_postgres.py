@@ -27,6 +27,7 @@ from tests.pg import RuleExtractor, fresh_database, has_pgvector
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.background import get_learner
 from vars_langgraph.storage import open_checkpointer, open_store
+from vars_langgraph.types import CardSource, Preference
 
 PG_URL = os.environ.get("VARS_TEST_POSTGRES_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="VARS_TEST_POSTGRES_URL not set")
@@ -289,6 +290,35 @@ def test_pgvector_retrieval_matches_faiss(make_config, monkeypatch, reads):
         assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
     close(g_faiss)
     close(g_vec)
+
+
+@needs_pg
+def test_pgvector_top_k_is_filled_with_active_cards(make_config):
+    """Archived cards stay in Postgres (kept for the user) but must not take top-K slots."""
+    if not has_pgvector(PG_URL):
+        if os.environ.get("CI"):
+            pytest.fail("the CI Postgres server has no pgvector")
+        pytest.skip("the Postgres server has no pgvector")
+    url = fresh_database(PG_URL, "pgvector_archived")
+    cfg = make_config(url, postgres={"retrieval": "pgvector"})
+    engine = VARSEngine(cfg, open_store(cfg), extractor=RuleExtractor())
+    near = [("writing python code", a) for a in (
+        "add type hints", "use f-strings", "prefer list comprehensions", "follow PEP 8 naming",
+        "add docstrings to python functions", "print the python traceback when debugging")]
+    far = [("planning a trip", "book trains over flights"),
+           ("suggesting recipes", "keep them vegetarian"),
+           ("recommending movies", "avoid horror"), ("explaining math", "show each step")]
+    engine.add_preferences("alice", [Preference(condition=c, action=a) for c, a in near + far],
+                           CardSource(thread_id="s1"))
+    cards = engine.memory.list_cards("alice")
+    assert len(cards) == 10
+    archived = [c.model_copy(update={"status": "archived", "status_reason": "test"})
+                for c in cards if "python" in c.note]
+    engine.memory.put_cards("alice", archived)
+    q = engine.embed_query("how do I write a python function")
+    got = engine.index.candidates("alice", q, 3, 0)
+    assert len(got) == 3 and not any("python" in c["note"] for c in got)
+    assert len(engine.memory.list_cards("alice")) == 10  # every card kept in the store
 
 
 @needs_pg

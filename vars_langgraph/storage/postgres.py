@@ -351,11 +351,18 @@ class PgVectorCardIndex(CardIndex):
 
     def candidates(self, user_id: str, query: np.ndarray, top_k: int,
                    max_global: int) -> list[dict[str, Any]]:
-        """The dense top-K from Postgres, the global cards and the columns from the entry."""
+        """The dense top-K from Postgres, the global cards and the columns from the entry.
+        Archived and superseded cards stay in the table but not in the entry: while they
+        take slots of the search, it asks for twice as many (until the user has no more)."""
         ui = self.get(user_id)
-        hits = [(ui.rows[card.id], sim) for card, sim in self.search(user_id, query, top_k)
-                if card.id in ui.rows]
-        return ui.candidates(query, top_k, max_global, hits=hits)
+        k = top_k
+        while True:
+            found = self.search(user_id, query, k)
+            hits = [(ui.rows[card.id], sim) for card, sim in found if card.id in ui.rows]
+            if len(hits) >= top_k or len(found) < k:
+                break
+            k *= 2
+        return ui.candidates(query, top_k, max_global, hits=hits[:top_k])
 
 
 # checkpointer ---------------------------------------------------------------------------------
