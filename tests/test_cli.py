@@ -99,3 +99,29 @@ def test_chat_then_manage_memories_with_the_installed_command(tmp_path, llm_base
     assert r.returncode == 0 and "imported" in r.stdout
     mem2 = json.loads(run_cli("--data-dir", data, "memories", "--user", "alice2", "--json").stdout)
     assert sorted(c["note"] for c in mem2["cards"]) == sorted(c["note"] for c in mem["cards"])
+
+
+def test_stream_turn_marks_a_retried_answer():
+    """generate's retry streams a second message: the chat says so between the two instead of
+    running them together ("...bullet points.Yes, I will ...")."""
+    from langchain_core.messages import AIMessageChunk
+
+    from vars_langgraph.cli import RETRY_NOTE, stream_turn
+
+    meta = {"langgraph_node": "generate"}
+    chunks = [AIMessageChunk("Based on the notes", id="a"), AIMessageChunk(" provided.", id="a"),
+              AIMessageChunk("Use lentils", id="b"), AIMessageChunk(".", id="b")]
+
+    class Graph:  # the stream of a turn whose first answer was discarded
+        def stream(self, *args, **kwargs):
+            yield from (("messages", (c, meta)) for c in chunks)
+            yield "values", {"messages": []}
+
+    out: list[str] = []
+    _, t = stream_turn(Graph(), "dinner?", {}, out.append)
+    assert "".join(out) == f"Based on the notes provided.\n{RETRY_NOTE}\nUse lentils."
+    assert t["tokens"] == 4
+    out.clear()
+    chunks[2:] = []
+    stream_turn(Graph(), "dinner?", {}, out.append)
+    assert RETRY_NOTE not in "".join(out)  # one answer: no note

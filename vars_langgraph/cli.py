@@ -78,6 +78,11 @@ def setup_logging(level: str) -> None:
         quiet_model_loading()
 
 
+# printed between a streamed answer that generate discarded (it copied its prompt) and the
+# answer it asked for again (nodes/generate.py)
+RETRY_NOTE = "(that answer repeated its instructions; asked again:)"
+
+
 def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
                 write: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one turn, writing the answer's tokens as they come; returns (final state, timings):
@@ -89,6 +94,7 @@ def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
     nodes: dict[str, float] = {}
     tokens = 0
     final: dict[str, Any] = {}
+    message_id = None  # the streamed answer's id: a second one is generate's retry
     for mode, data in graph.stream({"messages": [("user", text)]}, run_cfg,
                                    stream_mode=["messages", "updates", "values"]):
         now = time.perf_counter() - t0
@@ -104,6 +110,10 @@ def stream_turn(graph: Any, text: str, run_cfg: dict[str, Any],
                 if content:
                     ttft = now if ttft is None else ttft
                     tokens += 1
+                    cid = getattr(chunk, "id", None)
+                    if write is not None and message_id is not None and cid != message_id:
+                        write(f"\n{RETRY_NOTE}\n")
+                    message_id = cid
                     if write is not None:
                         write(content)
         elif mode == "values":
