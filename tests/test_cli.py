@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import extractor_url
 from vars_langgraph.cli import main
 
 
@@ -78,7 +79,7 @@ def test_chat_then_manage_memories_with_the_installed_command(tmp_path, llm_base
     drains its learning jobs before it exits), then memories/export/forget/import."""
     data = str(tmp_path / "data")
     env = {"VARS_LLM__BASE_URL": llm_base_url, "VARS_LLM__MAX_TOKENS": "32",
-           "VARS_LLM__TEMPERATURE": "0"}
+           "VARS_LLM__TEMPERATURE": "0", "VARS_EXTRACTOR__LLM__BASE_URL": extractor_url(llm_base_url)}
     r = run_cli("--data-dir", data, "chat", "--user", "alice", "--verbose",
                 "-m", "I prefer answers in bullet points.", env=env, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]

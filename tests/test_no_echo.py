@@ -13,7 +13,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import AIMessage
 
+from tests._reliability import RecordingChat
 from vars_langgraph import build_graph
 from vars_langgraph.config import LLMConfig
 from vars_langgraph.state import message_text
@@ -157,3 +159,54 @@ def test_an_answer_about_the_notes_is_asked_again():
     assert about_the_notes("I will follow the notes that fit the question.")
     assert not about_the_notes("Here are the notes from the meeting: budget, hiring, dates.")
     assert not about_the_notes("Take notes during the lecture and review them weekly.")
+
+
+def test_exclusions_read_from_notes():
+    from vars_langgraph.nodes.generate import breaks_exclusion, excluded_terms
+
+    diet = ["In general, suggest only vegetarian food, no meat.", "When answering, use bullets."]
+    assert breaks_exclusion("A dinner with lean proteins like chicken breast or tofu.", diet)
+    assert breaks_exclusion("- Grilled salmon\n- Rice", diet) == ["salmon"]
+    assert not breaks_exclusion("Pasta with mushrooms, no meat, or a meat-free chili.", diet)
+    assert not breaks_exclusion("A stir-fry: swap the chicken for tofu.", diet)
+    assert breaks_exclusion("Peanut butter toast", ["I'm allergic to peanuts."]) == ["peanut"]
+    assert breaks_exclusion("Add some cheese.", ["no dairy please"]) == ["cheese"]
+    assert excluded_terms(["The user is not vegetarian."]) == set()
+    assert excluded_terms(["Keep it short, no more than three bullets."]) == set()
+    assert not excluded_terms(["When answering, use bullet points."])
+
+
+class Replies(RecordingChat):
+    replies: list[str]
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        text = self.replies.pop(0) if self.replies else self.reply
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+@pytest.mark.parametrize(("second", "kept"), [("Lentil curry with rice.", "Lentil curry"),
+                                               ("Beef tacos.", "Chicken")])
+def test_an_answer_that_breaks_an_excluding_note_is_asked_again(tmp_path, second, kept):
+    """Seen on the 0.5B with "I'm vegetarian" injected: "... lean proteins like chicken
+    breast or tofu". Asked again with the note beside the question; the better answer is kept
+    (the first when the second is no better)."""
+    from types import SimpleNamespace
+
+    from langchain_core.messages import HumanMessage
+
+    from vars_langgraph import VARSConfig
+    from vars_langgraph.nodes.generate import make_generate
+
+    chat = Replies(replies=["Chicken stir-fry with rice.", second])
+    engine = SimpleNamespace(config=VARSConfig.from_dict({"data_dir": str(tmp_path)}),
+                             chat_model=chat, server_facts={})
+    note = "In general, suggest only vegetarian food, no meat."
+    state = {"messages": [HumanMessage("What should I make for dinner?")],
+             "selected": [{"note": note}, {"note": "When answering, keep answers short."}]}
+    out = make_generate(engine)(state, {"configurable": {"user_id": "u"}}, None)
+    assert message_text(out["messages"][0]).startswith(kept)
+    assert len(chat.calls) == 2
+    assert note in chat.calls[1][1][-1][1] and "keep answers short" not in chat.calls[1][1][-1][1]
+

@@ -446,12 +446,14 @@ def pasted_log(kb: int) -> str:
 
 @pytest.mark.llm
 @pytest.mark.parametrize("kb", [13, 32])
-def test_long_message_is_cut_to_the_servers_context(tmp_path, llm_base_url, kb):
+def test_long_message_is_cut_to_the_servers_context(tmp_path, small_context_llm_url, kb):
     """SQLite only: the cut happens before the chat model, whatever the storage (a long
-    message in a Postgres thread: test_a_failed_turn_leaves_no_copy_of_its_message)."""
+    message in a Postgres thread: test_a_failed_turn_leaves_no_copy_of_its_message). The
+    server has a 1024-token context, which the graph reads from the server (`/props`)."""
+    from tests.conftest import SMALL_CONTEXT
     from vars_langgraph.nodes.generate import context_tokens
 
-    cfg = cfg_for(tmp_path, "sqlite", llm={"base_url": llm_base_url, "max_tokens": 32,
+    cfg = cfg_for(tmp_path, "sqlite", llm={"base_url": small_context_llm_url, "max_tokens": 32,
                                           "temperature": 0.0})
     engine = make_engine(cfg, extractor=MarkerExtractor())
     g = build_graph(cfg, engine=engine, checkpointer=open_checkpointer(cfg))
@@ -459,7 +461,7 @@ def test_long_message_is_cut_to_the_servers_context(tmp_path, llm_base_url, kb):
     out = g.invoke({"messages": [("user", text)]},
                    {"configurable": {"thread_id": "t", "user_id": "u"}})
     assert out["messages"][-1].content.strip()  # an answer, no 400 from the server
-    assert context_tokens(engine) == cfg.local_server.n_ctx  # the server's n_ctx, not 8192
+    assert context_tokens(engine) == SMALL_CONTEXT  # the server's n_ctx, not a default
     cut = out["input_cut"]
     assert cut["tokens"] > cut["budget"] and cut["kept_chars"] < len(text)
     assert out["messages"][-2].content == text  # the thread keeps the whole message
@@ -480,9 +482,9 @@ def test_a_long_message_is_cut_for_the_model_and_kept_whole_in_the_thread(tmp_pa
 
 
 @pytest.mark.llm
-def test_chat_verbose_says_the_message_was_cut(tmp_path, storage, cli_env, llm_base_url,
+def test_chat_verbose_says_the_message_was_cut(tmp_path, storage, cli_env, small_context_llm_url,
                                                monkeypatch, capsys):
-    monkeypatch.setenv("VARS_LLM__BASE_URL", llm_base_url)
+    monkeypatch.setenv("VARS_LLM__BASE_URL", small_context_llm_url)
     monkeypatch.setenv("VARS_LLM__MAX_TOKENS", "24")
     monkeypatch.setenv("VARS_EXTRACTOR__ENABLED", "false")
     assert main([*cli_env, "chat", "--user", "u", "-m", pasted_log(13), "--verbose"]) == 0

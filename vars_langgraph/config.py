@@ -64,6 +64,9 @@ class LocalServerConfig(_Strict):
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = Field(None, ge=1)
     tool_calls: bool = True  # a model's textual tool call is returned as OpenAI tool_calls
+    # the extractor role gets a second server process (one more copy of the model in RAM) so
+    # that its prompt and the chat's stay cached; false: one process serves every role
+    extractor_server: bool = True
 
 
 class ExtractorConfig(_Strict):

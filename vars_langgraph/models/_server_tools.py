@@ -250,11 +250,18 @@ class OpenAIShim:
     """ASGI wrapper of llama-cpp-python's app: tool calls, null contents, cheap log-probs
     (see the module docstring) on `POST .../chat/completions`; every other request as is."""
 
-    def __init__(self, app: Any, tool_calls: bool = True):
+    def __init__(self, app: Any, tool_calls: bool = True, n_ctx: int | None = None):
         self.app = app
         self.tool_calls = tool_calls
+        self.n_ctx = n_ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "GET" and \
+                scope.get("path") == "/props" and self.n_ctx:
+            # llama.cpp's own server answers this too: clients read the context size from it
+            props = {"n_ctx": self.n_ctx, "default_generation_settings": {"n_ctx": self.n_ctx}}
+            await _send_bytes(send, 200, json.dumps(props).encode(), b"application/json")
+            return
         if scope.get("type") != "http" or scope.get("method") != "POST" or \
                 not scope.get("path", "").endswith("/chat/completions"):
             await self.app(scope, receive, send)
@@ -341,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     model = ModelSettings(**_fields_of(ModelSettings, args))
     app = create_app(server_settings=server, model_settings=[model])
     _exit_with_parent()
-    uvicorn.run(OpenAIShim(app, tool_calls=args.text_tool_calls == "true"),
+    uvicorn.run(OpenAIShim(app, tool_calls=args.text_tool_calls == "true", n_ctx=model.n_ctx),
                 host=server.host, port=server.port, log_level="warning")
 
 

@@ -12,15 +12,16 @@ import openai
 from langchain_openai import ChatOpenAI
 
 from vars_langgraph.config import LLMConfig, VARSConfig
-from vars_langgraph.models.local_server import local_base_url
+from vars_langgraph.models.local_server import Role, local_base_url
 
 
-def resolve_llm(llm: LLMConfig | None, cfg: VARSConfig) -> LLMConfig:
-    """The role's config (None: `cfg.llm`) with `base_url` filled in (local server if unset)."""
+def resolve_llm(llm: LLMConfig | None, cfg: VARSConfig, role: Role = "chat") -> LLMConfig:
+    """The role's config (None: `cfg.llm`) with `base_url` filled in (the local server for
+    `role` if unset)."""
     llm = llm if llm is not None else cfg.llm
     if llm.base_url:
         return llm
-    return llm.model_copy(update={"base_url": local_base_url(cfg)})
+    return llm.model_copy(update={"base_url": local_base_url(cfg, role)})
 
 
 def _is_openai_host(base_url: str | None) -> bool:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import httpx
 
@@ -184,9 +184,11 @@ def _server_env() -> dict[str, str]:
 class LocalServer:
     """`python -m llama_cpp.server` on 127.0.0.1 for one GGUF; a context manager."""
 
-    def __init__(self, model_path: Path, cfg: LocalServerConfig | None = None):
+    def __init__(self, model_path: Path, cfg: LocalServerConfig | None = None,
+                 role: str = "chat"):
         self.model_path = Path(model_path)
         self.cfg = cfg or LocalServerConfig()
+        self.role = role
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -240,14 +242,15 @@ class LocalServer:
                 except BaseException:
                     self._stop_locked()
                     raise
-            log.info("llama.cpp server for %s ready at %s", self.model_path.name, self.base_url)
+            log.info("llama.cpp server (%s) for %s ready at %s", self.role, self.model_path.name,
+                     self.base_url)
             return self
 
     def _spawn(self) -> None:
         logs = Path(os.path.expanduser(self.cfg.cache_dir)) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
-        self.log_path = logs / f"llama_server.{self.model_path.stem}.{os.getpid()}.log"
+        self.log_path = logs / f"llama_server.{self.model_path.stem}.{self.role}.{os.getpid()}.log"
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             self.command(self.port),
@@ -323,27 +326,34 @@ class LocalServer:
         self.stop()
 
 
-# ---------------------------------------------------------------- one server per GGUF
+# ---------------------------------------------------------------- one server per GGUF and role
 
 
-_SERVERS: dict[Path, LocalServer] = {}
+_SERVERS: dict[tuple[Path, str], LocalServer] = {}
 _REGISTRY_LOCK = threading.Lock()
+Role = Literal["chat", "extractor"]
 
 
-def local_base_url(cfg: VARSConfig) -> str:
-    """Base URL of this process's server for the configured GGUF, started on first use.
+def local_base_url(cfg: VARSConfig, role: Role = "chat") -> str:
+    """Base URL of this process's server for the configured GGUF and `role`, started on first use.
 
-    One server per GGUF path per process; the first caller's n_ctx/n_threads win.
+    With `local_server.extractor_server` (the default) the extractor role gets a server process
+    of its own: llama.cpp keeps one prompt prefix cached per process, and the extractor's
+    few-shot prompt and the chat's prompt evicted each other on every turn. Each process runs
+    `n_threads` threads (half the cores), so an extraction and an answer can also run at once.
+    The first caller's n_ctx/n_threads win.
     """
     require("local", "llama_cpp")
+    if role == "extractor" and not cfg.local_server.extractor_server:
+        role = "chat"
     with _REGISTRY_LOCK:
         path = gguf_path(cfg.local_server)
-        server = _SERVERS.get(path)
+        server = _SERVERS.get((path, role))
         if server is None or not server.alive():
             if server is not None:
-                log.warning("local llama.cpp server for %s died; restarting", path.name)
-            server = LocalServer(path, cfg.local_server).start()
-            _SERVERS[path] = server
+                log.warning("local llama.cpp server (%s) for %s died; restarting", role, path.name)
+            server = LocalServer(path, cfg.local_server, role).start()
+            _SERVERS[(path, role)] = server
         return server.base_url
 
 

@@ -209,6 +209,75 @@ def about_the_notes(answer: str) -> bool:
     return bool(_ABOUT_NOTES.search(answer))
 
 
+# what a standing exclusion rules out: a diet or a "no X" names a group of foods
+_GROUPS = {
+    "meat": "meat meats chicken beef pork bacon ham turkey lamb steak steaks sausage sausages "
+            "meatball meatballs duck veal venison pepperoni prosciutto salami chorizo",
+    "fish": "fish salmon tuna cod shrimp shrimps prawn prawns anchovy anchovies crab lobster "
+            "seafood sardines mackerel",
+    "dairy": "dairy milk cheese butter yogurt yoghurt cream parmesan mozzarella",
+    "eggs": "egg eggs",
+    "nuts": "nut nuts peanut peanuts almond almonds walnut walnuts cashew cashews pecan pecans "
+            "hazelnut hazelnuts pistachio pistachios",
+    "gluten": "gluten wheat flour bread pasta barley",
+    "pork": "pork bacon ham prosciutto pepperoni salami chorizo",
+    "alcohol": "alcohol wine beer vodka rum whiskey",
+}
+_DIETS = {"vegetarian": ("meat", "fish"), "vegan": ("meat", "fish", "dairy", "eggs"),
+          "pescatarian": ("meat",), "halal": ("pork", "alcohol"), "kosher": ("pork",)}
+_GROUP_OF = {"meat": "meat", "meats": "meat", "fish": "fish", "seafood": "fish",
+             "dairy": "dairy", "milk": "dairy", "egg": "eggs", "eggs": "eggs", "nut": "nuts",
+             "nuts": "nuts", "peanut": "nuts", "peanuts": "nuts", "gluten": "gluten",
+             "pork": "pork", "alcohol": "alcohol"}
+_EXCLUDE = re.compile(r"\b(?:no|without|avoid|allergic to|intolerant to|"
+                      r"(?:don't|do not|doesn't|can't|cannot) (?:eat|use|include|suggest|drink))"
+                      r"\s+(?:any\s+)?([a-z][a-z-]{2,})", re.I)
+_NOT_A_THING = frozenset({
+    "more", "less", "longer", "shorter", "other", "extra", "further", "need", "matter", "problem",
+    "worries", "idea", "way", "one", "than", "such", "much", "many", "big", "long", "small",
+    "fluff", "filler"})
+_NEGATED = re.compile(r"\b(?:no|without|instead of|free|skip|replace|swap|not|avoid)\W+"
+                      r"(?:\w+\W+){0,2}$", re.I)
+
+
+def excluded_terms(notes: list[str]) -> set[str]:
+    """The words an answer must not suggest under these notes: a diet's food groups
+    ("vegetarian": meat and fish), a named group ("no dairy"), or the word itself ("no
+    mushrooms", "allergic to kiwi"). Notes about the answer's form ("no jargon") give words
+    that a good answer does not use either."""
+    out: set[str] = set()
+    for note in notes:
+        low = note.lower()
+        for diet, groups in _DIETS.items():
+            if re.search(rf"\b{diet}\b", low) and not re.search(rf"\bnot? (?:a )?{diet}\b", low):
+                out.update(w for g in groups for w in _GROUPS[g].split())
+        for m in _EXCLUDE.finditer(low):
+            word = m.group(1)
+            if word in _NOT_A_THING:
+                continue
+            group = _GROUP_OF.get(word)
+            out.update(_GROUPS[group].split() if group else {word, word.rstrip("s")})
+    return out
+
+
+def breaks_exclusion(answer: str, notes: list[str]) -> list[str]:
+    """The excluded words (see `excluded_terms`) the answer names, other than in a negation
+    ("no chicken", "instead of beef", "meat-free")."""
+    terms = excluded_terms(notes)
+    if not terms:
+        return []
+    found = []
+    for m in re.finditer(r"[a-z]+(?:-[a-z]+)*", answer.lower()):
+        word = m.group(0)
+        if word not in terms or _NEGATED.search(answer[max(0, m.start() - 40):m.start()]):
+            continue
+        after = answer[m.end():m.end() + 6].lower()
+        if after.startswith(("-free", " free", "less", "-less")):
+            continue
+        found.append(word)
+    return found
+
+
 def echo_sources(state: Mapping[str, Any]) -> list[str]:
     """What an answer must not copy: the injected notes, the notes' header, earlier answers,
     and the user's latest message when it is short."""
@@ -260,6 +329,18 @@ def make_generate(engine: VARSEngine):
             log.debug("answer copied its prompt; asking again")
             reply = engine.chat_model.invoke(
                 [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
+        notes = [c.get("note", "") for c in state.get("selected", [])]
+        broken = breaks_exclusion(message_text(reply), notes) if cfg.prompt.retry_on_echo else []
+        if broken:
+            # the answer suggests what an injected note rules out ("I'm vegetarian" and a
+            # chicken dish): ask once more with the note beside the question, keep the answer
+            # that breaks fewer exclusions
+            log.debug("answer names excluded %s; asking again", broken)
+            rules = [n for n in notes if excluded_terms([n])]
+            again = engine.chat_model.invoke([*msgs[:-1], HumanMessage(
+                f"{message_text(msgs[-1])}\n\n(Keep in mind: {' '.join(rules)})")], config)
+            if len(breaks_exclusion(message_text(again), notes)) < len(broken):
+                reply = again
         if state.get("query", "").strip():
             try:
                 engine.memory.put_pending(user_id, thread_id(config),

@@ -31,5 +31,5 @@ def load_extractor(cfg: VARSConfig) -> LLMExtractor | TransformersExtractor:
                              "(a Hugging Face model name or a local directory)")
         return TransformersExtractor(cfg.extractor.model, cfg.extractor, device=cfg.extractor.device,
                                      local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1")
-    return LLMExtractor(resolve_llm(cfg.extractor.llm, cfg), cfg.extractor)
+    return LLMExtractor(resolve_llm(cfg.extractor.llm, cfg, "extractor"), cfg.extractor)
 
