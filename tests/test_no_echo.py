@@ -208,5 +208,6 @@ def test_an_answer_that_breaks_an_excluding_note_is_asked_again(tmp_path, second
     out = make_generate(engine)(state, {"configurable": {"user_id": "u"}}, None)
     assert message_text(out["messages"][0]).startswith(kept)
     assert len(chat.calls) == 2
-    assert note in chat.calls[1][1][-1][1] and "keep answers short" not in chat.calls[1][1][-1][1]
+    reminder = chat.calls[1][1][-1][1].split("(Keep in mind:")[1]
+    assert note in reminder and "keep answers short" not in reminder
 

@@ -176,6 +176,12 @@ class PromptConfig(_Strict):
     # an answer made of a note or an earlier answer (>= 60% of its word 3-grams) is asked for
     # once more, with the latest message alone and no notes (one extra call, only then)
     retry_on_echo: bool = True
+    # where the built-in generate node puts the selected notes: "system" (the system prompt as
+    # `system_prompt` renders them, quoted data) or "message" (after the user's latest message,
+    # as their own words). On the 0.5B, "message" honoured more preferences but answered fewer
+    # turns on topic (docs/perception.md §6), so the default stays; the drop-in surfaces always
+    # use the system prompt
+    notes_in: Literal["system", "message"] = "system"
 
 
 class PostgresConfig(_Strict):

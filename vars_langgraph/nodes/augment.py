@@ -44,14 +44,34 @@ def strip_control_tokens(text: str) -> str:
     return text.replace("<|", "< |").replace("|>", "| >")
 
 
-def quote_note(note: str, max_chars: int) -> str:
-    """One line, length-capped, JSON-quoted, control tokens removed: a note cannot close the
-    block, add lines or end the system turn of the chat template."""
+def clean_note(note: str, max_chars: int) -> str:
+    """One line, length-capped, control tokens removed: a note cannot add lines, close the
+    block or end a turn of the chat template."""
     text = " ".join(strip_control_tokens(str(note)).split())
     text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
     if len(text) > max_chars:
         text = text[: max_chars - 1] + "\u2026"
-    return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def quote_note(note: str, max_chars: int) -> str:
+    """`clean_note`, JSON-quoted (the system prompt's notes are quoted data)."""
+    return json.dumps(clean_note(note, max_chars), ensure_ascii=False)
+
+
+NOTES_INTRO = "My preferences:"
+
+
+def render_note_suffix(selected: list[dict[str, Any]]) -> str:
+    """The selected notes as the built-in generate node appends them to the user's latest
+    message (`prompt.notes_in: message`): cleaned like the system prompt's, as the user's own
+    words on one line (JSON-quoted, the 0.5B honoured fewer of them on the conversations
+    benchmark's tuning part)."""
+    if not selected:
+        return ""
+    notes = [clean_note(c["note"], MAX_NOTE_CHARS) for c in selected]
+    return f"\n\n({NOTES_INTRO} " + " ".join(n if n.endswith((".", "!", "?", "\u2026"))
+                                             else n + "." for n in notes) + ")"
 
 
 def render_system_prompt(selected: list[dict[str, Any]], cfg: PromptConfig,

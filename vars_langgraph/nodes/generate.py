@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.config import PromptConfig
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.nodes.augment import HEADER
+from vars_langgraph.nodes.augment import HEADER, render_note_suffix
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
 
@@ -314,11 +314,18 @@ def make_generate(engine: VARSEngine):
 
     def generate(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
-        system = state.get("system_prompt") or cfg.prompt.base_system
+        selected = state.get("selected", [])
+        # the notes after the user's message (`prompt.notes_in: message`) or in the system prompt
+        suffix = render_note_suffix(selected) if cfg.prompt.notes_in == "message" else ""
+        system = cfg.prompt.base_system if suffix else (
+            state.get("system_prompt") or cfg.prompt.base_system)
         n_ctx = context_tokens(engine)
         msgs = prompt_messages(system, state.get("messages", []), n_ctx, cfg.llm.max_tokens,
                                cfg.prompt)
-        msgs, cut = fit_to_context(engine, msgs, cfg.llm.max_tokens)
+        msgs, cut = fit_to_context(engine, msgs, cfg.llm.max_tokens + len(suffix) // 3 + 1)
+        plain = msgs[-1]
+        if suffix and plain.type == "human":
+            msgs = [*msgs[:-1], HumanMessage(message_text(plain) + suffix, id=plain.id)]
         reply = engine.chat_model.invoke(msgs, config)
         text = message_text(reply)
         if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state)) or (
@@ -327,9 +334,8 @@ def make_generate(engine: VARSEngine):
             # own short message, or talked about the notes: ask once more with the latest
             # message alone and no notes
             log.debug("answer copied its prompt; asking again")
-            reply = engine.chat_model.invoke(
-                [SystemMessage(cfg.prompt.base_system), msgs[-1]], config)
-        notes = [c.get("note", "") for c in state.get("selected", [])]
+            reply = engine.chat_model.invoke([SystemMessage(cfg.prompt.base_system), plain], config)
+        notes = [c.get("note", "") for c in selected]
         broken = breaks_exclusion(message_text(reply), notes) if cfg.prompt.retry_on_echo else []
         if broken:
             # the answer suggests what an injected note rules out ("I'm vegetarian" and a
