@@ -156,3 +156,18 @@ def test_fail_open_survives_a_dead_store(tmp_path):
             out = graph.invoke({"messages": [("user", text)]}, run)
             assert out["messages"][-1].content == "ok."
             assert out["system_prompt"] == cfg.prompt.base_system  # no personalization
+
+
+def test_extractor_warm_up_sends_its_prompt_once_and_never_raises():
+    """The chat warms the extractor's server in the background: one request with the real
+    prompt (its few-shot prefix) and a one-token answer; a dead server is only logged."""
+    from vars_langgraph.models.extraction.prompts import build_messages, dialogue_window
+
+    with FakeOpenAIServer(mode="ok", content="[]") as srv:
+        ex = LLMExtractor(LLMConfig(base_url=srv.base_url, max_retries=0, timeout=2))
+        ex.warm()
+        (_, path, body), = srv.requests
+        assert path.endswith("/chat/completions") and body["max_tokens"] == 1
+        real = build_messages(dialogue_window(TURN), ex.cfg.prompt)
+        assert body["messages"][:-1] == real[:-1]  # the same prefix as a real extraction
+    LLMExtractor(LLMConfig(base_url=closed_port_url(), max_retries=0, timeout=1)).warm()

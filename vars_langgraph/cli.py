@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 import uuid
 from typing import Any, cast
@@ -22,6 +23,16 @@ from vars_langgraph.config import (
     set_env_setting,
 )
 from vars_langgraph.extras import MissingExtra
+
+
+def _warm_extractor(engine: Any) -> None:
+    """Start the extractor (its server, for the local default) and let it cache its prompt."""
+    try:
+        warm = getattr(engine.extractor, "warm", None)
+        if warm is not None:
+            warm()
+    except Exception as e:  # noqa: BLE001 - the first message reports a real failure
+        logging.getLogger(__name__).debug("extractor warm-up: %r", e)
 
 
 def _config(args: argparse.Namespace) -> VARSConfig:
@@ -150,6 +161,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         graph.engine.embedder  # noqa: B018 - load now, not on the first message
         graph.engine.chat_model  # noqa: B018 - starts the local server if needed
         learner = get_learner(graph.engine) if cfg.background.enabled else None  # + recovery
+    if cfg.extractor.enabled:  # the extractor's server reads its long prompt while the user types
+        threading.Thread(target=_warm_extractor, args=(graph.engine,), daemon=True).start()
     run_cfg = {"configurable": {"thread_id": session, "user_id": args.user}}
     console.print(f"[bold]vars-langgraph[/] user [cyan]{args.user}[/], session [cyan]{session}[/]."
                   " Empty line or Ctrl-D to quit; /memories to list what I remember.")

@@ -126,6 +126,16 @@ class LLMExtractor:
             return ExtractionResult([], None, decision.p_open, requests)
         return self._finish(resp.choices[0].message.content, window, decision, requests)
 
+    def warm(self) -> None:
+        """Send the prompt once for a one-token answer, so that the server has its long prefix
+        (instructions, few-shot examples) cached before the first real message; the chat runs
+        it in the background while the user types. Failures are logged, never raised."""
+        try:
+            self._complete(build_messages(dialogue_window([("user", "Hello.")]), self.cfg.prompt),
+                           1, logprobs=False)
+        except Exception as e:  # noqa: BLE001 - a warm-up; the first real request reports errors
+            log.debug("extractor warm-up failed: %r", e)
+
     def _finish(self, content: str | None, window: Sequence[tuple[str, str]],
                 decision: Decision, requests: int) -> ExtractionResult:  # fmt: skip
         prefs = finish(content, window, self.cfg, decision.p_open)
