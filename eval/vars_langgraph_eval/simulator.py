@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from vars_langgraph.models.embedder import CachedEmbedder
+from vars_langgraph.models.extraction.postprocess import scope_globals
 from vars_langgraph.models.parsing import MAX_INPUT_CHARS, load_json
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 from vars_langgraph_eval.collab import (
@@ -614,7 +615,9 @@ class ScriptedExtractor:
             junk = self._junk(sents, rng_for(self.seed, "junk", text))
             if junk is not None:
                 out.setdefault((junk.condition.lower(), junk.action.lower()), junk)
-        return list(out.values())
+        # the noise imitates the model's raw output; the extract node re-scopes the model's
+        # global cards that are not about how to answer, and so it does here
+        return scope_globals(list(out.values())) if self.noise.active() else list(out.values())
 
     def _noisy(self, pref: Preference, rnd: random.Random) -> Preference | None:
         nz = self.noise
