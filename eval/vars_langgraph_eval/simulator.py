@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 
 from vars_langgraph.models.embedder import CachedEmbedder
-from vars_langgraph.models.extraction.postprocess import scope_globals
 from vars_langgraph.models.parsing import MAX_INPUT_CHARS, load_json
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 from vars_langgraph_eval.collab import (
@@ -582,7 +581,11 @@ WRONG_SCOPES = ("writing code", "writing code", "explaining math", "for medical 
 class ScriptedExtractor:
     """Deterministic rule-based extractor for the scripted benchmark (see module doc), with the
     measured error profile as optional noise (`ExtractionNoise`).
-    Implements the `Extractor` protocol: reads only the last user message."""
+    Implements the `Extractor` protocol: reads only the last user message. It stands in for
+    the built-in model extractor (`with_rules`): the extract node runs the extraction gate
+    before it, adds the rules' cards and re-scopes its global cards, as it does the model's."""
+
+    with_rules = True
 
     def __init__(self, statement_confidence: float = 0.9, request_confidence: float = 0.7,
                  task_confidence: float = 0.5, noise: ExtractionNoise | None = None,
@@ -615,9 +618,7 @@ class ScriptedExtractor:
             junk = self._junk(sents, rng_for(self.seed, "junk", text))
             if junk is not None:
                 out.setdefault((junk.condition.lower(), junk.action.lower()), junk)
-        # the noise imitates the model's raw output; the extract node re-scopes the model's
-        # global cards that are not about how to answer, and so it does here
-        return scope_globals(list(out.values())) if self.noise.active() else list(out.values())
+        return list(out.values())
 
     def _noisy(self, pref: Preference, rnd: random.Random) -> Preference | None:
         nz = self.noise
