@@ -138,3 +138,15 @@ def test_extraction_set_is_large_and_split_into_thirds():
     assert {"identity", "multi", "oneoff", "neutral", "negation", "correction", "prefeval", "collab"} <= kinds
     for it in items:  # every label has a condition and an action
         assert all(c["condition"] and c["action"] for c in it["cards"]), json.dumps(it)
+
+
+def test_a_second_clause_pronoun_becomes_the_answers():
+    """"... answers in bullet points, and please keep them short": the second card reads on
+    its own ("keep answers short", not "keep them short"); without a referent it stays."""
+    from vars_langgraph.models.extraction.rules import fast_preferences
+
+    notes = [p.note for p in fast_preferences(
+        "I prefer answers in bullet points, and please keep them short.")]
+    assert notes == ["When answering, prefer answers in bullet points.",
+                     "When answering, keep answers short."]
+    assert [p.action for p in fast_preferences("Keep it short.")] == ["keep it short"]

@@ -68,8 +68,16 @@ def fast_preferences(text: str) -> list[Preference]:
         found = identity_preferences(bare, text) or _split_answers_with(_sentence_preference(bare, text))
         if not found and bare != sent and _STYLE_NP.match(bare):  # "No, I said bullet points."
             found = [Preference(condition=UNSCOPED_CONDITION, action=f"use {bare}", confidence=0.9)]
+        if any(_ANSWER_NOUN.search(q.action) for q in out):  # "... answers ..., and keep them short"
+            found = [p.model_copy(update={"action": _PRONOUN_OBJ.sub(r"\1 answers", p.action)})
+                     for p in found]
         out.extend(p for p in found if p.action.lower() not in {q.action.lower() for q in out})
     return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
+
+
+# a second clause's pronoun for the first clause's answers: a card must read on its own
+_PRONOUN_OBJ = re.compile(r"^(keep|make)\s+(?:them|it)\b", re.I)
+_ANSWER_NOUN = re.compile(r"\b(?:answers?|responses?|replies)\b", re.I)
 
 
 # "... and I prefer ...", "... and keep it short": a second clause, not a second object
