@@ -174,7 +174,9 @@ class PromptConfig(_Strict):
     # a 0.5B model copies any earlier answer it sees); None: kept whole
     history_answer_chars: int | None = Field(0, ge=0)
     # an answer made of a note or an earlier answer (>= 60% of its word 3-grams) is asked for
-    # once more, with the latest message alone and no notes (one extra call, only then)
+    # once more, with the latest message alone and no notes; one that names what an injected
+    # note excludes ("vegetarian", "no nuts"), with that note beside the question (one extra
+    # call, only then)
     retry_on_echo: bool = True
     # where the built-in generate node puts the selected notes: "system" (the system prompt as
     # `system_prompt` renders them, quoted data) or "message" (after the user's latest message,

@@ -339,14 +339,12 @@ def make_generate(engine: VARSEngine):
         broken = breaks_exclusion(message_text(reply), notes) if cfg.prompt.retry_on_echo else []
         if broken:
             # the answer suggests what an injected note rules out ("I'm vegetarian" and a
-            # chicken dish): ask once more with the note beside the question, keep the answer
-            # that breaks fewer exclusions
+            # chicken dish): ask once more with the note beside the question; the second answer
+            # is the one kept (a streamed chat shows it last, as with the echo retry)
             log.debug("answer names excluded %s; asking again", broken)
             rules = [n for n in notes if excluded_terms([n])]
-            again = engine.chat_model.invoke([*msgs[:-1], HumanMessage(
+            reply = engine.chat_model.invoke([*msgs[:-1], HumanMessage(
                 f"{message_text(msgs[-1])}\n\n(Keep in mind: {' '.join(rules)})")], config)
-            if len(breaks_exclusion(message_text(again), notes)) < len(broken):
-                reply = again
         if state.get("query", "").strip():
             try:
                 engine.memory.put_pending(user_id, thread_id(config),
