@@ -120,7 +120,8 @@ def test_a_card_grounded_in_both_turns_is_kept():
 
 def test_fast_preferences_explicit_statements():
     notes = [p.note for p in fast_preferences(BULLETS)]
-    assert notes == ["When answering, prefer answers in bullet points.", "When answering, keep them short."]
+    assert notes == ["When answering, prefer answers in bullet points.",
+                     "When answering, keep answers short."]
     (never,) = fast_preferences("Never apologize, just fix the problem.")
     assert never.is_global and never.action.startswith("never apologize")
     (sql,) = fast_preferences("For SQL questions, assume PostgreSQL.")
