@@ -10,8 +10,8 @@ process would (fresh connections, fresh index cache), checks:
   pending feedback was consumed in the same transaction;
 - the FAISS index files are detected as stale (or, when the test corrupts them, as corrupt)
   and rebuilt from the store, so the index always serves exactly the stored cards.
-The loop is bounded to 30 s (VARS_TEST_CRASH_SECONDS). Then two processes write the same
-SQLite data dir at once.
+The loop is bounded to 15 s, about 65 kills (VARS_TEST_CRASH_SECONDS for a longer soak).
+Then two processes write the same SQLite data dir at once.
 The embedder is a hash embedder (no model load per restart): these tests are about storage.
 """
 
@@ -36,7 +36,7 @@ from vars_langgraph.memory.store import UserMemory
 from vars_langgraph.storage import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOP_SECONDS = float(os.environ.get("VARS_TEST_CRASH_SECONDS", "30"))
+LOOP_SECONDS = float(os.environ.get("VARS_TEST_CRASH_SECONDS", "15"))
 
 
 def child_env() -> dict[str, str]:

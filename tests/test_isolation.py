@@ -26,6 +26,7 @@ import pytest
 from langgraph.config import get_config
 
 from tests._reliability import MarkerExtractor, RecordingChat, marker, marker_owners, run_user_id
+from tests.conftest import extractor_url
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.learning import policy
 from vars_langgraph.storage import open_checkpointer, open_store
@@ -256,6 +257,7 @@ def test_isolation_with_the_real_local_server(tmp_path, llm_base_url):
     cfg = VARSConfig.from_dict({
         "data_dir": str(tmp_path / "data"),
         "llm": {"base_url": llm_base_url, "max_tokens": 16, "temperature": 0.0},
+        "extractor": {"llm": {"base_url": extractor_url(llm_base_url)}},  # its own, as by default
     })
     graph = build_graph(cfg)
     checker = Checker()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import extractor_url
 from vars_langgraph.config import ExtractorConfig, LLMConfig, LocalServerConfig, VARSConfig
 from vars_langgraph.models import local_server as ls
 from vars_langgraph.models.extraction import load_extractor
@@ -28,7 +29,8 @@ from vars_langgraph.models.reranker import EmbeddingReranker, LLMReranker
 
 @pytest.fixture(scope="module")
 def extractor(llm_base_url: str) -> LLMExtractor:
-    cfg = VARSConfig(extractor=ExtractorConfig(llm=LLMConfig(base_url=llm_base_url, max_retries=0)))
+    cfg = VARSConfig(extractor=ExtractorConfig(llm=LLMConfig(base_url=extractor_url(llm_base_url),
+                                                             max_retries=0)))
     return LLMExtractor(resolve_llm(cfg.extractor.llm, cfg), cfg.extractor, max_new_tokens=64)
 
 
@@ -64,7 +66,7 @@ def test_extractor_leaves_a_neutral_question_empty(extractor: LLMExtractor):
 def test_extractor_complaint_is_not_a_card_and_no_invented_condition(llm_base_url: str):
     """Issue 11/12 transcript: the complaint yields no card, the bullet/short statement no
     "writing code" condition and nothing global (the user did not say "always")."""
-    ex = LLMExtractor(LLMConfig(base_url=llm_base_url, max_retries=0), ExtractorConfig(),
+    ex = LLMExtractor(LLMConfig(base_url=extractor_url(llm_base_url), max_retries=0), ExtractorConfig(),
                       max_new_tokens=48)
     complaint = [("user", "How do I brew green tea?"), ("assistant", "Green tea is a kind of tea."),
                  ("user", "no, that's not what I asked. Tell me the water temperature and steeping time.")]

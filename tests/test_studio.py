@@ -20,6 +20,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
 from langgraph.store.memory import InMemoryStore
 
+from tests.conftest import extractor_url
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = json.loads((ROOT / "langgraph.json").read_text())
 VARS_NODES = {"reward", "update", "extract", "retrieve", "rerank", "augment", "generate"}
@@ -39,7 +41,7 @@ def load_graph(spec: str):
 @pytest.fixture
 def llm_env(monkeypatch, llm_base_url) -> dict[str, str]:
     env = {"VARS_LLM__BASE_URL": llm_base_url, "VARS_LLM__MAX_TOKENS": "48",
-           "VARS_LLM__TEMPERATURE": "0"}
+           "VARS_LLM__TEMPERATURE": "0", "VARS_EXTRACTOR__LLM__BASE_URL": extractor_url(llm_base_url)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("VARS_CONFIG", raising=False)
