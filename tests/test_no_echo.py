@@ -159,6 +159,18 @@ def test_an_answer_about_the_notes_is_asked_again():
     assert about_the_notes("I will follow the notes that fit the question.")
     assert not about_the_notes("Here are the notes from the meeting: budget, hiring, dates.")
     assert not about_the_notes("Take notes during the lecture and review them weekly.")
+    # the 0.5B's other phrasings (four-turn chat, benchmarks/four_turn_chat.py)
+    assert about_the_notes("Based on the given preferences, I would brew green tea in bullets.",
+                           "How do I brew green tea?")
+    assert about_the_notes("To brew green tea, follow the instructions provided in the user "
+                           "preferences.", "How do I brew green tea?")
+    assert not about_the_notes("Based on your preferences, try a lentil soup.", "Dinner idea?")
+    # unless the user asked about them
+    assert not about_the_notes("Your preferences: bullet points and short answers.",
+                               "What are my preferences?")
+    assert not about_the_notes("Based on the notes provided in class, the exam covers ch. 3.",
+                               "Here are my lecture notes. What does the exam cover?")
+    assert not about_the_notes("People's music preferences vary by age.", "Why do tastes differ?")
 
 
 def test_exclusions_read_from_notes():

@@ -196,17 +196,21 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
 
 ECHO_USER_CHARS = 300  # a longer message may be quoted in a good answer (code, a text to fix)
 # an answer about the prompt instead of the question ("Based on the notes provided, ...",
-# "follow the instructions provided in the user's earlier conversations"): the notes block's
-# own words, which no answer to the user needs
+# "follow the instructions provided in the user preferences"): the notes block's own words,
+# which no answer needs unless the user asked about their notes or preferences
 _ABOUT_NOTES = re.compile(
     r"\b(?:the|these|those|my|your|user's) (?:notes|preferences) (?:provided|given|above|that fit)\b"
-    r"|\bbased on the (?:notes|preferences)\b|\b(?:user's|this user's) earlier conversations\b"
-    r"|\bfollow(?:ing)? (?:the|these|your) notes\b", re.I)
+    r"|\b(?:given|provided|stated) (?:notes|preferences)\b|\b(?:the )?user(?:'s)? (?:notes|preferences)\b"
+    r"|\bbased on the (?:notes|preferences)\b|\binstructions provided\b"
+    r"|\b(?:user's|this user's) earlier conversations\b|\bfollow(?:ing)? (?:the|these|your) notes\b",
+    re.I)
+_ASKS_ABOUT_NOTES = re.compile(r"\b(?:notes?|preferences?|prefer|instructions?)\b", re.I)
 
 
-def about_the_notes(answer: str) -> bool:
-    """True when the answer talks about the injected notes rather than answering."""
-    return bool(_ABOUT_NOTES.search(answer))
+def about_the_notes(answer: str, question: str = "") -> bool:
+    """True when the answer talks about the injected notes rather than answering (never when
+    the user's own message is about notes, preferences or instructions)."""
+    return bool(_ABOUT_NOTES.search(answer)) and not _ASKS_ABOUT_NOTES.search(question)
 
 
 # what a standing exclusion rules out: a diet or a "no X" names a group of foods
@@ -329,7 +333,7 @@ def make_generate(engine: VARSEngine):
         reply = engine.chat_model.invoke(msgs, config)
         text = message_text(reply)
         if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state)) or (
-                state.get("selected") and about_the_notes(text))):
+                state.get("selected") and about_the_notes(text, message_text(plain)))):
             # a small model copied a note, the notes' header, an earlier answer or the user's
             # own short message, or talked about the notes: ask once more with the latest
             # message alone and no notes
