@@ -14,9 +14,11 @@ from vars_langgraph.models.embedder import load_embedder
 from vars_langgraph.models.extraction.postprocess import (
     drop_context_copies,
     drop_feedback,
+    drop_questions,
     fix_scope,
     has_generality_marker,
     postprocess,
+    sentence_of,
 )
 from vars_langgraph.models.extraction.prompts import dialogue_window
 from vars_langgraph.models.extraction.rules import fast_preferences
@@ -263,3 +265,18 @@ def test_gate_fit_is_scikit_learns_logistic_regression():
     w, b = fit_logistic(x, y.astype(float), l2=0.1)
     assert w[0] > 0 > w[2] and abs(w[1]) < 0.5 * w[0]
     assert ((x @ w + b > 0) == y).mean() > 0.95
+
+
+def test_a_card_read_from_a_question_is_dropped_unless_it_is_about_the_answers_form():
+    """The 0.5B made cards of questions ("When answering, stop words in NLP."); a polite
+    question about the answer's form is still a preference."""
+    msg = "I'm always looking to improve. Should I take an advanced pottery course, or not?"
+    pottery, improve = P("general", "take an advanced pottery course"), P("general", "improve")
+    assert sentence_of(pottery, msg) == "Should I take an advanced pottery course, or not?"
+    assert sentence_of(P("general", "use metric units"), msg) == ""
+    assert drop_questions([pottery, improve], msg) == [improve]
+    assert drop_questions([P("general", "stop words in NLP")], "Stop words in NLP, what are they?") == []
+    short = P("general", "keep it short")
+    assert drop_questions([short], "Can you keep it short? I don't need an essay.") == [short]
+    # through the checks every extractor output goes through
+    assert postprocess([pottery, improve], [("user", msg)]) == [improve]

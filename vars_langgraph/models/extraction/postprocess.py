@@ -274,12 +274,37 @@ def drop_context_copies(prefs: list[Preference],
     return out
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentence_of(pref: Preference, message: str) -> str:
+    """The sentence of `message` that shares the most content words with the card ("" when it
+    shares none with any)."""
+    words = content_words(f"{pref.condition} {pref.action}")
+    best, overlap = "", 0
+    for sentence in _SENTENCE_END.split(message):
+        n = len(words & content_words(sentence))
+        if n > overlap:
+            best, overlap = sentence.strip(), n
+    return best
+
+
+def drop_questions(prefs: list[Preference], message: str) -> list[Preference]:
+    """Drop cards read from a question: a small model turns questions into cards ("When
+    answering, stop words in NLP." from "Stop words in NLP, what are they?", "take an advanced
+    pottery course" from "Should I take an advanced pottery course, or ...?"). A card about the
+    answer's form stays ("Can you keep it short?", "Could you stop using emojis?")."""
+    return [p for p in prefs if not sentence_of(p, message).endswith("?") or _STYLE.search(p.action)]
+
+
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
-    """The deterministic checks every extractor output goes through (copies, feedback, scope)."""
+    """The deterministic checks every extractor output goes through (copies, questions,
+    feedback, scope)."""
     if not window:
         return []
-    prefs = drop_context_copies(prefs, window)
-    return fix_scope(drop_feedback(prefs, window[-1][1]), window)
+    message = window[-1][1]
+    prefs = fix_scope(drop_feedback(drop_context_copies(prefs, window), message), window)
+    return drop_questions(prefs, message)
 
 
 def finish(content: str | None, window: Sequence[tuple[str, str]], cfg: ExtractorConfig,
