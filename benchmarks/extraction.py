@@ -44,6 +44,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
 from vars_langgraph.models.extraction import load_extractor  # noqa: E402
+from vars_langgraph.models.extraction.postprocess import postprocess  # noqa: E402
 from vars_langgraph.types import Preference  # noqa: E402
 from vars_langgraph_eval.extraction import (  # noqa: E402
     ACTION_THRESHOLD,
@@ -145,7 +146,8 @@ def _pref_of(card: dict[str, Any]) -> Preference:
 
 def rescore(path: str, out: str | None, data: str | None = None) -> dict[str, Any]:
     """Score a stored result file again with the current scorer, labels (from `data`, matched
-    by index and window) and rules: the same LLM outputs and gate decisions."""
+    by index and window), rules and output checks (`postprocess`, which every extractor output
+    goes through): the same LLM outputs and gate decisions."""
     result = json.loads(Path(path).read_text())
     embedder = load_embedder(VARSConfig().embedding)
     items = {it["index"]: it for it in load_items(data)} if data else {}
@@ -158,13 +160,14 @@ def rescore(path: str, out: str | None, data: str | None = None) -> dict[str, An
             fast = fast_preferences(text)
             row["fast_cards"] = [p.note for p in fast]
             row["fast"] = vars(score_message(fast, row["cards"], embedder))
+        window = [tuple(t) for t in row["window"]]
+        checked = postprocess([_pref_of(c) for c in row.get("extracted", [])], window)
         if pipeline is not None:
-            llm = [_pref_of(c) for c in row.get("extracted", [])]
-            cards = pipeline([tuple(t) for t in row["window"]], llm, row.get("gate_pass", True))
+            cards = pipeline(window, checked, row.get("gate_pass", True))
             row["pipeline_cards"] = [p.note for p in cards]
             row["pipeline"] = vars(score_message(cards, row["cards"], embedder))
         if "extracted" in row:
-            prefs = [_pref_of(c) for c in row["extracted"]]
+            prefs = checked
             row["llm"] = vars(score_message(prefs, row["cards"], embedder))
             if "gate_pass" in row:
                 row["llm_gated"] = vars(score_message(prefs if row["gate_pass"] else [], row["cards"],

@@ -49,10 +49,8 @@ PREFERENCE_LIST_SCHEMA = preference_list_schema()
 FORCE_ONE_SCHEMA = preference_list_schema(min_items=1)
 
 FEW_SHOT_SYSTEM_PROMPT = """\
-You extract a user's lasting preferences: HOW the assistant should respond (format, \
-length, style, tone, language, units, tools, libraries, level of detail, things to avoid), \
-and likes, dislikes and circumstances that should shape its suggestions (tastes, budget, \
-job, level).
+You extract a user's lasting preferences about HOW the assistant should respond: format, \
+length, style, tone, language, units, tools, libraries, level of detail, things to avoid.
 Read the last user message (earlier lines are context only) and output JSON:
 {"preferences": [{"condition": "<when it applies>", "action": "<what to do or avoid>", \
 "confidence": <0..1>}]}
@@ -61,8 +59,6 @@ Read the last user message (earlier lines are context only) and output JSON:
 - Negative requests ("don't ...", "never ...", "no more ...", "stop ...", "I hate ...") are \
 preferences: the action says what to avoid.
 - Complaints imply preferences ("too long" -> keep answers short).
-- Likes, dislikes and circumstances imply preferences ("X isn't for me" -> do not \
-recommend X).
 - A question or a task by itself is not a preference: {"preferences": []}. Neither are \
 thanks and small talk.
 - condition: when it applies ("writing code", "explaining math", or "general"). action: a \
@@ -98,16 +94,6 @@ FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
         'audiobooks", "confidence": 0.9}]}',
     ),
     ("Can you help me plan a birthday party for my son?", '{"preferences": []}'),
-    (
-        "Country music just isn't for me.",
-        '{"preferences": [{"condition": "general", "action": "do not recommend country music", '
-        '"confidence": 0.8}]}',
-    ),
-    (
-        "I teach fifth grade, so I need things I can explain to ten-year-olds.",
-        '{"preferences": [{"condition": "general", "action": "explain at a fifth-grade level", '
-        '"confidence": 0.8}]}',
-    ),
     (
         "Use numpy instead of plain loops in your Python examples.",
         '{"preferences": [{"condition": "writing Python examples", "action": "use numpy '
