@@ -278,5 +278,10 @@ def test_a_card_read_from_a_question_is_dropped_unless_it_is_about_the_answers_f
     assert drop_questions([P("general", "stop words in NLP")], "Stop words in NLP, what are they?") == []
     short = P("general", "keep it short")
     assert drop_questions([short], "Can you keep it short? I don't need an essay.") == [short]
+    horror, french = P("general", "do not recommend horror movies"), P("general", "answer in French")
+    assert drop_questions([horror], "Would you mind not recommending horror movies?") == [horror]
+    assert drop_questions([french], "Could you always answer in French?") == [french]
+    assert drop_questions([P("general", "explain compound interest")],
+                          "I never got it. Can you explain compound interest?") == []
     # through the checks every extractor output goes through
     assert postprocess([pottery, improve], [("user", msg)]) == [improve]

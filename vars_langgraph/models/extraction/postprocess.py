@@ -289,12 +289,24 @@ def sentence_of(pref: Preference, message: str) -> str:
     return best
 
 
+# a standing request asked politely: "Would you mind not ...?", "Could you always ...?"
+_STANDING_REQUEST = re.compile(
+    r"^(?:please\s+)?(?:can|could|would|will)\s+you\b.*\b(?:not|never|always|stop|avoid|"
+    r"no more|from now on|going forward|anymore|in (?:the )?future)\b", re.I)
+
+
 def drop_questions(prefs: list[Preference], message: str) -> list[Preference]:
     """Drop cards read from a question: a small model turns questions into cards ("When
     answering, stop words in NLP." from "Stop words in NLP, what are they?", "take an advanced
-    pottery course" from "Should I take an advanced pottery course, or ...?"). A card about the
-    answer's form stays ("Can you keep it short?", "Could you stop using emojis?")."""
-    return [p for p in prefs if not sentence_of(p, message).endswith("?") or _STYLE.search(p.action)]
+    pottery course" from "Should I take an advanced pottery course, or ...?"). Kept: a card
+    about the answer's form ("Can you keep it short?") and a standing request asked politely
+    ("Would you mind not recommending horror movies?")."""
+    out = []
+    for p in prefs:
+        sentence = sentence_of(p, message)
+        if not sentence.endswith("?") or _STYLE.search(p.action) or _STANDING_REQUEST.match(sentence):
+            out.append(p)
+    return out
 
 
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
