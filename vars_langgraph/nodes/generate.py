@@ -333,7 +333,7 @@ def make_generate(engine: VARSEngine):
         reply = engine.chat_model.invoke(msgs, config)
         text = message_text(reply)
         if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state)) or (
-                state.get("selected") and about_the_notes(text, message_text(plain)))):
+                selected and about_the_notes(text, message_text(plain)))):
             # a small model copied a note, the notes' header, an earlier answer or the user's
             # own short message, or talked about the notes: ask once more with the latest
             # message alone and no notes
