@@ -150,3 +150,22 @@ def test_a_second_clause_pronoun_becomes_the_answers():
     assert notes == ["When answering, prefer answers in bullet points.",
                      "When answering, keep answers short."]
     assert [p.action for p in fast_preferences("Keep it short.")] == ["keep it short"]
+
+
+def test_a_standing_request_asked_as_a_question_is_read_now():
+    """Seen in a chat: "Would you mind not recommending horror movies?" gave no card before the
+    next answer (the fast path skipped every question); requests about answers or suggestions
+    are read, other questions are not."""
+    from vars_langgraph.models.extraction.rules import fast_preferences
+
+    def notes(text: str) -> list[str]:
+        return [p.note for p in fast_preferences(text)]
+
+    assert notes("Would you mind not recommending horror movies? I scare easily.") == [
+        "When answering, avoid recommending horror movies."]
+    assert notes("Can you not use jargon?") == ["When answering, do not use jargon."]
+    assert notes("Could you always answer in French?") == ["In general, answer in French."]
+    assert notes("Could you avoid jargon?") == ["When answering, avoid jargon."]
+    for question in ("Can you explain recursion?", "Can you stop the music?",
+                     "Will you always be here?", "Could you not tell anyone?"):
+        assert notes(question) == [], question

@@ -21,6 +21,12 @@ _LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re
 _TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
 _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and)[, ]+", re.I)
 _PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+please$", re.I)
+# a standing request asked as a question: "Would you mind not ...?", "Could you always ...?"
+# ("... about answers or suggestions": not "Can you stop the music?", "Will you always be here?")
+_POLITE_STANDING = re.compile(
+    r"^(?:please\s+)?(?:can|could|would)\s+you\s+(?:please\s+)?(mind\s+)?(not|never|always|stop|avoid)\s+"
+    r"((?:\w+ing|recommend|suggest|use|include|mention|show|give|answer|write|reply|respond|explain|"
+    r"add|put|format|keep|skip|cite)\b.*?|(?<=avoid ).+?)\?+$", re.I)
 _NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
 _FIRST_PERSON = re.compile(
     r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+|strongly\s+|strictly\s+|generally\s+)?"
@@ -61,7 +67,10 @@ def fast_preferences(text: str) -> list[Preference]:
         return []
     out: list[Preference] = []
     for sent in re.split(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE, text):
-        if sent.rstrip().endswith("?"):
+        if m := _POLITE_STANDING.match(sent.strip()):  # "Would you mind not ...?": a request
+            verb = m.group(2).lower()
+            sent = f"{('avoid' if m.group(1) else 'do not') if verb == 'not' else verb} {m.group(3)}"
+        elif sent.rstrip().endswith("?"):
             continue
         sent = sent.strip(" ,.;:!")
         bare = _RESTATED.sub("", sent)
