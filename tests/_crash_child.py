@@ -163,9 +163,38 @@ def writer(data_dir: str, name: str, seconds: float) -> None:
     print(f"STALE {stale}", flush=True)
 
 
+def open_race(root: str, rounds: int) -> None:
+    """Three forked processes open the same new data dir at the same instant, `rounds` times;
+    prints how many of them failed."""
+    from vars_langgraph.storage.sqlite import open_sqlite_checkpointer, open_sqlite_store
+
+    failed = 0
+    for r in range(rounds):
+        data = Path(root) / str(r)
+        start = time.monotonic() + 0.05
+        pids = []
+        for k in range(3):
+            pid = os.fork()
+            if pid == 0:
+                while time.monotonic() < start:
+                    pass
+                try:
+                    open_sqlite_store(data / "vars.sqlite").put(("u",), str(k), {"k": k})
+                    open_sqlite_checkpointer(data / "threads.sqlite")
+                    os._exit(0)
+                except Exception:
+                    traceback.print_exc()
+                    os._exit(1)
+            pids.append(pid)
+        failed += sum(os.waitpid(pid, 0)[1] != 0 for pid in pids)
+    print(f"FAILED {failed}", flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "zygote":
+    if mode == "open_race":
+        open_race(sys.argv[2], int(sys.argv[3]))
+    elif mode == "zygote":
         zygote(sys.argv[2])
     elif mode == "answered":
         answered(sys.argv[2], sys.argv[3])

@@ -177,6 +177,16 @@ def _wait_dead(pid: int, timeout: float = 10.0) -> None:
     pytest.fail(f"worker {pid} survived SIGKILL")
 
 
+def test_processes_opening_a_new_data_dir_at_once_all_succeed(tmp_path):
+    # before the setup lock, about 1 open in 5 failed here ("database is locked" on the switch
+    # to WAL, or "duplicate column name" from two runs of LangGraph's migrations)
+    out = subprocess.run([sys.executable, "-m", "tests._crash_child", "open_race",
+                          str(tmp_path), "15"], capture_output=True, text=True, cwd=ROOT,
+                         env=child_env(), timeout=300)
+    assert out.returncode == 0 and "FAILED 0" in out.stdout, out.stderr[-3000:]
+    assert {p.name for p in (tmp_path / "0").iterdir()} >= {"vars.sqlite", "threads.sqlite"}
+
+
 def test_two_processes_writing_one_data_dir(tmp_path):
     data = tmp_path / "data"
     procs = [subprocess.Popen([sys.executable, "-m", "tests._crash_child", "writer", str(data),

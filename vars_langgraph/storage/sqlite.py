@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.base import Op, Result
 from langgraph.store.sqlite import SqliteStore
@@ -41,14 +42,29 @@ PRAGMAS = (
 )
 
 
+def setup_lock(path: str | Path) -> AbstractContextManager[Any]:
+    """A lock across processes for a database file's first-time setup (`<file>.lock` beside
+    it). Switching a new file to WAL and LangGraph's migrations are not safe when two
+    processes open a new data dir at once: SQLite answers "database is locked" without waiting,
+    or both processes add the same column."""
+    if str(path) in ("", ":memory:"):
+        return nullcontext()
+    return FileLock(f"{path}.lock", timeout=60)
+
+
+def _conn_path(conn: sqlite3.Connection) -> str:
+    return conn.execute("PRAGMA database_list").fetchone()[2]
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """A sqlite3 connection with VARS's settings: WAL, autocommit (LangGraph's classes open
     their own transactions), usable from LangGraph's worker threads."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-    for pragma in PRAGMAS:
-        conn.execute(pragma)
+    with setup_lock(path):
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
     return conn
 
 
@@ -77,8 +93,11 @@ class VARSSqliteStore(SqliteStore, StoreFeatures):
 
     def setup(self) -> None:
         """LangGraph's migrations, then the direct reader of its `store` table when the
-        schema is the expected one (`storage.features`; else the public API)."""
-        super().setup()
+        schema is the expected one (`storage.features`; else the public API). One process
+        at a time (`setup_lock`)."""
+        if not self.is_setup:
+            with setup_lock(_conn_path(self.conn)):
+                super().setup()
         if self.tables is None:
             self.tables = tables_for_sqlite(self.conn, self.lock)
 
@@ -102,6 +121,12 @@ class VARSSqliteStore(SqliteStore, StoreFeatures):
 class VARSSqliteSaver(SyncSaverAsyncAPI, SqliteSaver):
     """LangGraph's `SqliteSaver` on a VARS connection, which also serves `ainvoke`/`astream`
     (`SyncSaverAsyncAPI`)."""
+
+    def setup(self) -> None:
+        """LangGraph's tables, one process at a time (`setup_lock`)."""
+        if not self.is_setup:
+            with setup_lock(_conn_path(self.conn)):
+                super().setup()
 
     @classmethod
     @contextmanager
@@ -158,9 +183,12 @@ async def open_async_sqlite(data_path: Path) -> AsyncIterator[tuple[Any, Any]]:
         AsyncSqliteStore.from_conn_string(str(data_path / STORE_FILE)) as store,
         AsyncSqliteSaver.from_conn_string(str(data_path / THREADS_FILE)) as saver,
     ):
-        for conn in (store.conn, saver.conn):
-            for pragma in PRAGMAS:
-                await conn.execute(pragma)
-        await store.setup()
-        await saver.setup()
+        for conn, file in ((store.conn, STORE_FILE), (saver.conn, THREADS_FILE)):
+            with setup_lock(data_path / file):  # a few ms, once per process
+                for pragma in PRAGMAS:
+                    await conn.execute(pragma)
+        with setup_lock(data_path / STORE_FILE):
+            await store.setup()
+        with setup_lock(data_path / THREADS_FILE):
+            await saver.setup()
         yield store, saver
