@@ -15,6 +15,7 @@ from vars_langgraph.models.extraction.postprocess import (
     drop_context_copies,
     drop_feedback,
     drop_questions,
+    drop_unstated,
     fix_scope,
     has_generality_marker,
     postprocess,
@@ -285,3 +286,28 @@ def test_a_card_read_from_a_question_is_dropped_unless_it_is_about_the_answers_f
                           "I never got it. Can you explain compound interest?") == []
     # through the checks every extractor output goes through
     assert postprocess([pottery, improve], [("user", msg)]) == [improve]
+
+
+def test_a_card_the_user_did_not_state_is_dropped():
+    """Persona chats: the 0.5B made cards of what the user said about their day or task."""
+    patrol = P("answering", "stay alert during night patrol")
+    msg = "Hey there, I'm on my shift and it's quiet. Got any tips for staying alert tonight?"
+    assert drop_unstated([patrol], msg) == []
+    monitor = P("answering", "consider a 27-inch monitor with 4K resolution")
+    assert drop_unstated([monitor], "I'm thinking about a 27-inch monitor with 4K resolution.") == []
+    report = P("answering", "write your first incident report tomorrow")
+    assert drop_unstated([report], "I've been assigned to write my first incident report tomorrow.") == []
+    # kept: a stance word, an instruction (a clause starting with the card's verb), an
+    # identity, the answer's form
+    kept = [
+        (P("answering", "avoid museums"), "Honestly, I can't stand museums."),
+        (P("answering", "skip the pleasantries"), "Skip the pleasantries."),
+        (P("travel tips", "focus on budget options"), "For travel tips, focus on budget options."),
+        (P("answering", "use medical terminology"), "I'm a nurse, so medical terminology is fine."),
+        (P("answering", "keep answers short"), "Short answers."),
+        (P("answering", "do not recommend European car brands"),
+         "I have no interest in European car brands due to past experiences."),
+    ]
+    for card, text in kept:
+        assert drop_unstated([card], text) == [card], text
+    assert postprocess([patrol], [("user", msg)]) == []

@@ -309,14 +309,49 @@ def drop_questions(prefs: list[Preference], message: str) -> list[Preference]:
     return out
 
 
+# words that state a stance: a like or dislike, a need, a habit, a limit, a request, an identity
+_STANCE = re.compile(
+    r"\b(?:prefer\w*|like[sd]?|love[sd]?|loving|enjoy\w*|hate[sd]?|dislike\w*|avoid\w*|"
+    r"can'?t stand|cannot stand|want\w*|need\w*|rather|always|never|usually|generally|tend to|"
+    r"favou?rite|fan of|interest\w*|aversion|allergic|intoleran\w*|vegetarian|vegan|please|pls|"
+    r"keep|make sure|don'?t|do not|doesn'?t|no more|stop|only|bugs? me|drives? me|annoy\w*|"
+    r"irritat\w*|my thing|hard to|easier|would help|instead|not into|mind|can'?t|cannot|won'?t|"
+    r"refuse|phobia|afraid|scared?|uncomfortable|works? for me|suits? me|"
+    # who the user is, which implies what suits them ("I'm a nurse", "I use a Mac")
+    r"i'?m (?:a|an|on)|i am (?:a|an|on)|i use|i work|i live|i'?m from|i am from|gluten\w*|"
+    r"deaf|blind|diabet\w*|allerg\w*)\b", re.I)
+_CLAUSE = re.compile(r"[,;:.!?]\s*|\s+(?:and|but|so|then)\s+", re.I)
+_LEAD = re.compile(r"^(?:(?:please|pls|always|never|just|also|do not|don'?t|do)\s+)+", re.I)
+
+
+def is_stated(pref: Preference, message: str) -> bool:
+    """Whether the user stated this card: its sentence of the message has a stance word
+    ("prefer", "can't stand", "please", "usually", ...), or a clause of it starts with the card's
+    verb (an instruction: "Skip the pleasantries.", "For travel tips, focus on budget
+    options."), or the card is about the answer's form."""
+    sentence = sentence_of(pref, message) or message
+    if _STANCE.search(sentence) or _STYLE.search(pref.action):
+        return True
+    verb = _LEAD.sub("", pref.action.strip().lower()).split(" ", 1)[0]
+    return bool(verb) and any(c.strip().lower().startswith(verb) for c in _CLAUSE.split(sentence))
+
+
+def drop_unstated(prefs: list[Preference], message: str) -> list[Preference]:
+    """Drop cards the user did not state: a small model turns what a user says about their
+    day or task into cards ("stay alert during night patrol" from "Got any tips for staying
+    alert?", "write your first incident report tomorrow", "a 27-inch monitor with 4K
+    resolution" from "I'm thinking about a 27-inch monitor")."""
+    return [p for p in prefs if is_stated(p, message)]
+
+
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
     """The deterministic checks every extractor output goes through (copies, questions,
-    feedback, scope)."""
+    unstated cards, feedback, scope)."""
     if not window:
         return []
     message = window[-1][1]
     prefs = fix_scope(drop_feedback(drop_context_copies(prefs, window), message), window)
-    return drop_questions(prefs, message)
+    return drop_unstated(drop_questions(prefs, message), message)
 
 
 def finish(content: str | None, window: Sequence[tuple[str, str]], cfg: ExtractorConfig,
