@@ -274,7 +274,12 @@ def drop_context_copies(prefs: list[Preference],
     return out
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a message (split after . ! ? ; and at line breaks), stripped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
 def sentence_of(pref: Preference, message: str) -> str:
@@ -282,10 +287,10 @@ def sentence_of(pref: Preference, message: str) -> str:
     shares none with any)."""
     words = content_words(f"{pref.condition} {pref.action}")
     best, overlap = "", 0
-    for sentence in _SENTENCE_END.split(message):
+    for sentence in sentences(message):
         n = len(words & content_words(sentence))
         if n > overlap:
-            best, overlap = sentence.strip(), n
+            best, overlap = sentence, n
     return best
 
 

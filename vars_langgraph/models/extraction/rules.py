@@ -13,6 +13,7 @@ from vars_langgraph.models.extraction.postprocess import (
     has_generality_marker,
     is_feedback,
     is_one_off,
+    sentences,
 )
 from vars_langgraph.models.extraction.prompts import MAX_ITEMS_PER_TURN, MAX_TURN_CHARS
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
@@ -240,9 +241,7 @@ def stated_preferences(text: str) -> list[Preference]:
     text = " ".join(str(text or "").replace("\u2019", "'").split())[:MAX_TURN_CHARS]
     if not text or is_feedback(text):
         return []
-    said = [s.strip() for s in re.split(r"(?<=[.!;])\s+", text)
-            if s.strip() and not s.rstrip().endswith("?") and _SELF.match(s.strip())
-            and _LIKES.search(s)]
+    said = [s for s in sentences(text) if not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
     if not said:
         return []
     action = "keep in mind the user said: " + json.dumps(" ".join(said)[:200], ensure_ascii=False)
