@@ -126,7 +126,11 @@ def test_copy_guard_rule():
 
     assert copies(NOTE, [NOTE]) and copies("In general, please keep them short. Sure.", [NOTE])
     assert not copies("Steep green tea at 80 C for two minutes.", [NOTE])
-    assert not copies("ok.", ["ok."])  # short answers are never called copies
+    assert not copies("ok.", ["ok."]) and not copies("Yes, sure.", ["Yes, sure."])
+    # a short answer is a copy when it is a piece of a source (seen on the 0.5B)
+    diet = "In general, suggest only vegetarian food, no meat."
+    assert copies('" vegetarian food, no meat."', [diet])
+    assert not copies("Try a lentil curry.", [diet]) and not copies("No meat, promised.", [diet])
 
 
 def test_echo_sources_cover_the_header_and_a_short_user_message():
@@ -165,6 +169,9 @@ def test_an_answer_about_the_notes_is_asked_again():
     assert about_the_notes("To brew green tea, follow the instructions provided in the user "
                            "preferences.", "How do I brew green tea?")
     assert not about_the_notes("Based on your preferences, try a lentil soup.", "Dinner idea?")
+    # stating a preference is not asking about the notes (seen on the 0.5B)
+    assert about_the_notes("Based on the user's preferences, I will follow the notes to suggest "
+                           "short answers.", "I'm vegetarian and I prefer short answers.")
     # unless the user asked about them
     assert not about_the_notes("Your preferences: bullet points and short answers.",
                                "What are my preferences?")

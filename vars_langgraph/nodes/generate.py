@@ -183,10 +183,15 @@ def _grams(text: str, n: int = 3) -> list[tuple[str, ...]]:
 
 def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int = 5) -> bool:
     """True when `share` of the answer's word 3-grams come from one of `sources` (an echo).
-    Answers under `min_words` words ("OK.", "Yes.") are never called copies."""
+    An answer under `min_words` words is a copy only when it is a piece of one source (the
+    0.5B answered "Hmm, that's way too much text." with '" vegetarian food, no meat."', a
+    piece of a note); under three words ("OK.", "Yes, sure.") never."""
     grams = _grams(answer)
-    if len(grams) + 2 < min_words:
+    n_words = len(re.sub(r"[^\w]+", " ", answer).split())
+    if n_words < 3:
         return False
+    if n_words < min_words:
+        share = 1.0
     for src in sources:
         have = set(_grams(src, min(3, len(grams[0]))))
         if have and sum(g in have for g in grams) / len(grams) >= share:
@@ -204,7 +209,10 @@ _ABOUT_NOTES = re.compile(
     r"|\bbased on the (?:notes|preferences)\b|\binstructions provided\b"
     r"|\b(?:user's|this user's) earlier conversations\b|\bfollow(?:ing)? (?:the|these|your) notes\b",
     re.I)
-_ASKS_ABOUT_NOTES = re.compile(r"\b(?:notes?|preferences?|prefer|instructions?)\b", re.I)
+# a message about the notes themselves; "I prefer ..." states a preference, it does not ask
+# about the notes (the 0.5B answered "I'm vegetarian and I prefer short answers" with "Based on
+# the user's preferences, I will follow the notes ...")
+_ASKS_ABOUT_NOTES = re.compile(r"\b(?:notes?|preferences?|instructions?)\b", re.I)
 
 
 def about_the_notes(answer: str, question: str = "") -> bool:
