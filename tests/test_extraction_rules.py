@@ -169,3 +169,21 @@ def test_a_standing_request_asked_as_a_question_is_read_now():
     for question in ("Can you explain recursion?", "Can you stop the music?",
                      "Will you always be here?", "Could you not tell anyone?"):
         assert notes(question) == [], question
+
+
+def test_a_dislike_said_as_annoyance_is_read_now():
+    """"long intros drive me crazy" is a standing dislike of a part of answers; annoyance at
+    something else ("my neighbour drives me crazy") or at this answer ("this bugs me") is not."""
+    cases = {
+        "Honestly, long intros drive me crazy.": "avoid long intros",
+        "Emojis annoy me.": "avoid emojis",
+        "Jargon gets on my nerves.": "avoid jargon",
+        "Long code blocks are a pain on my phone.": "avoid long code blocks",
+        "It bugs me when answers are full of buzzwords.": "avoid buzzwords",
+        "It annoys me when you use emojis.": "avoid emojis",
+    }
+    for text, action in cases.items():
+        assert [p.action for p in fast_preferences(text)] == [action], text
+    for text in ("My neighbour drives me crazy with his music.", "This drives me crazy.",
+                 "Traffic is a pain today.", "It bugs me when you forget things."):
+        assert fast_preferences(text) == [], text

@@ -174,12 +174,34 @@ _STYLE_VERBS = frozenset(_STYLE_VERB_WORDS.split())
 _BARE_VERBS = frozenset(("use", "keep", "avoid", "skip"))  # accepted as the message's first word
 
 
+# a dislike of a part of answers said as annoyance: "long intros drive me crazy", "emojis annoy
+# me", "jargon gets on my nerves", "long code blocks are a pain" (a noun phrase of up to six
+# words naming something an answer has; not "my neighbour drives me crazy", "this bugs me")
+_ANNOYS = re.compile(
+    r"^(?:honestly|really|seriously|frankly)?[, ]*((?:[\w'-]+\s+){0,5}?[\w'-]+)\s+(?:"
+    r"(?:drives?|drove) me (?:crazy|nuts|mad|insane|up the wall)|(?:annoys?|bugs?|irritates?|"
+    r"bothers?) me|gets? on my nerves|(?:is|are) (?:such |really |always )?a (?:real )?pain)\b.*$",
+    re.I)
+# "it bugs me when answers are full of buzzwords", "it annoys me when you use emojis"
+_ANNOYS_WHEN = re.compile(
+    r"^(?:honestly|really|seriously|frankly)?[, ]*it (?:really )?(?:annoys|bugs|irritates|bothers|"
+    r"drives) me(?: crazy| nuts)? when (?:the )?(?:answers?|responses?|replies|you) (?:are full of|"
+    r"(?:is|are) full of|have|use|include|add|start with|open with)\s+((?:[\w'-]+\s+){0,5}?[\w'-]+)$",
+    re.I)
+_ANSWER_PARTS = re.compile(
+    r"\b(?:intros?|introductions?|buzzwords?|acronyms?|caveats?|small talk|pleasantries|walls? of "
+    r"text|code blocks?|emojis?|emoticons?|jargon|analog(?:y|ies)|metaphors?|disclaimers?|tables?|"
+    r"headings?|bullet points?|bullets|lists?|paragraphs?|links?|citations?|exclamation marks?|"
+    r"apolog(?:y|ies)|long answers?|long responses?|long replies|essays?|preambles?|summaries)\b",
+    re.I)
+
+
 def _sentence_preference(sent: str, message: str) -> Preference | None:
     sent = _LEAD_SCOPE.sub("", sent)
     cond = None
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
-    elif m := _TRAIL_COND.match(sent):
+    elif (m := _TRAIL_COND.match(sent)) and not _ANNOYS_WHEN.match(_clean_clause(sent)):
         sent, cond = m.group(1), m.group(2)
     polite = bool(re.match(r"^(?:please|pls|kindly)\b", sent, re.I)) or bool(
         re.search(r"[, ]+(?:please|pls)$", sent, re.I)) or bool(  # "Please use X and keep Y"
@@ -188,6 +210,9 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
     action = None
     if m := re.match(r"^i(?:'d| would) rather you (?:didn't|did not|don't)\s+(.+)$", sent, re.I):
         action = f"do not {m.group(1)}"
+    elif (m := _ANNOYS_WHEN.match(sent) or _ANNOYS.match(sent)) and _ANSWER_PARTS.search(m.group(1)):
+        subject = m.group(1)
+        action = f"avoid {subject[0].lower() + subject[1:] if subject[1:2].islower() else subject}"
     elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
         action = m.group(1)
     elif polite and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
