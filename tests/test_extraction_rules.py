@@ -187,3 +187,22 @@ def test_a_dislike_said_as_annoyance_is_read_now():
     for text in ("My neighbour drives me crazy with his music.", "This drives me crazy.",
                  "Traffic is a pain today.", "It bugs me when you forget things."):
         assert fast_preferences(text) == [], text
+
+
+def test_ease_difficulty_and_again_with_are_read_now():
+    """Dislikes and likes of parts of answers said as ease, difficulty or an exasperated
+    "again with ..."; the same words about other things are not preferences."""
+    cases = {
+        "Lists are so much easier for me to read than paragraphs.": "prefer lists over paragraphs",
+        "Tables are easier to skim.": "prefer tables",
+        "Walls of text are hard to read.": "avoid walls of text",
+        "I find it hard to follow when there are no headings.": "use headings",
+        "Ugh, again with the emojis. Seriously.": "avoid emojis",
+        "Without the small talk, please. Just answer.": "skip the small talk",
+        "I'd rather you didn't use analogies.": "do not use analogies",
+    }
+    for text, action in cases.items():
+        assert [p.action for p in fast_preferences(text)] == [action], text
+    for text in ("The bus is easier than the train.", "Without doubt, that was good.",
+                 "You didn't use bullets.", "Again with the rain today."):
+        assert fast_preferences(text) == [], text

@@ -134,13 +134,15 @@ _ONE_OFF = re.compile(
     r"change|fix|turn|put|translate|convert)\b[^.?!]*\b(?:it|that|this)\b", re.I
 )
 _FEEDBACK = re.compile(
-    r"\b(?:that's not|that is not|thats not|not what i (?:asked|wanted|meant)|you didn't|"
-    r"you did not|wrong|incorrect|try again|doesn't help|not helpful)\b", re.I
+    r"\b(?:that's not|that is not|thats not|not what i (?:asked|wanted|meant)|"
+    r"(?<!rather )(?<!prefer )you didn't|(?<!rather )(?<!prefer )you did not|wrong|incorrect|"
+    r"try again|doesn't help|not helpful)\b", re.I
 )
 # a complaint may restate a preference after one of these (to the end of the sentence)
 _RESTATE = re.compile(
     r"\b(?:i said|i told you|i asked for|i asked you to|as i said|i already said|remember|"
-    r"you forgot|you keep|i want|i prefer|i hate|always|never|no more|no|stop|don't|"
+    r"you forgot|you keep|i want|i prefer|i'?d rather|i would rather|i hate|always|never|"
+    r"no more|no|stop|don't|"
     r"please don't|again with|too)\b([^.!?]*)", re.I
 )
 # how-to-answer words: a card inside a complaint that uses one of them is a style preference

@@ -188,6 +188,26 @@ _ANNOYS_WHEN = re.compile(
     r"drives) me(?: crazy| nuts)? when (?:the )?(?:answers?|responses?|replies|you) (?:are full of|"
     r"(?:is|are) full of|have|use|include|add|start with|open with)\s+((?:[\w'-]+\s+){0,5}?[\w'-]+)$",
     re.I)
+# "ugh, again with the emojis": a complaint that names what to leave out
+_AGAIN_WITH = re.compile(r"^(?:ugh|argh|sigh|oh no|seriously)?[, ]*again with (?:the |all the )?"
+                         r"((?:[\w'-]+\s+){0,4}?[\w'-]+)$", re.I)
+# ease and difficulty: "lists are so much easier for me to read than paragraphs", "walls of text
+# are hard to follow", "I find it hard to follow when there are no headings"
+_EASIER = re.compile(
+    r"^((?:[\w'-]+\s+){0,4}?[\w'-]+)\s+(?:is|are)\s+(?:so |much |so much |a lot |far )*(?:easier|"
+    r"clearer|simpler) (?:for me )?(?:to (?:read|follow|understand|skim|scan))?(?:\s+than\s+(.+))?$",
+    re.I)
+_HARD = re.compile(r"^((?:[\w'-]+\s+){0,4}?[\w'-]+)\s+(?:is|are)\s+(?:so |really |very )?(?:hard|"
+                   r"difficult|impossible) (?:for me )?to (?:read|follow|understand|skim)$", re.I)
+_HARD_WITHOUT = re.compile(r"^i find it (?:hard|difficult) to (?:read|follow|understand)\s+(?:when|if) "
+                           r"there (?:are|is) no\s+((?:[\w'-]+\s+){0,3}?[\w'-]+)$", re.I)
+
+
+def _lower_first(phrase: str) -> str:
+    """"Lists" -> "lists", but "LaTeX" and "JSON" stay."""
+    return phrase[0].lower() + phrase[1:] if phrase[1:2].islower() else phrase
+
+
 _ANSWER_PARTS = re.compile(
     r"\b(?:intros?|introductions?|buzzwords?|acronyms?|caveats?|small talk|pleasantries|walls? of "
     r"text|code blocks?|emojis?|emoticons?|jargon|analog(?:y|ies)|metaphors?|disclaimers?|tables?|"
@@ -210,9 +230,14 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
     action = None
     if m := re.match(r"^i(?:'d| would) rather you (?:didn't|did not|don't)\s+(.+)$", sent, re.I):
         action = f"do not {m.group(1)}"
-    elif (m := _ANNOYS_WHEN.match(sent) or _ANNOYS.match(sent)) and _ANSWER_PARTS.search(m.group(1)):
-        subject = m.group(1)
-        action = f"avoid {subject[0].lower() + subject[1:] if subject[1:2].islower() else subject}"
+    elif (m := _ANNOYS_WHEN.match(sent) or _ANNOYS.match(sent) or _AGAIN_WITH.match(sent)
+          or _HARD.match(sent)) and _ANSWER_PARTS.search(m.group(1)):
+        action = f"avoid {_lower_first(m.group(1))}"
+    elif (m := _EASIER.match(sent) or _HARD_WITHOUT.match(sent)) and _ANSWER_PARTS.search(m.group(1)):
+        over = f" over {m.group(2)}" if m.lastindex and m.lastindex > 1 and m.group(2) else ""
+        action = f"{'prefer' if over or m.re is _EASIER else 'use'} {_lower_first(m.group(1))}{over}"
+    elif polite and (m := re.match(r"^without\s+(.+)$", sent, re.I)):  # "Without the small talk, please."
+        action = f"skip {m.group(1)}"
     elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
         action = m.group(1)
     elif polite and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
