@@ -129,8 +129,11 @@ def test_copy_guard_rule():
     assert not copies("ok.", ["ok."]) and not copies("Yes, sure.", ["Yes, sure."])
     # a short answer is a copy when it is a piece of a source (seen on the 0.5B)
     diet = "In general, suggest only vegetarian food, no meat."
-    assert copies('" vegetarian food, no meat."', [diet])
-    assert not copies("Try a lentil curry.", [diet]) and not copies("No meat, promised.", [diet])
+    assert copies('" vegetarian food, no meat."', [diet], notes=[diet])
+    assert not copies("Try a lentil curry.", [diet], notes=[diet])
+    assert not copies("No meat, promised.", [diet], notes=[diet])
+    # a short answer may repeat an earlier answer or the user (a second confirmation)
+    assert not copies("Sure, will do.", ["Sure, will do."], notes=[diet])
 
 
 def test_echo_sources_cover_the_header_and_a_short_user_message():

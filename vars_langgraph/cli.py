@@ -158,11 +158,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session = args.session or f"{args.user}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with console.status("Loading models (first run assembles the local model, ~1 min)..."):
         graph = build_graph(cfg)
+        if cfg.extractor.enabled:  # its server reads its long prompt while the rest loads
+            threading.Thread(target=_warm_extractor, args=(graph.engine,), daemon=True).start()
         graph.engine.embedder  # noqa: B018 - load now, not on the first message
         graph.engine.chat_model  # noqa: B018 - starts the local server if needed
         learner = get_learner(graph.engine) if cfg.background.enabled else None  # + recovery
-    if cfg.extractor.enabled:  # the extractor's server reads its long prompt while the user types
-        threading.Thread(target=_warm_extractor, args=(graph.engine,), daemon=True).start()
     run_cfg = {"configurable": {"thread_id": session, "user_id": args.user}}
     console.print(f"[bold]vars-langgraph[/] user [cyan]{args.user}[/], session [cyan]{session}[/]."
                   " Empty line or Ctrl-D to quit; /memories to list what I remember.")

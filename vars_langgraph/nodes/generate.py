@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -181,17 +181,19 @@ def _grams(text: str, n: int = 3) -> list[tuple[str, ...]]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)] if n else []
 
 
-def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int = 5) -> bool:
+def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int = 5,
+           notes: Sequence[str] = ()) -> bool:
     """True when `share` of the answer's word 3-grams come from one of `sources` (an echo).
-    An answer under `min_words` words is a copy only when it is a piece of one source (the
-    0.5B answered "Hmm, that's way too much text." with '" vegetarian food, no meat."', a
-    piece of a note); under three words ("OK.", "Yes, sure.") never."""
+    An answer under `min_words` words is a copy only when it is a piece of one of `notes` (the
+    0.5B answered "Hmm, that's way too much text." with '" vegetarian food, no meat."'); under
+    three words ("OK.", "Yes, sure.") never. A short answer may repeat an earlier one ("Sure,
+    I'll follow it." to a second preference)."""
     grams = _grams(answer)
     n_words = len(re.sub(r"[^\w]+", " ", answer).split())
     if n_words < 3:
         return False
     if n_words < min_words:
-        share = 1.0
+        sources, share = list(notes), 1.0
     for src in sources:
         have = set(_grams(src, min(3, len(grams[0]))))
         if have and sum(g in have for g in grams) / len(grams) >= share:
@@ -340,14 +342,14 @@ def make_generate(engine: VARSEngine):
             msgs = [*msgs[:-1], HumanMessage(message_text(plain) + suffix, id=plain.id)]
         reply = engine.chat_model.invoke(msgs, config)
         text = message_text(reply)
-        if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state)) or (
+        notes = [c.get("note", "") for c in selected]
+        if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state), notes=notes) or (
                 selected and about_the_notes(text, message_text(plain)))):
             # a small model copied a note, the notes' header, an earlier answer or the user's
             # own short message, or talked about the notes: ask once more with the latest
             # message alone and no notes
             log.debug("answer copied its prompt; asking again")
             reply = engine.chat_model.invoke([SystemMessage(cfg.prompt.base_system), plain], config)
-        notes = [c.get("note", "") for c in selected]
         broken = breaks_exclusion(message_text(reply), notes) if cfg.prompt.retry_on_echo else []
         if broken:
             # the answer suggests what an injected note rules out ("I'm vegetarian" and a
