@@ -171,38 +171,33 @@ def test_a_standing_request_asked_as_a_question_is_read_now():
         assert notes(question) == [], question
 
 
-def test_a_dislike_said_as_annoyance_is_read_now():
-    """"long intros drive me crazy" is a standing dislike of a part of answers; annoyance at
-    something else ("my neighbour drives me crazy") or at this answer ("this bugs me") is not."""
-    cases = {
-        "Honestly, long intros drive me crazy.": "avoid long intros",
-        "Emojis annoy me.": "avoid emojis",
-        "Jargon gets on my nerves.": "avoid jargon",
-        "Long code blocks are a pain on my phone.": "avoid long code blocks",
-        "It bugs me when answers are full of buzzwords.": "avoid buzzwords",
-        "It annoys me when you use emojis.": "avoid emojis",
-    }
-    for text, action in cases.items():
-        assert [p.action for p in fast_preferences(text)] == [action], text
-    for text in ("My neighbour drives me crazy with his music.", "This drives me crazy.",
-                 "Traffic is a pain today.", "It bugs me when you forget things."):
-        assert fast_preferences(text) == [], text
+# likes and dislikes of parts of answers said as annoyance, ease, difficulty or an exasperated
+# "again with ..."; the same words about other things (or about this answer) are no preference
+_SAID_OF_ANSWERS = [
+    ("Honestly, long intros drive me crazy.", "avoid long intros"),
+    ("Emojis annoy me.", "avoid emojis"),
+    ("Jargon gets on my nerves.", "avoid jargon"),
+    ("Long code blocks are a pain on my phone.", "avoid long code blocks"),
+    ("It bugs me when answers are full of buzzwords.", "avoid buzzwords"),
+    ("It annoys me when you use emojis.", "avoid emojis"),
+    ("Lists are so much easier for me to read than paragraphs.", "prefer lists over paragraphs"),
+    ("Tables are easier to skim.", "prefer tables"),
+    ("Walls of text are hard to read.", "avoid walls of text"),
+    ("I find it hard to follow when there are no headings.", "use headings"),
+    ("Ugh, again with the emojis. Seriously.", "avoid emojis"),
+    ("Without the small talk, please. Just answer.", "skip the small talk"),
+    ("I'd rather you didn't use analogies.", "do not use analogies"),
+    ("My neighbour drives me crazy with his music.", None),
+    ("This drives me crazy.", None),
+    ("Traffic is a pain today.", None),
+    ("It bugs me when you forget things.", None),
+    ("The bus is easier than the train.", None),
+    ("Without doubt, that was good.", None),
+    ("You didn't use bullets.", None),
+    ("Again with the rain today.", None),
+]
 
 
-def test_ease_difficulty_and_again_with_are_read_now():
-    """Dislikes and likes of parts of answers said as ease, difficulty or an exasperated
-    "again with ..."; the same words about other things are not preferences."""
-    cases = {
-        "Lists are so much easier for me to read than paragraphs.": "prefer lists over paragraphs",
-        "Tables are easier to skim.": "prefer tables",
-        "Walls of text are hard to read.": "avoid walls of text",
-        "I find it hard to follow when there are no headings.": "use headings",
-        "Ugh, again with the emojis. Seriously.": "avoid emojis",
-        "Without the small talk, please. Just answer.": "skip the small talk",
-        "I'd rather you didn't use analogies.": "do not use analogies",
-    }
-    for text, action in cases.items():
-        assert [p.action for p in fast_preferences(text)] == [action], text
-    for text in ("The bus is easier than the train.", "Without doubt, that was good.",
-                 "You didn't use bullets.", "Again with the rain today."):
-        assert fast_preferences(text) == [], text
+@pytest.mark.parametrize(("text", "action"), _SAID_OF_ANSWERS)
+def test_likes_and_dislikes_of_parts_of_answers_are_read_now(text, action):
+    assert [p.action for p in fast_preferences(text)] == ([action] if action else [])
