@@ -234,3 +234,30 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
                           "--methods", "none", "--users", "1", "--prefs-per-user", "1",
                           "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "only 4 distractor turns" in capsys.readouterr().err
+
+
+def test_cached_model_cards_go_through_todays_checks(tmp_path: Path) -> None:
+    """`--extraction-cache` files keep checked model outputs; read back, they pass today's
+    checks (a card read from a question is dropped), so a cached run equals a fresh one."""
+    from vars_langgraph.types import Preference
+    from vars_langgraph_eval.prefeval import CachingExtractor
+
+    turns = [("user", "Should I take an advanced pottery course, or not? I love cats.")]
+    stale = [Preference(condition="general", action="take an advanced pottery course"),
+             Preference(condition="general", action="love cats")]
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps({json.dumps([f"{r}\x00{t}" for r, t in turns]):
+                                [p.model_dump() for p in stale]}))
+
+    class Builtin:
+        with_rules = True
+
+        def extract(self, turns):  # noqa: ANN001 - never called: the cache answers
+            raise AssertionError("the cache should answer")
+
+    class Own(Builtin):
+        with_rules = False
+
+    checked = CachingExtractor(Builtin(), path).extract(turns)
+    assert [p.action for p in checked] == ["love cats"]
+    assert len(CachingExtractor(Own(), path).extract(turns)) == 2  # an app's own: as cached

@@ -136,7 +136,10 @@ class CachingExtractor:
     """Wraps the extractor: the same window (same turns) gives the same preferences (greedy
     decoding), so each distinct window is extracted once across methods, users and N. Records
     the seconds of every real extraction. With `path`, `extract` results also persist in a JSON
-    file (`--extraction-cache`), so a rerun with the same extractor skips the LLM calls."""
+    file (`--extraction-cache`), so a rerun with the same extractor skips the LLM calls. Cards
+    read from that file go through today's output checks (`postprocess`, which every model
+    output goes through) when the extractor is the built-in one, so a cache written before a
+    check was added gives what a fresh run would (a card an older check dropped stays dropped)."""
 
     def __init__(self, inner: Any, path: str | Path | None = None):
         self.inner = inner
@@ -158,6 +161,10 @@ class CachingExtractor:
         if name == "extract" and disk_key in self._disk:
             self.hits += 1
             out = [Preference(**p) for p in self._disk[disk_key]]
+            if self.with_rules:
+                from vars_langgraph.models.extraction.postprocess import postprocess
+
+                out = postprocess(out, [tuple(t) for t in turns])
         else:
             t0 = time.perf_counter()
             out = getattr(self.inner, name)(turns)
