@@ -302,18 +302,20 @@ _STANDING_REQUEST = re.compile(
     r"no more|from now on|going forward|anymore|in (?:the )?future)\b", re.I)
 
 
+def from_question(pref: Preference, sentence: str) -> bool:
+    """Whether a card was read from a question (its `sentence_of` the message ends with "?"):
+    a small model turns questions into cards ("When answering, stop words in NLP." from "Stop
+    words in NLP, what are they?", "take an advanced pottery course" from "Should I take an
+    advanced pottery course, or ...?"). Not a card about the answer's form ("Can you keep it
+    short?") nor a standing request asked politely ("Would you mind not recommending horror
+    movies?")."""
+    return (sentence.endswith("?") and not _STYLE.search(pref.action)
+            and not _STANDING_REQUEST.match(sentence))
+
+
 def drop_questions(prefs: list[Preference], message: str) -> list[Preference]:
-    """Drop cards read from a question: a small model turns questions into cards ("When
-    answering, stop words in NLP." from "Stop words in NLP, what are they?", "take an advanced
-    pottery course" from "Should I take an advanced pottery course, or ...?"). Kept: a card
-    about the answer's form ("Can you keep it short?") and a standing request asked politely
-    ("Would you mind not recommending horror movies?")."""
-    out = []
-    for p in prefs:
-        sentence = sentence_of(p, message)
-        if not sentence.endswith("?") or _STYLE.search(p.action) or _STANDING_REQUEST.match(sentence):
-            out.append(p)
-    return out
+    """The cards not read from a question (`from_question`)."""
+    return [p for p in prefs if not from_question(p, sentence_of(p, message))]
 
 
 # words that state a stance: a like or dislike, a need, a habit, a limit, a request, an identity
@@ -331,12 +333,11 @@ _CLAUSE = re.compile(r"[,;:.!?]\s*|\s+(?:and|but|so|then)\s+", re.I)
 _LEAD = re.compile(r"^(?:(?:please|pls|always|never|just|also|do not|don'?t|do)\s+)+", re.I)
 
 
-def is_stated(pref: Preference, message: str) -> bool:
-    """Whether the user stated this card: its sentence of the message has a stance word
-    ("prefer", "can't stand", "please", "usually", ...), or a clause of it starts with the card's
-    verb (an instruction: "Skip the pleasantries.", "For travel tips, focus on budget
-    options."), or the card is about the answer's form."""
-    sentence = sentence_of(pref, message) or message
+def is_stated(pref: Preference, sentence: str) -> bool:
+    """Whether the user stated this card in `sentence` (its `sentence_of` the message, or the
+    message): a stance word ("prefer", "can't stand", "please", "usually", ...), or a clause
+    starting with the card's verb (an instruction: "Skip the pleasantries.", "For travel tips,
+    focus on budget options."), or the card is about the answer's form."""
     if _STANCE.search(sentence) or _STYLE.search(pref.action):
         return True
     verb = _LEAD.sub("", pref.action.strip().lower()).split(" ", 1)[0]
@@ -344,11 +345,11 @@ def is_stated(pref: Preference, message: str) -> bool:
 
 
 def drop_unstated(prefs: list[Preference], message: str) -> list[Preference]:
-    """Drop cards the user did not state: a small model turns what a user says about their
-    day or task into cards ("stay alert during night patrol" from "Got any tips for staying
-    alert?", "write your first incident report tomorrow", "a 27-inch monitor with 4K
+    """Drop cards the user did not state (`is_stated`): a small model turns what a user says
+    about their day or task into cards ("stay alert during night patrol" from "Got any tips for
+    staying alert?", "write your first incident report tomorrow", "a 27-inch monitor with 4K
     resolution" from "I'm thinking about a 27-inch monitor")."""
-    return [p for p in prefs if is_stated(p, message)]
+    return [p for p in prefs if is_stated(p, sentence_of(p, message) or message)]
 
 
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
@@ -357,8 +358,12 @@ def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> l
     if not window:
         return []
     message = window[-1][1]
-    prefs = fix_scope(drop_feedback(drop_context_copies(prefs, window), message), window)
-    return drop_unstated(drop_questions(prefs, message), message)
+    out = []
+    for p in fix_scope(drop_feedback(drop_context_copies(prefs, window), message), window):
+        sentence = sentence_of(p, message)  # where the card was read: a question? a statement?
+        if not from_question(p, sentence) and is_stated(p, sentence or message):
+            out.append(p)
+    return out
 
 
 def finish(content: str | None, window: Sequence[tuple[str, str]], cfg: ExtractorConfig,
