@@ -175,8 +175,12 @@ def fit_to_context(engine: VARSEngine, msgs: list[BaseMessage],
     return [*msgs[:-1], HumanMessage(cut, id=getattr(last, "id", None))], info
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w]+", " ", text.lower()).split()
+
+
 def _grams(text: str, n: int = 3) -> list[tuple[str, ...]]:
-    words = re.sub(r"[^\w]+", " ", text.lower()).split()
+    words = _words(text)
     n = min(n, len(words))
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)] if n else []
 
@@ -189,7 +193,7 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
     three words ("OK.", "Yes, sure.") never. A short answer may repeat an earlier one ("Sure,
     I'll follow it." to a second preference)."""
     grams = _grams(answer)
-    n_words = len(re.sub(r"[^\w]+", " ", answer).split())
+    n_words = len(_words(answer))
     if n_words < 3:
         return False
     if n_words < min_words:

@@ -221,6 +221,8 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
     cond = None
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
+    # "it annoys me when you use emojis": what triggers a feeling, not the scope of a request
+    # (a "me" before "when" is not enough: "Tell me when you are unsure" is scoped)
     elif (m := _TRAIL_COND.match(sent)) and not _ANNOYS_WHEN.match(_clean_clause(sent)):
         sent, cond = m.group(1), m.group(2)
     polite = bool(re.match(r"^(?:please|pls|kindly)\b", sent, re.I)) or bool(
