@@ -172,6 +172,8 @@ def test_an_answer_about_the_notes_is_asked_again():
     assert about_the_notes("To brew green tea, follow the instructions provided in the user "
                            "preferences.", "How do I brew green tea?")
     assert not about_the_notes("Based on your preferences, try a lentil soup.", "Dinner idea?")
+    assert about_the_notes("Based on the user's preference, I recommend a vegetarian pasta dish.",
+                           "Hmm, that's way too much text.")
     # stating a preference is not asking about the notes (seen on the 0.5B)
     assert about_the_notes("Based on the user's preferences, I will follow the notes to suggest "
                            "short answers.", "I'm vegetarian and I prefer short answers.")

@@ -211,7 +211,7 @@ ECHO_USER_CHARS = 300  # a longer message may be quoted in a good answer (code, 
 # which no answer needs unless the user asked about their notes or preferences
 _ABOUT_NOTES = re.compile(
     r"\b(?:the|these|those|my|your|user's) (?:notes|preferences) (?:provided|given|above|that fit)\b"
-    r"|\b(?:given|provided|stated) (?:notes|preferences)\b|\b(?:the )?user(?:'s)? (?:notes|preferences)\b"
+    r"|\b(?:given|provided|stated) (?:notes|preferences)\b|\b(?:the )?user(?:'s)? (?:notes|preferences?)\b"
     r"|\bbased on the (?:notes|preferences)\b|\binstructions provided\b"
     r"|\b(?:user's|this user's) earlier conversations\b|\bfollow(?:ing)? (?:the|these|your) notes\b",
     re.I)
