@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from vars_langgraph.models.extraction.postprocess import scope_to_task, task_of
 from vars_langgraph.models.extraction.rules import (
     fast_preferences,
     identity_preferences,
@@ -18,6 +19,11 @@ from vars_langgraph.types import Preference
 
 def actions(text: str) -> list[str]:
     return [p.action for p in fast_preferences(text)]
+
+
+def notes(text: str) -> list[str]:
+    """The notes the extract node stores for `text` by rules alone."""
+    return [p.note for p in combine([("user", text)], [])]
 
 
 def test_vegetarian_and_format_give_a_diet_card_and_format_cards():
@@ -36,6 +42,8 @@ def test_vegetarian_and_format_give_a_diet_card_and_format_cards():
     "My Mac keeps crashing, what do I do?",
     "I'm on my way home, what's a quick dinner?",
     "Is it wrong to drink coffee on an empty stomach?",
+    "If x = 3 and y = 2x, express y as a fraction.",
+    "When the list is empty, return None.",
 ])
 def test_no_standing_card(text):
     assert fast_preferences(text) == []
@@ -67,6 +75,35 @@ def test_restated_preferences_in_complaints():
     assert actions("I'm a nurse, you can use medical terms with me.") == ["use medical terms with me"]
 
 
+def test_an_action_that_names_a_task_is_scoped_to_it():
+    """An unscoped card whose action names one task competes only for that task's questions;
+    a reason after the action ("..., I'm new to coding") does not scope it."""
+    assert notes("Please always show code in Python, not JavaScript.") == [
+        "When writing code, show code in Python, not JavaScript."]
+    assert task_of("keep it simple for me, I'm new to coding") is None
+    assert scope_to_task([Preference(condition="answering", action="format math and code in LaTeX")]) == [
+        Preference(condition="answering", action="format math and code in LaTeX")]  # two tasks: as it was
+    assert task_of("recommend books under 300 pages") == "recommending books"
+
+
+def test_terse_and_trailing_scope_statements():
+    assert notes("metric please, always") == ["In general, use metric."]
+    assert notes("Bullet points from now on.") == ["In general, use Bullet points."]
+    assert actions("metric, pls") == ["use metric"]
+    assert actions("Lists are so much easier for me to read than paragraphs.") == [
+        "use lists instead of paragraphs"]
+    assert actions("If I'm asking for a recipe, list the ingredients first.") == [
+        "list the ingredients first"]
+    assert actions("List three cities in France.") == []  # an instruction for now, not a standing one
+
+
+def test_the_language_a_user_codes_in():
+    assert notes("I work as a data scientist, mostly in R.") == ["When writing code, write code in R."]
+    assert notes("I'm a Kotlin developer.") == ["When writing code, write code in Kotlin."]
+    assert actions("I live mostly in Rome.") == []
+    assert actions("Is it hard to code in Rust?") == []
+
+
 def test_two_clauses_give_two_cards():
     acts = actions("Please use metric units and keep it under five sentences.")
     assert acts == ["use metric units", "keep it under five sentences"]
@@ -80,7 +117,10 @@ def test_node_combination_is_the_rules_plus_what_only_the_model_found():
     assert [p.action for p in combine(window, [same, other])] == [
         "suggest only vegan food, no animal products", "avoid jargon"]
     assert [p.action for p in combine(window, [])] == ["suggest only vegan food, no animal products"]
-    assert combine(window, [same], gate_pass=False) == []
+    # the gate skips the model only: the rules still read an explicit statement
+    assert [p.action for p in combine(window, [same, other], gate_pass=False)] == [
+        "suggest only vegan food, no animal products"]
+    assert combine([("user", "What's a good name for a cat?")], [other], gate_pass=False) == []
     assert combine(window, [same], fast_fallback=False) == [same]
     assert combine(window, [other], union=False) == [other]  # an application's own extractor
     quoted = combine([("user", "I'm not a fan of crowded tourist spots.")], [])
@@ -180,7 +220,7 @@ _SAID_OF_ANSWERS = [
     ("Long code blocks are a pain on my phone.", "avoid long code blocks"),
     ("It bugs me when answers are full of buzzwords.", "avoid buzzwords"),
     ("It annoys me when you use emojis.", "avoid emojis"),
-    ("Lists are so much easier for me to read than paragraphs.", "prefer lists over paragraphs"),
+    ("Lists are so much easier for me to read than paragraphs.", "use lists instead of paragraphs"),
     ("Tables are easier to skim.", "prefer tables"),
     ("Walls of text are hard to read.", "avoid walls of text"),
     ("I find it hard to follow when there are no headings.", "use headings"),

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.models.base import Extractor
-from vars_langgraph.models.extraction.postprocess import content_words, scope_globals
+from vars_langgraph.models.extraction.postprocess import content_words, scope_globals, scope_to_task
 from vars_langgraph.models.extraction.prompts import dialogue_window
 from vars_langgraph.models.extraction.rules import fast_preferences, stated_preferences
 from vars_langgraph.models.extraction_gate import worth_extracting
@@ -47,7 +47,7 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     none. The model's "in general" cards must be about how to answer (`scope_globals`).
     `fast_fallback=False` (an ablation): the model's cards alone."""
     if not gate_pass:
-        return []
+        return scope_to_task(fast_preferences(window[-1][1] if window else "")) if fast_fallback else []
     if not fast_fallback:
         return llm_prefs
     query = window[-1][1] if window else ""
@@ -57,7 +57,7 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     for p in scope_globals(llm_prefs):
         if not any(content_words(p.action) & content_words(q.action) for q in out):
             out.append(p)
-    return out or stated_preferences(query)
+    return scope_to_task(out) or stated_preferences(query)
 
 
 def make_extract(engine: VARSEngine, extractor: Extractor | None = None,

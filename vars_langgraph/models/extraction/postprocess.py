@@ -256,6 +256,55 @@ def scope_globals(prefs: list[Preference]) -> list[Preference]:
             else p for p in prefs]
 
 
+# the task an action names by its own words ("show code in Python" is about code, "nothing
+# scary in the stories" about stories): an unscoped card gets it as its condition, so that it
+# competes only for questions of that task ("answering" cards compete for every question)
+_TASKS = (
+    ("writing code", r"code(?!\s+blocks?)|coding|programm\w*|python|javascript|typescript|java|rust|"
+                     r"golang|c\+\+|sql|scripts?|functions?|type hints|docstrings?|unit ?tests?|pytest|"
+                     r"unittest|regex\w*|git|commits?|libraries|variables?|compil\w+|debug\w*"),
+    ("doing math", r"math\w*|equations?|latex|formulas?|proofs?|calculus|algebra|derivatives?|integrals?"),
+    ("suggesting recipes", r"recipes?|ingredients?|cooking|baking|meals?|dishes|dinners?"),
+    ("recommending books", r"books?|novels?|authors?"),
+    ("recommending movies or shows", r"movies?|films?|tv shows?"),
+    ("recommending music", r"music|songs?|albums?|playlists?|bands?"),
+    ("making charts", r"charts?|graphs?|plots?|visuali[sz]ations?"),
+    ("writing stories", r"stor(?:y|ies)|poems?|fiction"),
+    ("writing emails", r"e-?mails?"),
+    ("writing reports", r"reports?"),
+    ("planning travel", r"travel\w*|trips?|flights?|hotels?|itinerar(?:y|ies)|destinations?"),
+    ("suggesting workouts", r"workouts?|exercises?|gym|training plans?|fitness"),
+    ("discussing health", r"medical|medicine|medications?|symptoms?|health|diagnos\w+"),
+    ("gardening", r"garden\w*|plants?|soil"),
+    ("discussing money", r"budget\w*|invest\w*|financ\w*|money|savings"),
+)
+_TASK_WORDS = [(cond, re.compile(rf"\b(?:{rx})\b", re.I)) for cond, rx in _TASKS]
+
+
+# where an action's reason starts: "keep it simple, I'm new to coding" is not about code
+_REASON = re.compile(r",\s*(?:i|i'm|im|my)\b|\b(?:because|since|as i)\b", re.I)
+
+
+def task_of(text: str) -> str | None:
+    """The one task `text` (before any reason it gives) names (`_TASKS`), or None when it
+    names none or several."""
+    text = _REASON.split(text, maxsplit=1)[0]
+    found = {cond for cond, rx in _TASK_WORDS if rx.search(text)}
+    return found.pop() if len(found) == 1 else None
+
+
+def scope_to_task(prefs: list[Preference]) -> list[Preference]:
+    """An unscoped card ("answering", "in general") whose action names one task gets that task
+    as its condition: "Please always show code in Python" -> "When writing code, ..."."""
+    out = []
+    for p in prefs:
+        unscoped = p.is_global or p.condition.strip().lower() in (UNSCOPED_CONDITION, "general")
+        if unscoped and (task := task_of(p.action)):
+            p = p.model_copy(update={"condition": task})
+        out.append(p)
+    return out
+
+
 def drop_context_copies(prefs: list[Preference],
                         window: Sequence[tuple[str, str]]) -> list[Preference]:  # fmt: skip
     """Drop cards restating an earlier user turn of the window rather than the last message.

@@ -21,7 +21,10 @@ from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 _LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re.I)
 _TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
 _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and)[, ]+", re.I)
-_PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+please$", re.I)
+# a scope said last: "metric please, always", "bullet points from now on"
+_TRAIL_SCOPE = re.compile(r"[, ]+(?:always|from now on|going forward|in future|in general|every time)$",
+                          re.I)
+_PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+(?:please|pls)$", re.I)
 # a standing request asked as a question: "Would you mind not ...?", "Could you always ...?"
 # ("... about answers or suggestions": not "Can you stop the music?", "Will you always be here?")
 _POLITE_STANDING = re.compile(
@@ -36,10 +39,18 @@ _FIRST_PERSON = re.compile(
     r"(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$",
     re.I,
 )
+# verbs that task statements open with ("If x = 3, express y in terms of x.", "List all ..."):
+# a standing instruction only under a condition about the user ("If I'm asking for a recipe,
+# list the ingredients first.")
+_PROBLEM_VERBS = "list|state|express|round|compare|sort|name|convert|translate|note|call"
+_PROBLEM_VERB = re.compile(rf"^(?:{_PROBLEM_VERBS})$", re.I)
+_ABOUT_USER = re.compile(r"\b(?:i|i'm|im|my|me|we|our)\b", re.I)
 _IMPERATIVE = re.compile(
     r"^(?:always\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
     r"show|start|end|put|be|skip|cite|mention|assume|tell|number|follow|quiz|ask|walk|suggest|"
-    r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get)\b\s*(.*)$",
+    r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get|recommend|provide|offer|break|"
+    r"spell|remind|warn|summari[sz]e|highlight|define|link|label|lead|clarify|double-check|flag|"
+    r"point|" + _PROBLEM_VERBS + r")\b\s*(.*)$",
     re.I,
 )
 _NOT_PREFS = re.compile(
@@ -48,7 +59,8 @@ _NOT_PREFS = re.compile(
 
 
 def _clean_clause(text: str) -> str:
-    return _PLEASE.sub("", text.strip(" ,.;:!")).strip(" ,.;:!")
+    text = _TRAIL_SCOPE.sub("", text.strip(" ,.;:!"))
+    return _PLEASE.sub("", text).strip(" ,.;:!")
 
 
 def fast_preferences(text: str) -> list[Preference]:
@@ -118,12 +130,21 @@ _OS = re.compile(
     r"|\bi(?:'m| am)\s+an?\s+(windows|mac|linux)\s+user\b", re.I)
 _LEVEL = re.compile(r"\bi(?:'m| am)\s+(?:(?:a|an|just a|still a)\s+(beginner|novice|newbie)|new to\s+[\w ]+|"
                     r"(?:a|an)\s+(expert|senior \w+|professional \w+))\b", re.I)
+_LANGS = (r"python|javascript|typescript|java|golang|go|rust|c\+\+|c#|ruby|php|kotlin|swift|scala|julia|"
+          r"matlab|(?-i:R)|sql|bash|haskell|elixir|dart")
+# the language the user codes in: "I code in Rust", "mostly in R", "I'm a Kotlin developer"
+_LANG = re.compile(
+    rf"\bi\s+(?:mostly |mainly |only |usually )?(?:code|program|work|develop|write (?:my )?code)\s+"
+    rf"(?:mostly |mainly |only |exclusively )?(?:in|with)\s+({_LANGS})(?![\w+#])"
+    rf"|\b(?:mostly|mainly|exclusively)\s+in\s+({_LANGS})(?![\w+#])"
+    rf"|\bi(?:'m| am)\s+an?\s+({_LANGS})\s+(?:developer|dev|programmer|engineer|coder)\b", re.I)
 _FOOD_SCOPE = re.compile(r"\b(?:recipes?|meals?|dinners?|cooking|food suggestions?)\b", re.I)
 
 
 def identity_preferences(sent: str, message: str) -> list[Preference]:
     """Cards implied by a stated identity fact: diet ("I'm vegetarian"), allergies ("I'm
-    allergic to nuts"), the user's OS ("I'm on Linux"), their level ("I'm a beginner"). The
+    allergic to nuts"), the user's OS ("I'm on Linux"), their level ("I'm a beginner"), the
+    language they code in ("I work mostly in R", condition "writing code"). The
     condition is "suggesting recipes" when the message names recipes or meals, else "general"
     (the user named no task)."""
     t = sent.replace("\u2019", "'").strip(" ,.;:!")
@@ -142,10 +163,16 @@ def identity_preferences(sent: str, message: str) -> list[Preference]:
         acts.append(f"give instructions for {name}")
     if m := _LEVEL.search(t):
         acts.append("keep explanations simple, for a beginner" if not m.group(2) else "skip the basics")
+    out = []
+    if m := _LANG.search(t):
+        lang = next(g for g in m.groups() if g)
+        name = {"javascript": "JavaScript", "typescript": "TypeScript", "php": "PHP", "sql": "SQL",
+                "c#": "C#", "matlab": "MATLAB"}.get(lang.lower(), lang[:1].upper() + lang[1:])
+        out.append(Preference(condition="writing code", action=f"write code in {name}", confidence=0.9))
     if not acts:
-        return []
+        return out
     cond = "suggesting recipes" if _FOOD_SCOPE.search(message) and not _OS.search(t) else "general"
-    return [Preference(condition=cond, action=a[:MAX_ACTION], confidence=0.9) for a in acts]
+    return [Preference(condition=cond, action=a[:MAX_ACTION], confidence=0.9) for a in acts] + out
 
 
 _ANSWERS_WITH = re.compile(r"^prefer\s+(short|shorter|brief|concise|long|longer|detailed)\s+"
@@ -217,7 +244,8 @@ _ANSWER_PARTS = re.compile(
 
 
 def _sentence_preference(sent: str, message: str) -> Preference | None:
-    sent = _LEAD_SCOPE.sub("", sent)
+    sent = _TRAIL_SCOPE.sub("", _LEAD_SCOPE.sub("", sent))
+    scoped = has_generality_marker(message)
     cond = None
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
@@ -236,14 +264,15 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
           or _HARD.match(sent)) and _ANSWER_PARTS.search(m.group(1)):
         action = f"avoid {_lower_first(m.group(1))}"
     elif (m := _EASIER.match(sent) or _HARD_WITHOUT.match(sent)) and _ANSWER_PARTS.search(m.group(1)):
-        over = f" over {m.group(2)}" if m.lastindex and m.lastindex > 1 and m.group(2) else ""
-        action = f"{'prefer' if over or m.re is _EASIER else 'use'} {_lower_first(m.group(1))}{over}"
+        other = m.group(2) if m.lastindex and m.lastindex > 1 else None
+        verb = "prefer" if m.re is _EASIER and not other else "use"
+        action = f"{verb} {_lower_first(m.group(1))}" + (f" instead of {other}" if other else "")
     elif polite and (m := re.match(r"^without\s+(.+)$", sent, re.I)):  # "Without the small talk, please."
         action = f"skip {m.group(1)}"
     elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
         action = m.group(1)
-    elif polite and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
-        action = f"use {sent}"
+    elif (polite or scoped) and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
+        action = "use " + re.sub(r"^always\s+", "", sent, flags=re.I)
     elif m := _NEG_START.match(sent):
         action = None if _NOT_PREFS.match(m.group(1)) else sent
     elif m := _FIRST_PERSON.match(sent):
@@ -262,8 +291,10 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
     elif m := _IMPERATIVE.match(sent):
         verb = m.group(1).lower()
         bare = verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
-        if m.group(2) and (cond or has_generality_marker(message) or bare
-                           or polite and verb in _STYLE_VERBS):  # fmt: skip
+        if _PROBLEM_VERB.match(verb) and not (cond and _ABOUT_USER.search(cond)):
+            pass
+        elif m.group(2) and (cond or has_generality_marker(message) or bare
+                             or polite and verb in _STYLE_VERBS):  # fmt: skip
             action = sent
     if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
         return None
