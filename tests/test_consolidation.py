@@ -190,6 +190,25 @@ def test_condition_counts_and_empty_selection_is_valid(make_config, embedder):
     assert chosen("Solve the equation 3x + 5 = 20 for x, a math problem.") == []
 
 
+def test_a_query_that_names_the_cards_task_passes_the_condition_gate(make_config, embedder):
+    """MiniLM puts a Python question far from "writing code" (cosine ~0.1); the task the query
+    names by its words lets the card through, and only for that task."""
+    engine = _engine(make_config, "sqlite", embedder, condition_min=0.3)
+    code = _add(engine, "writing code", "add type hints to every function")
+    retrieve, rerank = make_retrieve(engine), make_rerank(engine)
+    config = {"configurable": {"thread_id": "t1", "user_id": U}}
+
+    def chosen(query):
+        state = {"query": query, "messages": [("user", query)]}
+        state.update(retrieve(state, config, None))
+        return [c["id"] for c in rerank(state, config, None)["selected"]]
+
+    assert chosen("How do I reverse a list in Python?") == [code.id]
+    assert chosen("What is the derivative of x^2 sin x?") == []
+    engine.config.memory.condition_min = None  # no gate: the card competes everywhere
+    assert chosen("What is the derivative of x^2 sin x?") == [code.id]
+
+
 def test_garbled_card_surfaces_through_the_users_words(make_config, embedder):
     engine = _engine(make_config, "sqlite", embedder, lexical_weight=1.0)
     for dish in ("pasta", "risotto", "curry", "soup", "salad", "tacos", "stew", "pizza"):
