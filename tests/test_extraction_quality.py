@@ -201,8 +201,13 @@ def test_stated_preferences_keep_first_person_taste_only():
     (p,) = stated_preferences("I'm a vegan and don't consume any animal products.")
     assert "vegan" in p.action and not p.is_global
     for text in ("What's the capital of Australia?", "I love this, what about pandas?",
-                 "No, that's not what I asked, I prefer short answers.", "Write a haiku about autumn."):
+                 "No, that's not what I asked, I prefer short answers.", "Write a haiku about autumn.",
+                 # pasted material: a quiz's options, a quoted passage
+                 "Help me think through this:\nWhich scans image brain function?\nChoices:\n0. I only",
+                 "Here's a problem I'm working on:\nAs a Jew, I have never believed in collective guilt."):
         assert stated_preferences(text) == [], text
+    (p,) = stated_preferences("I never eat anything spicy\nany ideas for dinner?")
+    assert p.action.endswith('"I never eat anything spicy"')  # a line is a sentence
 
 
 def test_extract_node_falls_back_to_rules_when_the_extractor_finds_nothing(tmp_path):

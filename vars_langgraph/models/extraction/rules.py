@@ -313,18 +313,36 @@ _LIKES = re.compile(
 _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
 
 
+_OPTION = re.compile(r"^\s*(?:\(?[0-9a-z]{1,2}[.):]|[-*\u2022])\s", re.I)
+
+
+def own_lines(text: str) -> list[str]:
+    """The lines of a message in the user's own words: up to a line that leads into pasted
+    material ("Here's the problem:", "Choices:"), without options of a list ("0. I only")."""
+    out = []
+    for line in text.splitlines():
+        if line.strip() and not _OPTION.match(line):
+            out.append(" ".join(line.split()))
+        if line.rstrip().endswith(":"):
+            break
+    return out
+
+
 def stated_preferences(text: str) -> list[Preference]:
     """Last resort for a first-person statement of taste that neither the extractor nor the
     fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
     the statement itself, quoted, as an unscoped note. Questions, feedback on the last answer
     (`is_feedback`: "No, that's not what I asked") and messages without a like/dislike word
-    yield nothing; a "no" inside a statement ("I have no interest in ...") does not make it
-    feedback. The method's extractor over-extracts on
-    purpose (recall first); reranking and the user vector filter what does not help."""
-    text = " ".join(str(text or "").replace("\u2019", "'").split())[:MAX_TURN_CHARS]
-    if not text or is_feedback(text):
+    yield nothing, and so do statements of three words or fewer and what the user pasted
+    (`own_lines`: "As a Jew, I have never believed ..." in a quoted passage, "0. I only" in a
+    quiz); a "no" inside a statement ("I have no interest in ...") does not make it feedback.
+    The method's extractor over-extracts on purpose (recall first); reranking and the user
+    vector filter what does not help."""
+    text = str(text or "").replace("\u2019", "'")[:MAX_TURN_CHARS]
+    if not text.strip() or is_feedback(text):
         return []
-    said = [s for s in sentences(text) if not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
+    said = [s for s in sentences("\n".join(own_lines(text))) if len(s.split()) >= 4
+            and not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
     if not said:
         return []
     action = "keep in mind the user said: " + json.dumps(" ".join(said)[:200], ensure_ascii=False)
