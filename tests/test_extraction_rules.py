@@ -97,6 +97,17 @@ def test_terse_and_trailing_scope_statements():
     assert actions("List three cities in France.") == []  # an instruction for now, not a standing one
 
 
+def test_pasted_material_is_not_read_as_the_users_preferences():
+    """A problem pasted after a lead-in line ("Help me think through this:") is the task, not
+    the user: its "No other masses." is no card; the user's own line after it still is."""
+    text = ("Help me think through this:\nA ball rolls down a ramp. No other masses.\n"
+            "Choices:\n0. Never mind friction\n1. 2 m/s\nJust so you know, I prefer bullet points.")
+    assert actions(text) == ["prefer bullet points"]
+    assert actions("No other masses. Find the speed of the ball.") == ["no other masses"]  # said as is
+    assert notes("Always explain it, for math problems, step by step.") == [
+        "In general, explain it, for math problems, step by step."]  # its own scope: no task added
+
+
 def test_the_language_a_user_codes_in():
     assert notes("I work as a data scientist, mostly in R.") == ["When writing code, write code in R."]
     assert notes("I'm a Kotlin developer.") == ["When writing code, write code in Kotlin."]

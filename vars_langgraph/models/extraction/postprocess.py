@@ -293,13 +293,18 @@ def task_of(text: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+# a scope inside an action ("to be clear, for logic puzzles, keep it short"): its own task
+_INNER_SCOPE = re.compile(r"(?:^|,\s*)(?:for|when|whenever|if|while)\s+[^,]{3,60},", re.I)
+
+
 def scope_to_task(prefs: list[Preference]) -> list[Preference]:
-    """An unscoped card ("answering", "in general") whose action names one task gets that task
-    as its condition: "Please always show code in Python" -> "When writing code, ..."."""
+    """An unscoped card ("answering", "in general") whose action names one task (and holds no
+    scope of its own) gets that task as its condition: "Please always show code in Python" ->
+    "When writing code, ..."."""
     out = []
     for p in prefs:
         unscoped = p.is_global or p.condition.strip().lower() in (UNSCOPED_CONDITION, "general")
-        if unscoped and (task := task_of(p.action)):
+        if unscoped and not _INNER_SCOPE.search(p.action) and (task := task_of(p.action)):
             p = p.model_copy(update={"condition": task})
         out.append(p)
     return out

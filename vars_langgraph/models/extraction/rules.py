@@ -20,7 +20,9 @@ from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 _LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re.I)
 _TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
-_LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and)[, ]+", re.I)
+_LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and|just so you know|"
+                         r"for the record|(?:just )?to be clear|bear in mind|fyi|btw|by the way|"
+                         r"honestly|also|oh and)[,: ]+", re.I)
 # a scope said last: "metric please, always", "bullet points from now on"
 _TRAIL_SCOPE = re.compile(r"[, ]+(?:always|from now on|going forward|in future|in general|every time)$",
                           re.I)
@@ -75,11 +77,14 @@ def fast_preferences(text: str) -> list[Preference]:
     "answering" (it applies to answers, but the user did not say "always").
     Confidence 0.9. These are meant for the current answer; the LLM extractor stores cards.
     """
-    text = " ".join(str(text or "").split())[:MAX_TURN_CHARS]
+    lines = message_lines(str(text or "")[:MAX_TURN_CHARS])
+    text = " ".join(line for line, pasted in lines if not pasted or _SPEAKS.search(line))
     if not text or is_one_off(text):
         return []
     out: list[Preference] = []
-    for sent in re.split(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE, text):
+    for sent, pasted in ((s, pasted) for line, pasted in lines for s in _CLAUSES.split(line)):
+        if pasted and not _SPEAKS.search(sent):  # a line of a pasted problem: "No other masses."
+            continue
         if m := _POLITE_STANDING.match(sent.strip()):  # "Would you mind not ...?": a request
             verb = m.group(2).lower()
             sent = f"{('avoid' if m.group(1) else 'do not') if verb == 'not' else verb} {m.group(3)}"
@@ -97,6 +102,23 @@ def fast_preferences(text: str) -> list[Preference]:
     return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
 
 
+_OPTION = re.compile(r"^\s*\(?[0-9a-z]{1,2}[.):]\s", re.I)
+# the user speaking in a line of pasted material: "Just so you know, I prefer ...", "please ..."
+_SPEAKS = re.compile(r"\b(?:i|i'd|i'm|me|my|please|pls)\b", re.I)
+
+
+def message_lines(text: str) -> list[tuple[str, bool]]:
+    """The lines of a message, each with whether it follows a line that leads into pasted
+    material ("Here's the problem:", "Choices:"); blank lines and options of a list ("0. I
+    only", "(B) ...") left out."""
+    out, pasted = [], False
+    for line in text.replace("\u2019", "'").splitlines():
+        if line.strip() and not _OPTION.match(line):
+            out.append((" ".join(line.split()), pasted))
+        pasted = pasted or line.rstrip().endswith(":")
+    return out
+
+
 # a second clause's pronoun for the first clause's answers: a card must read on its own
 _PRONOUN_OBJ = re.compile(r"^(keep|make)\s+(?:them|it)\b", re.I)
 _ANSWER_NOUN = re.compile(r"\b(?:answers?|responses?|replies)\b", re.I)
@@ -106,6 +128,7 @@ _ANSWER_NOUN = re.compile(r"\b(?:answers?|responses?|replies)\b", re.I)
 _AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add|include|explain|call|"
                r"mention|always|never|don't|end|start|show|write|skip|stick)\b)"
                r"|,\s+(?=you can\b|feel free\b))")
+_CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE)
 # a complaint's restating lead: "No, I said bullet points", "I told you I hate tables"
 _RESTATED = re.compile(r"^(?:no,?\s+)?(?:i said|i told you|as i said|like i said)\s+(?:that\s+)?", re.I)
 
@@ -313,19 +336,6 @@ _LIKES = re.compile(
 _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
 
 
-_OPTION = re.compile(r"^\s*(?:\(?[0-9a-z]{1,2}[.):]|[-*\u2022])\s", re.I)
-
-
-def own_lines(text: str) -> list[str]:
-    """The lines of a message in the user's own words: up to a line that leads into pasted
-    material ("Here's the problem:", "Choices:"), without options of a list ("0. I only")."""
-    out = []
-    for line in text.splitlines():
-        if line.strip() and not _OPTION.match(line):
-            out.append(" ".join(line.split()))
-        if line.rstrip().endswith(":"):
-            break
-    return out
 
 
 def stated_preferences(text: str) -> list[Preference]:
@@ -334,14 +344,15 @@ def stated_preferences(text: str) -> list[Preference]:
     the statement itself, quoted, as an unscoped note. Questions, feedback on the last answer
     (`is_feedback`: "No, that's not what I asked") and messages without a like/dislike word
     yield nothing, and so do statements of three words or fewer and what the user pasted
-    (`own_lines`: "As a Jew, I have never believed ..." in a quoted passage, "0. I only" in a
+    (`message_lines`: "As a Jew, I have never believed ..." in a quoted passage, "0. I only" in a
     quiz); a "no" inside a statement ("I have no interest in ...") does not make it feedback.
     The method's extractor over-extracts on purpose (recall first); reranking and the user
     vector filter what does not help."""
     text = str(text or "").replace("\u2019", "'")[:MAX_TURN_CHARS]
     if not text.strip() or is_feedback(text):
         return []
-    said = [s for s in sentences("\n".join(own_lines(text))) if len(s.split()) >= 4
+    own = "\n".join(line for line, pasted in message_lines(text) if not pasted)
+    said = [s for s in sentences(own) if len(s.split()) >= 4
             and not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
     if not said:
         return []
