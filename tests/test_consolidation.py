@@ -83,6 +83,18 @@ def test_contradiction_supersedes_and_import_of_old_export_undoes_it(make_config
     assert old.id in ids
 
 
+def test_a_change_on_another_subject_supersedes_nothing(make_config, embedder):
+    """"Actually, I love that idea!" marks a change, and its card's note is near any other
+    "When answering, prefer ..." note (MiniLM 0.5 by the shared frame), but it shares no
+    subject with "prefer traditional board games": both stay (PrefEval's persona talk)."""
+    engine = _engine(make_config, "sqlite", embedder)
+    games = _add(engine, "answering", "prefer traditional board games",
+                 query="I usually prefer traditional board games for our group.")
+    _add(engine, "answering", "prefer that idea", thread="t2", query="Actually, I love that idea!")
+    assert consolidate(engine, U, "t2", {}) == []
+    assert _status(engine, games.id) == "active"
+
+
 def test_paraphrases_merge_keeping_sources(make_config, storage, embedder, monkeypatch):
     monkeypatch.setattr(cons, "MERGE_MIN", 0.8)
     engine = _engine(make_config, storage, embedder)

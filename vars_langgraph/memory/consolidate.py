@@ -87,8 +87,28 @@ def _words(card: PreferenceCard) -> str:
     return " ".join([card.action] + [s.query for s in card.sources if s.query][-3:])
 
 
+# words of a stance or of the answer, not of a subject ("prefer X", "keep answers Y")
+_NOT_SUBJECT_WORDS = (
+    "prefer prefers like likes love loves hate hates want wants avoid keep make give use show "
+    "suggest suggests recommend always never don't do not no more any answer answers response "
+    "responses reply replies when answering user's"
+)
+_NOT_SUBJECT = frozenset(_NOT_SUBJECT_WORDS.split())
+_WORD = re.compile(r"[a-z0-9][a-z0-9'+#-]*")
+
+
+def subject_words(action: str) -> set[str]:
+    """Content-word stems (5 letters) of an action, without its stance and answer words."""
+    words = _WORD.findall(action.lower().replace("\u2019", "'"))
+    return {w[:5] for w in words if len(w) >= 3 and w not in _NOT_SUBJECT}
+
+
 def contradicts(newer: PreferenceCard, older: PreferenceCard) -> bool:
-    """The newer card's own words mark a change, or its polarity differs from the older's."""
+    """On the same subject (a shared content word: "eat no fish" / "eat fish now"; not "prefer
+    traditional board games" / "prefer that idea", whose notes MiniLM puts at 0.5 by their
+    shared frame), the newer card's own words mark a change or its polarity differs."""
+    if not subject_words(newer.action) & subject_words(older.action):
+        return False
     if _CHANGE.search(_words(newer)):
         return True
     return bool(_NEG.search(newer.action)) != bool(_NEG.search(older.action))
