@@ -206,6 +206,7 @@ def test_stated_preferences_keep_first_person_taste_only():
                  "Help me think through this:\nWhich scans image brain function?\nChoices:\n0. I only",
                  "Here's a problem I'm working on:\nAs a Jew, I have never believed in collective guilt."):
         assert stated_preferences(text) == [], text
+    assert len(stated_preferences("I hate jazz.")) == 1  # short statements are the plainest
     (p,) = stated_preferences("I never eat anything spicy\nany ideas for dinner?")
     assert p.action.endswith('"I never eat anything spicy"')  # a line is a sentence
 

@@ -343,17 +343,15 @@ def stated_preferences(text: str) -> list[Preference]:
     fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
     the statement itself, quoted, as an unscoped note. Questions, feedback on the last answer
     (`is_feedback`: "No, that's not what I asked") and messages without a like/dislike word
-    yield nothing, and so do statements of three words or fewer and what the user pasted
-    (`message_lines`: "As a Jew, I have never believed ..." in a quoted passage, "0. I only" in a
-    quiz); a "no" inside a statement ("I have no interest in ...") does not make it feedback.
-    The method's extractor over-extracts on purpose (recall first); reranking and the user
-    vector filter what does not help."""
+    yield nothing, and so does what the user pasted (`message_lines`: "As a Jew, I have never
+    believed ..." in a quoted passage, "0. I only" in a quiz); a "no" inside a statement ("I
+    have no interest in ...") does not make it feedback. The method's extractor over-extracts
+    on purpose (recall first); reranking and the user vector filter what does not help."""
     text = str(text or "").replace("\u2019", "'")[:MAX_TURN_CHARS]
     if not text.strip() or is_feedback(text):
         return []
     own = "\n".join(line for line, pasted in message_lines(text) if not pasted)
-    said = [s for s in sentences(own) if len(s.split()) >= 4
-            and not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
+    said = [s for s in sentences(own) if not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
     if not said:
         return []
     action = "keep in mind the user said: " + json.dumps(" ".join(said)[:200], ensure_ascii=False)
