@@ -183,10 +183,8 @@ def test_card_value_rule():
     assert not card_value.update(values, {"a": 1.0}, 0.0, 0.5)  # no gate, no change
 
 
-def test_condition_counts_and_empty_selection_is_valid(make_config, embedder):
-    engine = _engine(make_config, "sqlite", embedder, condition_min=0.18, min_p=0.3)
-    code = _add(engine, "writing code", "add type hints to every function")
-    math = _add(engine, "solving math problems", "show every step of the derivation")
+def _chooser(engine):
+    """query -> the ids of the cards retrieve + rerank put in its prompt."""
     retrieve, rerank = make_retrieve(engine), make_rerank(engine)
     config = {"configurable": {"thread_id": "t1", "user_id": U}}
 
@@ -195,6 +193,14 @@ def test_condition_counts_and_empty_selection_is_valid(make_config, embedder):
         state.update(retrieve(state, config, None))
         return [c["id"] for c in rerank(state, config, None)["selected"]]
 
+    return chosen
+
+
+def test_condition_counts_and_empty_selection_is_valid(make_config, embedder):
+    engine = _engine(make_config, "sqlite", embedder, condition_min=0.18, min_p=0.3)
+    code = _add(engine, "writing code", "add type hints to every function")
+    math = _add(engine, "solving math problems", "show every step of the derivation")
+    chosen = _chooser(engine)
     picked = chosen("Solve the equation 3x + 5 = 20 for x, a math problem.")
     assert math.id in picked and code.id not in picked
     assert chosen("Write a Python function that parses a CSV file.") == [code.id]
@@ -207,14 +213,7 @@ def test_a_query_that_names_the_cards_task_passes_the_condition_gate(make_config
     names by its words lets the card through, and only for that task."""
     engine = _engine(make_config, "sqlite", embedder, condition_min=0.3)
     code = _add(engine, "writing code", "add type hints to every function")
-    retrieve, rerank = make_retrieve(engine), make_rerank(engine)
-    config = {"configurable": {"thread_id": "t1", "user_id": U}}
-
-    def chosen(query):
-        state = {"query": query, "messages": [("user", query)]}
-        state.update(retrieve(state, config, None))
-        return [c["id"] for c in rerank(state, config, None)["selected"]]
-
+    chosen = _chooser(engine)
     assert chosen("How do I reverse a list in Python?") == [code.id]
     assert chosen("What is the derivative of x^2 sin x?") == []
     engine.config.memory.condition_min = None  # no gate: the card competes everywhere
