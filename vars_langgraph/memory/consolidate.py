@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vars_langgraph.models.extraction.postprocess import content_words
 from vars_langgraph.types import PreferenceCard
 
 SUPERSEDE_MIN = 0.5  # cosine of two cards on the same subject
@@ -93,14 +94,12 @@ _NOT_SUBJECT_WORDS = (
     "suggest suggests recommend always never don't do not no more any answer answers response "
     "responses reply replies when answering user's"
 )
-_NOT_SUBJECT = frozenset(_NOT_SUBJECT_WORDS.split())
-_WORD = re.compile(r"[a-z0-9][a-z0-9'+#-]*")
+_NOT_SUBJECT = frozenset(w[:5] for w in _NOT_SUBJECT_WORDS.split())
 
 
 def subject_words(action: str) -> set[str]:
-    """Content-word stems (5 letters) of an action, without its stance and answer words."""
-    words = _WORD.findall(action.lower().replace("\u2019", "'"))
-    return {w[:5] for w in words if len(w) >= 3 and w not in _NOT_SUBJECT}
+    """Content-word stems (`content_words`) of an action, without its stance and answer words."""
+    return content_words(action) - _NOT_SUBJECT
 
 
 def contradicts(newer: PreferenceCard, older: PreferenceCard) -> bool:
