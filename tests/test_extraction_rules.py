@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vars_langgraph.models.extraction.postprocess import scope_to_task, task_of
+from vars_langgraph.models.extraction.postprocess import named_task, scope_to_task, task_of
 from vars_langgraph.models.extraction.rules import (
     fast_preferences,
     identity_preferences,
@@ -84,6 +84,8 @@ def test_an_action_that_names_a_task_is_scoped_to_it():
     assert scope_to_task([Preference(condition="answering", action="format math and code in LaTeX")]) == [
         Preference(condition="answering", action="format math and code in LaTeX")]  # two tasks: as it was
     assert task_of("recommend books under 300 pages") == "recommending books"
+    # a question is read whole: its "because ..." is not a reason after an action
+    assert named_task("Because my loop never ends, how do I fix this Python code?") == "writing code"
 
 
 def test_terse_and_trailing_scope_statements():

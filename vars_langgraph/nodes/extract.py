@@ -46,11 +46,11 @@ def combine(window: list[tuple[str, str]], llm_prefs: list[Preference], gate_pas
     extractor the application supplies): its cards as they are, the rules only when it found
     none. The model's "in general" cards must be about how to answer (`scope_globals`).
     `fast_fallback=False` (an ablation): the model's cards alone."""
-    if not gate_pass:
-        return scope_to_task(fast_preferences(window[-1][1] if window else "")) if fast_fallback else []
+    query = window[-1][1] if window else ""
+    if not gate_pass:  # the gate skips the model, not the rules
+        return scope_to_task(fast_preferences(query)) if fast_fallback else []
     if not fast_fallback:
         return llm_prefs
-    query = window[-1][1] if window else ""
     if not union:
         return llm_prefs or fast_preferences(query) or stated_preferences(query)
     out = fast_preferences(query)

@@ -19,7 +19,7 @@ from vars_langgraph.learning import card_value, policy
 from vars_langgraph.learning.calibration import Calibration, calibration_key, load_calibration
 from vars_langgraph.memory.consolidate import is_one_off
 from vars_langgraph.memory.store import canonical_vector
-from vars_langgraph.models.extraction.postprocess import task_of
+from vars_langgraph.models.extraction.postprocess import named_task
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, resolve_user_id
 from vars_langgraph.types import PreferenceCard
@@ -130,7 +130,7 @@ def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str,
     """Which candidates may be injected (docs/memory-hygiene.md): calibrated score s at least
     log `memory.min_p`; not a one-off request (`memory.consolidate.is_one_off`); for conditional
     cards among the best, a condition that matches the query (cosine >=
-    `memory.condition_min`), or that names the task the query names (`task_of`: MiniLM puts
+    `memory.condition_min`), or that names the task the query names (`named_task`: MiniLM puts
     "How do I reverse a list in Python?" at 0.10 from "writing code"). An empty set is a valid
     answer."""
     mcfg = engine.config.memory
@@ -149,12 +149,12 @@ def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str,
         top = [i for i in top if ok[i]]
     if mcfg.condition_min is not None and query.strip():
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
-        task = task_of(query)  # a task the query names by its words ("... in Python?": code)
+        task = named_task(query[:MAX_QUERY_CHARS])  # by its words ("... in Python?": code)
         for i, sim in condition_sims(engine, ui, qvec, candidates, top[: 2 * k],
                                      user_id).items():
             if sim < mcfg.condition_min:
                 card = ui.cards.get(candidates[i]["id"])
-                ok[i] = bool(task) and card is not None and task_of(card.condition) == task
+                ok[i] = bool(task) and card is not None and named_task(card.condition) == task
     return ok
 
 

@@ -285,12 +285,16 @@ _TASK_WORDS = [(cond, re.compile(rf"\b(?:{rx})\b", re.I)) for cond, rx in _TASKS
 _REASON = re.compile(r",\s*(?:i|i'm|im|my)\b|\b(?:because|since|as i)\b", re.I)
 
 
-def task_of(text: str) -> str | None:
-    """The one task `text` (before any reason it gives) names (`_TASKS`), or None when it
-    names none or several."""
-    text = _REASON.split(text, maxsplit=1)[0]
+def named_task(text: str) -> str | None:
+    """The one task `text` names by its words (`_TASKS`), or None when it names none or
+    several (a question, a condition)."""
     found = {cond for cond, rx in _TASK_WORDS if rx.search(text)}
     return found.pop() if len(found) == 1 else None
+
+
+def task_of(action: str) -> str | None:
+    """The one task an action names before any reason it gives (`named_task`)."""
+    return named_task(_REASON.split(action, maxsplit=1)[0])
 
 
 # a scope inside an action ("to be clear, for logic puzzles, keep it short"): its own task

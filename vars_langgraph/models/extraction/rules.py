@@ -44,15 +44,15 @@ _FIRST_PERSON = re.compile(
 # verbs that task statements open with ("If x = 3, express y in terms of x.", "List all ..."):
 # a standing instruction only under a condition about the user ("If I'm asking for a recipe,
 # list the ingredients first.")
-_PROBLEM_VERBS = "list|state|express|round|compare|sort|name|convert|translate|note|call"
-_PROBLEM_VERB = re.compile(rf"^(?:{_PROBLEM_VERBS})$", re.I)
+_PROBLEM_VERB_WORDS = "list state express round compare sort name convert translate note call"
+_PROBLEM_VERBS = frozenset(_PROBLEM_VERB_WORDS.split())
 _ABOUT_USER = re.compile(r"\b(?:i|i'm|im|my|me|we|our)\b", re.I)
 _IMPERATIVE = re.compile(
     r"^(?:always\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
     r"show|start|end|put|be|skip|cite|mention|assume|tell|number|follow|quiz|ask|walk|suggest|"
     r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get|recommend|provide|offer|break|"
     r"spell|remind|warn|summari[sz]e|highlight|define|link|label|lead|clarify|double-check|flag|"
-    r"point|" + _PROBLEM_VERBS + r")\b\s*(.*)$",
+    r"point|" + "|".join(sorted(_PROBLEM_VERBS)) + r")\b\s*(.*)$",
     re.I,
 )
 _NOT_PREFS = re.compile(
@@ -268,7 +268,7 @@ _ANSWER_PARTS = re.compile(
 
 def _sentence_preference(sent: str, message: str) -> Preference | None:
     sent = _TRAIL_SCOPE.sub("", _LEAD_SCOPE.sub("", sent))
-    scoped = has_generality_marker(message)
+    scoped = has_generality_marker(message)  # "always", "from now on", ... anywhere in it
     cond = None
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
@@ -314,15 +314,13 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
     elif m := _IMPERATIVE.match(sent):
         verb = m.group(1).lower()
         bare = verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
-        if _PROBLEM_VERB.match(verb) and not (cond and _ABOUT_USER.search(cond)):
-            pass
-        elif m.group(2) and (cond or has_generality_marker(message) or bare
-                             or polite and verb in _STYLE_VERBS):  # fmt: skip
+        standing = verb not in _PROBLEM_VERBS or bool(cond and _ABOUT_USER.search(cond))
+        if standing and m.group(2) and (cond or scoped or bare or polite and verb in _STYLE_VERBS):
             action = sent
     if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
         return None
     if cond is None:
-        cond = "general" if has_generality_marker(message) else UNSCOPED_CONDITION
+        cond = "general" if scoped else UNSCOPED_CONDITION
     if len(action) > 1 and action[1].islower():
         action = action[0].lower() + action[1:]
     return Preference(condition=cond[:MAX_CONDITION], action=action, confidence=0.9)
