@@ -19,10 +19,10 @@ import vars_langgraph.memory.consolidate as cons
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.learning import card_value
 from vars_langgraph.memory.consolidate import consolidate, is_one_off
-from vars_langgraph.memory.store import PARTS
+from vars_langgraph.memory.store import PARTS, clean_pending
 from vars_langgraph.nodes.rerank import make_rerank
 from vars_langgraph.nodes.retrieve import make_retrieve
-from vars_langgraph.nodes.update import make_update
+from vars_langgraph.nodes.update import learn_card_values, make_update
 from vars_langgraph.storage import open_store
 from vars_langgraph.types import CardSource, Preference
 
@@ -181,6 +181,30 @@ def test_card_value_rule():
     assert card_value.targets(["a"], [], 0.5) == {"a": 0.5}
     assert card_value.targets(["a"], [], 0.0) == {}
     assert not card_value.update(values, {"a": 1.0}, 0.0, 0.5)  # no gate, no change
+
+
+def test_a_happy_turn_credits_a_card_by_how_likely_it_applied(make_config, embedder):
+    """A positive reward says the answer was fine, not which note made it so: the card the
+    question needed (high calibrated P(useful), kept in the pending record) gains more value
+    than a filler card injected beside it."""
+    engine = _engine(make_config, "sqlite", embedder)
+    needed = _add(engine, "cooking dinner", "suggest only vegetarian recipes")
+    filler = _add(engine, "writing code", "add type hints to every function")
+    pending = clean_pending({"selected_ids": [needed.id, filler.id], "candidates": [
+        {"id": needed.id, "pi": 0.6, "chosen": True, "rerank": float(np.log(0.9))},
+        {"id": filler.id, "pi": 0.4, "chosen": True, "rerank": float(np.log(0.2))}]})
+    user = engine.load_vector(U)
+    n = learn_card_values(engine, user, engine.index.get(U), pending, "Perfect, thanks!",
+                          {"value": 0.5, "gate": 1.0})
+    assert n == 2
+    u = {cid: card_value.value_of(user.card_values, cid) for cid in (needed.id, filler.id)}
+    step = card_value.VALUE_LR * 0.5
+    assert u[needed.id] == pytest.approx(0.9 * step) and u[filler.id] == pytest.approx(0.2 * step)
+    del pending["candidates"][1]["rerank"]  # a record written before P was kept: full credit
+    learn_card_values(engine, user, engine.index.get(U), pending, "Great.",
+                      {"value": 0.5, "gate": 1.0})
+    full = u[filler.id] + card_value.VALUE_LR * (0.5 - u[filler.id])
+    assert card_value.value_of(user.card_values, filler.id) == pytest.approx(full)
 
 
 def _chooser(engine):

@@ -9,7 +9,12 @@ with the message >= `nodes.update.RESTATE_MIN`):
     target = +1      for a restated card on a complaint (r < 0): the user needed it
     target = -1      for an injected card on a complaint that restates something else
     target = r       for an injected card on a positive turn (r > 0)
-    u <- u + lr * g * (target - u),   n <- n + 1   (lr = `VALUE_LR`)
+    u <- u + w * lr * g * (target - u),   n <- n + 1   (lr = `VALUE_LR`)
+
+w = 1, except on a positive turn: w = P(useful), the card's calibrated base score for the
+question it was injected for. A happy turn says the answer was fine, not which notes made it
+so; full credit to every injected card made filler cards (injected often, needed rarely) win
+over a newer card the question needs (docs/memory-hygiene.md §9).
 
 Neutral turns (r = 0) and cards neither injected nor restated are untouched. u enters the
 score as s += VALUE_BETA * u (rerank) and drives retirement (memory/consolidate.py). Pure
@@ -43,15 +48,19 @@ def targets(injected: Iterable[str], restated: Iterable[str], reward: float) -> 
 
 
 def update(values: dict[str, list[float]], goals: dict[str, float], gate: float,
-           lr: float, restated: Iterable[str] = ()) -> bool:
-    """Move each card's value toward its target in place; False when nothing changed."""
+           lr: float, restated: Iterable[str] = (),
+           weights: dict[str, float] | None = None) -> bool:
+    """Move each card's value toward its target in place (the step scaled by the card's
+    `weights`, default 1); False when nothing changed."""
     step = lr * max(0.0, min(1.0, gate))
     if step <= 0 or not goals:
         return False
     restated = set(restated)
+    weights = weights or {}
     for cid, goal in goals.items():
         u, n, k = values.get(cid, [0.0, 0.0, 0.0])
-        u = max(-1.0, min(1.0, u + step * (goal - u)))
+        w = max(0.0, min(1.0, weights.get(cid, 1.0)))
+        u = max(-1.0, min(1.0, u + w * step * (goal - u)))
         values[cid] = [u, n + 1, k + (cid in restated and goal > 0)]
     if len(values) > MAX_CARDS:
         for cid in sorted(values, key=lambda c: values[c][1])[: len(values) - MAX_CARDS]:

@@ -210,6 +210,7 @@ def clean_pending(value: Any) -> dict[str, Any] | None:
         "candidates": [
             {"id": c["id"], "pi": float(c["pi"]) if _finite(c.get("pi")) else 0.0,
              "chosen": c.get("chosen") is True,
+             "rerank": float(c["rerank"]) if _finite(c.get("rerank")) else None,
              "rank": c["rank"] if isinstance(c.get("rank"), int) and not isinstance(c["rank"], bool)
              else None}
             for c in cands if isinstance(c, dict) and isinstance(c.get("id"), str)

@@ -319,7 +319,8 @@ def pending_record(engine: VARSEngine, state: Mapping[str, Any], answer: str) ->
         "answer": answer[:2000],
         # rank: the draw order, which the sequence gradient reads (update.chosen_in_order)
         "candidates": [{"id": c["id"], "pi": c.get("pi", 0.0), "chosen": bool(c.get("chosen")),
-                        "rank": c.get("rank")} for c in state.get("candidates", [])],
+                        "rank": c.get("rank"), "rerank": c.get("rerank")}
+                       for c in state.get("candidates", [])],
         "selected_ids": [c["id"] for c in state.get("selected", [])],
         "policy_selected": len(selected),
         "sim_notes_query": max(dense) if dense else 0.0,
