@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
 import vars_langgraph.memory.consolidate as cons
 from vars_langgraph import VARSConfig, VARSEngine
@@ -208,12 +209,14 @@ def test_a_happy_turn_credits_a_card_by_how_likely_it_applied(make_config, embed
 
 
 def _chooser(engine):
-    """query -> the ids of the cards retrieve + rerank put in its prompt."""
+    """query (after the thread's earlier user messages) -> the ids of the cards retrieve +
+    rerank put in its prompt."""
     retrieve, rerank = make_retrieve(engine), make_rerank(engine)
     config = {"configurable": {"thread_id": "t1", "user_id": U}}
 
-    def chosen(query):
-        state = {"query": query, "messages": [("user", query)]}
+    def chosen(query, earlier=()):
+        said = [m for t in earlier for m in (HumanMessage(t), AIMessage("..."))]
+        state = {"query": query, "messages": [*said, HumanMessage(query)]}
         state.update(retrieve(state, config, None))
         return [c["id"] for c in rerank(state, config, None)["selected"]]
 
@@ -242,6 +245,22 @@ def test_a_query_that_names_the_cards_task_passes_the_condition_gate(make_config
     assert chosen("What is the derivative of x^2 sin x?") == []
     engine.config.memory.condition_min = None  # no gate: the card competes everywhere
     assert chosen("What is the derivative of x^2 sin x?") == [code.id]
+
+
+def test_a_follow_up_keeps_its_threads_task(make_config, embedder):
+    """"And in descending order?" names no task: the condition is read against the thread's
+    first and previous user messages too. A question that names its own task is not a
+    follow-up."""
+    engine = _engine(make_config, "sqlite", embedder, condition_min=0.3)
+    code = _add(engine, "writing code", "add type hints to every function")
+    chosen = _chooser(engine)
+    follow_up = "And in descending order?"
+    assert chosen(follow_up) == []
+    assert chosen(follow_up, ["How do I sort a list in Python?"]) == [code.id]
+    assert chosen(follow_up, ["How do I sort a list in Python?", "What does key= do?"]) == [code.id]
+    assert chosen("What is the derivative of x^2 sin x?",
+                  ["How do I sort a list in Python?"]) == []
+    assert chosen(follow_up, ["What is the derivative of x^2 sin x?"]) == []
 
 
 def test_garbled_card_surfaces_through_the_users_words(make_config, embedder):

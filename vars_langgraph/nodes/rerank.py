@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from vars_langgraph.memory.consolidate import is_one_off
 from vars_langgraph.memory.store import canonical_vector
 from vars_langgraph.models.extraction.postprocess import named_task
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
-from vars_langgraph.state import VARSState, resolve_user_id
+from vars_langgraph.state import VARSState, message_text, resolve_user_id
 from vars_langgraph.types import PreferenceCard
 
 MAX_CANDIDATES = 64  # notes an LLM or cross-encoder reranker scores per turn
@@ -125,14 +126,23 @@ def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
             if g < CONDITION_GENERIC}
 
 
+def thread_topic(messages: Sequence[Any]) -> list[str]:
+    """The thread's first and previous user messages (before the latest one): what a
+    follow-up ("And in reverse?", "Walk me through the last step again") is about."""
+    said = [t for m in messages if getattr(m, "type", None) == "human"
+            if (t := message_text(m)).strip()][:-1]
+    return list(dict.fromkeys(said[:1] + said[-1:]))
+
+
 def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],
-             s: np.ndarray, k: int, user_id: str) -> np.ndarray:
+             s: np.ndarray, k: int, user_id: str, context: Sequence[str] = ()) -> np.ndarray:
     """Which candidates may be injected (docs/memory-hygiene.md): calibrated score s at least
     log `memory.min_p`; not a one-off request (`memory.consolidate.is_one_off`); for conditional
     cards among the best, a condition that matches the query (cosine >=
-    `memory.condition_min`), or that names the task the query names (`named_task`: MiniLM puts
-    "How do I reverse a list in Python?" at 0.10 from "writing code"). An empty set is a valid
-    answer."""
+    `memory.condition_min`) or, when the query names no task, with one of the `context`
+    messages (`thread_topic`: a follow-up is about its thread's task), or that names a task
+    the query or those messages name (`named_task`: MiniLM puts "How do I reverse a list in
+    Python?" at 0.10 from "writing code"). An empty set is a valid answer."""
     mcfg = engine.config.memory
     ok = np.ones(len(candidates), bool)
     if mcfg.min_p > 0:
@@ -150,11 +160,18 @@ def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str,
     if mcfg.condition_min is not None and query.strip():
         qvec = engine.embed_query(query[:MAX_QUERY_CHARS])
         task = named_task(query[:MAX_QUERY_CHARS])  # by its words ("... in Python?": code)
-        for i, sim in condition_sims(engine, ui, qvec, candidates, top[: 2 * k],
-                                     user_id).items():
+        if task:  # a question that names its task is not a follow-up
+            context = ()
+        tasks = {task, *(named_task(t[:MAX_QUERY_CHARS]) for t in context)} - {None}
+        sims = condition_sims(engine, ui, qvec, candidates, top[: 2 * k], user_id)
+        for text in context if sims else ():  # a follow-up keeps its thread's task
+            csims = condition_sims(engine, ui, engine.embed_query(text[:MAX_QUERY_CHARS]),
+                                   candidates, list(sims), user_id)
+            sims = {i: max(v, csims.get(i, v)) for i, v in sims.items()}
+        for i, sim in sims.items():
             if sim < mcfg.condition_min:
                 card = ui.cards.get(candidates[i]["id"])
-                ok[i] = bool(task) and card is not None and named_task(card.condition) == task
+                ok[i] = card is not None and named_task(card.condition) in tasks
     return ok
 
 
@@ -187,7 +204,8 @@ def make_rerank(engine: VARSEngine):
         if mcfg.lexical_weight:  # the user's own words (hybrid retrieval's BM25, in [0, 1])
             s = s + mcfg.lexical_weight * np.array([c.get("lexical", 0.0) for c in candidates])
         pi = policy.softmax(s, pcfg.tau)
-        ok = eligible(engine, ui, state.get("query", ""), candidates, s, k, user_id)
+        ok = eligible(engine, ui, state.get("query", ""), candidates, s, k, user_id,
+                      thread_topic(state.get("messages", [])))
         sample = pcfg.selection == "sample" and pcfg.learning and int(ok.sum()) > k
         with rng_lock:
             picked = policy.select(s[ok], k, pcfg.tau, sample=sample, rng=rng)
