@@ -8,6 +8,8 @@ two thirds). Readers:
 - `keyword`: learning/reward.py `keyword_reward` (negative when r < 0, praise when r >= 0.5,
   progress when 0 < r < 0.5, none at 0), with the cosine between message and previous turn;
 - `classifier`: the shipped MiniLM + logistic model (models/reward_classifier.py);
+- `finetuned`: MiniLM fine-tuned on the tuning part (models/reward_reader.py; fitted here into
+  the model cache when it is not there yet, about a minute on 2 cores);
 - `judge` (with --judge N): the LLM judge prompt of learning/reward.py on the local CPU server
   (or --base-url), on the first N messages of the split (an unusable verdict counts as none).
 Printed and written: per reader, a confusion matrix (true label x read as negative / praise /
@@ -37,6 +39,8 @@ from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.learning import reward as rw  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
+from vars_langgraph.models.reward_reader import RECIPE, load_reader, reader_path  # noqa: E402
+from vars_langgraph.models.reward_reader import fit as fit_reader  # noqa: E402
 
 COLUMNS = ("negative", "praise", "progress", "none")
 
@@ -122,9 +126,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cv = rc.reward_value(p, s)
         r["classifier"] = {"value": cv, "label": p.label, "p_negative": round(p.p_negative, 4),
                            "coarse": coarse_of_label(p.label)}  # fmt: skip
-    result: dict[str, Any] = {"split": args.split, "classifier": clf.info(), "readers": {}}
-    result["readers"]["keyword"] = metrics(rows, "keyword")
-    result["readers"]["classifier"] = metrics(rows, "classifier")
+    if not reader_path(cfg).exists():
+        fit_reader(cfg)
+    for r, p, s in zip(rows, load_reader(cfg).predict_many(texts), sims, strict=True):
+        r["finetuned"] = {"value": rc.reward_value(p, s), "label": p.label,
+                          "p_negative": round(p.p_negative, 4), "coarse": coarse_of_label(p.label)}
+    result: dict[str, Any] = {"split": args.split, "classifier": clf.info(),
+                              "finetuned": {"path": str(reader_path(cfg)), "recipe": RECIPE},
+                              "readers": {}}
+    for name in ("keyword", "classifier", "finetuned"):
+        result["readers"][name] = metrics(rows, name)
     if args.judge:
         from vars_langgraph.config import LLMConfig
         from vars_langgraph.models.llm import openai_client, resolve_llm
@@ -142,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the other readers on the same subset, for a like-for-like comparison
         result["readers"]["keyword_on_judge_subset"] = metrics(sub, "keyword")
         result["readers"]["classifier_on_judge_subset"] = metrics(sub, "classifier")
+        result["readers"]["finetuned_on_judge_subset"] = metrics(sub, "finetuned")
     result["rows"] = rows
     for name, m in result["readers"].items():
         print_table(f"{name} ({args.split})", m)

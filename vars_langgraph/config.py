@@ -150,8 +150,9 @@ class PolicyConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    # classifier: MiniLM + a fitted linear model over the judge's labels
-    # (models/reward_classifier.py; chosen by measurement, docs/perception.md)
+    # classifier: the learned reader over the judge's labels: MiniLM fine-tuned on the labelled
+    # set once fitted (models/reward_reader.py), else MiniLM + a fitted linear model
+    # (models/reward_classifier.py); chosen by measurement, docs/perception.md
     backend: Literal["classifier", "keyword", "llm_judge"] = "classifier"
     judge: LLMConfig | None = None
 

@@ -158,6 +158,20 @@ def reward_value(pred: RewardPrediction, sim_queries: float | None) -> float:
     return float(r)
 
 
+def decide(probs: np.ndarray, labels: Sequence[str], neg_threshold: float) -> list[RewardPrediction]:
+    """Each row's label: the likeliest negative one when the three `neg_*` probabilities sum to
+    >= `neg_threshold`, else the likeliest of the others."""
+    neg = np.array([lab in NEGATIVE for lab in labels])
+    out = []
+    for p in probs:
+        p_neg = float(p[neg].sum())
+        side = neg if p_neg >= neg_threshold else ~neg
+        best = int(np.argmax(np.where(side, p, -1.0)))
+        named = {lab: round(float(v), 4) for lab, v in zip(labels, p, strict=True)}
+        out.append(RewardPrediction(labels[best], p_neg, named))
+    return out
+
+
 class RewardClassifier:
     """`predict(message, prev_sim)`: the label, from shipped coefficients (numpy only)."""
 
@@ -170,7 +184,6 @@ class RewardClassifier:
         self.neg_threshold = float(params["neg_threshold"])
         self.vocab = list(params.get("vocab", []))
         self.scale = float(params.get("lex_scale", LEX_SCALE))
-        self._neg = np.array([lab in NEGATIVE for lab in self.labels])
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         z = x @ self.coef.T + self.intercept
@@ -178,14 +191,7 @@ class RewardClassifier:
         return z / z.sum(axis=1, keepdims=True)
 
     def decide(self, probs: np.ndarray) -> list[RewardPrediction]:
-        out = []
-        for p in probs:
-            p_neg = float(p[self._neg].sum())
-            side = self._neg if p_neg >= self.neg_threshold else ~self._neg
-            best = int(np.argmax(np.where(side, p, -1.0)))
-            named = {lab: round(float(v), 4) for lab, v in zip(self.labels, p, strict=True)}
-            out.append(RewardPrediction(self.labels[best], p_neg, named))
-        return out
+        return decide(probs, self.labels, self.neg_threshold)
 
     def predict_many(self, texts: Sequence[str], prev_sims: Sequence[float | None]) -> list[RewardPrediction]:
         x = features(self.embedder, texts, prev_sims, self.vocab, self.scale)

@@ -37,17 +37,27 @@ def judge(engine: VARSEngine, prev_query: str, answer: str, query: str) -> rw.Ju
     return rw.parse_verdict(resp.choices[0].message.content or "")
 
 
-def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float | None, str | None]:
-    """(r, label) from the learned classifier; (None, None) when it is unavailable (the caller
-    then uses the keyword reward)."""
+def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float | None, str | None, str]:
+    """(r, label, reader) from the learned reader: the fine-tuned one when it is fitted
+    (`models/reward_reader.py`), else the linear classifier; (None, None, "keyword") when
+    neither loads (the caller then uses the keyword reward)."""
     from vars_langgraph.models.reward_classifier import load_classifier, reward_value
+    from vars_langgraph.models.reward_reader import load_reader
 
+    text = query[:MAX_QUERY_CHARS]
     try:
-        pred = load_classifier(engine.embedder).predict(query[:MAX_QUERY_CHARS], sim_q)
+        reader = load_reader(engine.config)
+        if reader is not None:
+            pred = reader.predict(text)
+            return reward_value(pred, sim_q), pred.label, "finetuned"
+    except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
+        log.warning("fine-tuned reaction reader unavailable (%s); using the classifier", e)
+    try:
+        pred = load_classifier(engine.embedder).predict(text, sim_q)
     except Exception as e:  # noqa: BLE001 - no classifier: the keyword reward still scores the turn
         log.warning("reward classifier unavailable (%s); using the keyword reward", e)
-        return None, None
-    return reward_value(pred, sim_q), pred.label
+        return None, None, "keyword"
+    return reward_value(pred, sim_q), pred.label, "classifier"
 
 
 def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
@@ -79,10 +89,11 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
             else:
                 out.update(value=verdict.reward, gate=verdict.confidence, label=verdict.label)
         else:
-            value, label = classify(engine, query, sim_q) if cfg.backend == "classifier" else (None, None)
+            value, label, reader = (classify(engine, query, sim_q) if cfg.backend == "classifier"
+                                    else (None, None, "keyword"))
             if value is None:
                 value = rw.keyword_reward(query, sim_q)
-                out["backend"] = "keyword"
+            out["backend"] = reader
             out.update(value=value, label=label,
                        gate=rw.gate(value, float(pending.get("sim_notes_query", 0.0)), sim_next))
         return {"query": query, "reward": out}

@@ -1,0 +1,63 @@
+"""The fine-tuned reaction reader (models/reward_reader.py): fitted on the labelled set's tuning
+part into the model cache (`scripts/setup.sh` does it; here once when it is not there), read on
+the report part it never saw, and used by the real graph's reward node."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from vars_langgraph import VARSConfig, VARSEngine, build_graph
+from vars_langgraph.models.reward_classifier import load_labelled
+from vars_langgraph.models.reward_reader import fit, load_reader, reader_path
+from vars_langgraph.storage import open_checkpointer, open_store
+
+
+@pytest.fixture(scope="module")
+def reader():
+    cfg = VARSConfig()
+    if not reader_path(cfg).exists():
+        fit(cfg, progress=False)  # about a minute on 2 cores
+    return load_reader(cfg)
+
+
+def test_reads_complaints_it_never_saw(reader):
+    """Report part (224 messages, never trained on): benchmarks/reward.py measured precision
+    0.90, recall 0.71; the linear classifier reads 0.54 of them."""
+    rows = load_labelled(split="report")
+    preds = reader.predict_many([r["text"] for r in rows])
+    truth = [r["label"].startswith("neg_") for r in rows]
+    said = [p.negative for p in preds]
+    hits = sum(t and s for t, s in zip(truth, said, strict=True))
+    assert hits / sum(said) >= 0.85 and hits / sum(truth) >= 0.62
+    thanks = reader.predict("Made them this morning, the banana trick worked beautifully.")
+    assert not thanks.negative
+
+
+def _graph(tmp_path, **extra):
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path / "data"), **extra})
+    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
+                        extractor=type("E", (), {"extract": lambda self, t: []})(),
+                        chat_model=FakeListChatModel(responses=["Here is a long essay."]))
+    return build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+
+
+def _reaction(graph, text: str) -> dict:
+    cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    graph.invoke({"messages": [("user", "Explain recursion briefly.")]}, cfg)
+    return graph.invoke({"messages": [("user", text)]}, cfg)["reward"]
+
+
+def test_reward_node_reads_with_the_fitted_reader(reader, tmp_path):
+    out = _reaction(_graph(tmp_path), "hmm, that's way more text than I need")
+    assert out["backend"] == "finetuned" and out["label"].startswith("neg_")
+    assert out["value"] < 0 and out["advantage"] < 0
+
+
+def test_a_damaged_fit_falls_back_to_the_classifier(tmp_path):
+    cache = tmp_path / "cache"
+    cfg = VARSConfig.from_dict({"local_server": {"cache_dir": str(cache)}})
+    reader_path(cfg).parent.mkdir(parents=True)
+    reader_path(cfg).write_bytes(b"not a model")
+    out = _reaction(_graph(tmp_path, local_server={"cache_dir": str(cache)}), "you lost me there")
+    assert out["backend"] == "classifier" and out["label"] == "neg_confusion"

@@ -1,0 +1,171 @@
+"""The fine-tuned reaction reader: the embedding model trained end to end on the tuning part of
+the labelled reward set (`reward_classifier.LABELLED`), with a linear head over the seven judge
+labels on its mean-pooled output.
+
+A linear model over frozen MiniLM features reads about half of the complaints
+(`reward_classifier`); training the encoder itself reads two thirds at the same precision
+(docs/perception.md §10). The recipe (`RECIPE`) and the threshold (`NEG_THRESHOLD`: the lowest
+with out-of-fold negative precision >= 0.92) were chosen by 5-fold cross-validation on the tuning
+part only.
+
+The weights do not ship (90 MB): `python -m vars_langgraph.models.reward_reader --fit` (about a
+minute on 2 cores; `scripts/setup.sh` runs it) writes them into the model cache
+(`local_server.cache_dir`/models), under a name keyed by the base model, the recipe and the
+labelled set. Until they are there the reward node reads with the linear classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vars_langgraph.config import VARSConfig
+from vars_langgraph.models.reward_classifier import LABELLED, LABELS, RewardPrediction, decide, load_labelled
+
+log = logging.getLogger(__name__)
+
+RECIPE = {"epochs": 8, "lr": 4e-5, "batch": 16, "weight_decay": 0.01, "max_length": 96, "seed": 0}
+NEG_THRESHOLD = 0.80  # summed neg_* probability (5-fold CV on the tuning part: precision 0.92)
+
+
+def reader_path(cfg: VARSConfig) -> Path:
+    """Where the fitted reader for this config's embedding model lives."""
+    data = hashlib.sha256(LABELLED.read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps([cfg.embedding.model, RECIPE, data]).encode()).hexdigest()[:12]
+    return Path(os.path.expanduser(cfg.local_server.cache_dir)) / "models" / f"reward-reader-{key}.pt"
+
+
+def _base(cfg: VARSConfig) -> str:
+    from vars_langgraph.models.embedder import resolve_model
+
+    return resolve_model(cfg.embedding.model)
+
+
+def _network(base: str, pretrained: bool = True) -> Any:
+    """The encoder with a linear head: logits over `LABELS` from the mean-pooled tokens."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    class Reader(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = (AutoModel.from_pretrained(base) if pretrained
+                            else AutoModel.from_config(AutoConfig.from_pretrained(base)))
+            self.head = torch.nn.Linear(self.encoder.config.hidden_size, len(LABELS))
+
+        def forward(self, batch: dict[str, Any]) -> Any:
+            hidden = self.encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+
+    return Reader()
+
+
+def fit(cfg: VARSConfig, out: Path | None = None, progress: bool = True) -> Path:
+    """Train on the tuning part with `RECIPE` and write the weights (float16) atomically."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    rows = load_labelled(split="tune")
+    base = _base(cfg)
+    torch.manual_seed(RECIPE["seed"])
+    tok = AutoTokenizer.from_pretrained(base)
+    net = _network(base)
+    y = torch.tensor([LABELS.index(r["label"]) for r in rows])
+    opt = torch.optim.AdamW(net.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
+    rng = np.random.default_rng(RECIPE["seed"])
+    size = RECIPE["batch"]
+    steps = RECIPE["epochs"] * -(-len(rows) // size)
+    net.train()
+    with tqdm(total=steps, desc="fitting the reaction reader", disable=not progress) as bar:
+        for _ in range(RECIPE["epochs"]):
+            order = rng.permutation(len(rows))
+            for i in range(0, len(order), size):
+                idx = order[i:i + size].tolist()
+                batch = tok([rows[j]["text"] for j in idx], padding=True, truncation=True,
+                            max_length=RECIPE["max_length"], return_tensors="pt")
+                loss = torch.nn.functional.cross_entropy(net(batch), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.update(1)
+    out = out or reader_path(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"state": {k: v.half() for k, v in net.state_dict().items()},
+                "labels": list(LABELS), "neg_threshold": NEG_THRESHOLD, "recipe": RECIPE,
+                "base": cfg.embedding.model, "n": len(rows)}, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+class RewardReader:
+    """`predict(message)`: the label, from the fitted weights (torch on CPU)."""
+
+    def __init__(self, path: Path, base: str):
+        import torch
+        from transformers import AutoTokenizer
+
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if tuple(saved["labels"]) != LABELS:
+            raise ValueError(f"{path}: fitted for other labels {saved['labels']}")
+        self.tok = AutoTokenizer.from_pretrained(base)
+        self.net = _network(base, pretrained=False)
+        self.net.load_state_dict({k: v.float() for k, v in saved["state"].items()})
+        self.net.eval()
+        self.neg_threshold = float(saved["neg_threshold"])
+        self.lock = threading.Lock()
+
+    def predict_many(self, texts: list[str]) -> list[RewardPrediction]:
+        import torch
+
+        batch = self.tok(texts, padding=True, truncation=True, max_length=RECIPE["max_length"],
+                         return_tensors="pt")
+        with self.lock, torch.inference_mode():
+            probs = torch.softmax(self.net(batch).float(), -1).numpy()
+        return decide(probs, LABELS, self.neg_threshold)
+
+    def predict(self, text: str) -> RewardPrediction:
+        return self.predict_many([text])[0]
+
+
+_READERS: dict[Path, RewardReader] = {}
+_LOCK = threading.Lock()
+
+
+def load_reader(cfg: VARSConfig) -> RewardReader | None:
+    """The fitted reader for this config (one per process), or None when it is not fitted."""
+    path = reader_path(cfg)
+    with _LOCK:
+        if path not in _READERS:
+            if not path.exists():
+                return None
+            _READERS[path] = RewardReader(path, _base(cfg))
+        return _READERS[path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vars_langgraph.models.reward_reader",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fit", action="store_true", help="train and write the weights")
+    ap.add_argument("--force", action="store_true", help="refit even when they are there")
+    args = ap.parse_args(argv)
+    cfg = VARSConfig()
+    path = reader_path(cfg)
+    if args.fit and (args.force or not path.exists()):
+        fit(cfg, path)
+    print(f"reaction reader: {path} ({'fitted' if path.exists() else 'not fitted: --fit'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
