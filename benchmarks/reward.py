@@ -10,6 +10,8 @@ two thirds). Readers:
 - `classifier`: the shipped MiniLM + logistic model (models/reward_classifier.py);
 - `finetuned`: MiniLM fine-tuned on the tuning part (models/reward_reader.py; fitted here into
   the model cache when it is not there yet, about a minute on 2 cores);
+- `reader`: what the reward node reads (the default): both learned readers, a complaint when
+  either reads one (`reward_reader.combine`);
 - `judge` (with --judge N): the LLM judge prompt of learning/reward.py on the local CPU server
   (or --base-url), on the first N messages of the split (an unusable verdict counts as none).
 Printed and written: per reader, a confusion matrix (true label x read as negative / praise /
@@ -39,7 +41,7 @@ from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.learning import reward as rw  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.reward_reader import RECIPE, load_reader, reader_path  # noqa: E402
+from vars_langgraph.models.reward_reader import RECIPE, combine, load_reader, reader_path  # noqa: E402
 from vars_langgraph.models.reward_reader import fit as fit_reader  # noqa: E402
 
 COLUMNS = ("negative", "praise", "progress", "none")
@@ -128,13 +130,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "coarse": coarse_of_label(p.label)}  # fmt: skip
     if not reader_path(cfg).exists():
         fit_reader(cfg)
-    for r, p, s in zip(rows, load_reader(cfg).predict_many(texts), sims, strict=True):
-        r["finetuned"] = {"value": rc.reward_value(p, s), "label": p.label,
-                          "p_negative": round(p.p_negative, 4), "coarse": coarse_of_label(p.label)}
+    for r, p, lin, s in zip(rows, load_reader(cfg).predict_many(texts), preds, sims, strict=True):
+        for name, q in (("finetuned", p), ("reader", combine(p, lin))):
+            r[name] = {"value": rc.reward_value(q, s), "label": q.label,
+                       "p_negative": round(q.p_negative, 4), "coarse": coarse_of_label(q.label)}
     result: dict[str, Any] = {"split": args.split, "classifier": clf.info(),
                               "finetuned": {"path": str(reader_path(cfg)), "recipe": RECIPE},
                               "readers": {}}
-    for name in ("keyword", "classifier", "finetuned"):
+    for name in ("keyword", "classifier", "finetuned", "reader"):
         result["readers"][name] = metrics(rows, name)
     if args.judge:
         from vars_langgraph.config import LLMConfig
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["readers"]["keyword_on_judge_subset"] = metrics(sub, "keyword")
         result["readers"]["classifier_on_judge_subset"] = metrics(sub, "classifier")
         result["readers"]["finetuned_on_judge_subset"] = metrics(sub, "finetuned")
+        result["readers"]["reader_on_judge_subset"] = metrics(sub, "reader")
     result["rows"] = rows
     for name, m in result["readers"].items():
         print_table(f"{name} ({args.split})", m)

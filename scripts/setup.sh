@@ -16,6 +16,4 @@ if grep -qw amx_tile /proc/cpuinfo 2>/dev/null && [ -z "${CMAKE_ARGS:-}" ]; then
   export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 fi
 python -m pip install --quiet -e ".[all]" -e ./eval
-# the fine-tuned reaction reader: trained once from the shipped labelled set (about a minute)
-HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m vars_langgraph.models.reward_reader --fit
 echo "setup done: $(python -c 'import vars_langgraph, torch; print("vars-langgraph", vars_langgraph.__version__, "torch", torch.__version__)')"

@@ -1,6 +1,6 @@
-"""The fine-tuned reaction reader (models/reward_reader.py): fitted on the labelled set's tuning
-part into the model cache (`scripts/setup.sh` does it; here once when it is not there), read on
-the report part it never saw, and used by the real graph's reward node."""
+"""The fine-tuned reaction reader (models/reward_reader.py, `reward.backend: finetuned`): fitted
+on the labelled set's tuning part into the model cache (here once when it is not there, about a
+minute), read on the report part it never saw, and used by the real graph's reward node."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_reads_complaints_it_never_saw(reader):
 
 
 def _graph(tmp_path, **extra):
-    config = VARSConfig.from_dict({"data_dir": str(tmp_path / "data"), **extra})
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path / "data"),
+                                   "reward": {"backend": "finetuned"}, **extra})
     engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
                         extractor=type("E", (), {"extract": lambda self, t: []})(),
                         chat_model=FakeListChatModel(responses=["Here is a long essay."]))
@@ -52,6 +53,14 @@ def test_reward_node_reads_with_the_fitted_reader(reader, tmp_path):
     out = _reaction(_graph(tmp_path), "hmm, that's way more text than I need")
     assert out["backend"] == "finetuned" and out["label"].startswith("neg_")
     assert out["value"] < 0 and out["advantage"] < 0
+
+
+def test_either_reader_reading_a_complaint_is_a_complaint(reader, tmp_path):
+    """The fine-tuned reader alone reads "No, that's not what I asked for." as neutral; the
+    linear classifier beside it reads the complaint (`combine`)."""
+    text = "No, that's not what I asked for."
+    out = _reaction(_graph(tmp_path / "g"), text)
+    assert out["backend"] == "finetuned" and out["value"] < 0
 
 
 def test_a_damaged_fit_falls_back_to_the_classifier(tmp_path):

@@ -150,10 +150,11 @@ class PolicyConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    # classifier: the learned reader over the judge's labels: MiniLM fine-tuned on the labelled
-    # set once fitted (models/reward_reader.py), else MiniLM + a fitted linear model
-    # (models/reward_classifier.py); chosen by measurement, docs/perception.md
-    backend: Literal["classifier", "keyword", "llm_judge"] = "classifier"
+    # classifier: MiniLM + a fitted linear model over the judge's labels
+    # (models/reward_classifier.py; chosen by measurement, docs/perception.md); finetuned: MiniLM
+    # fine-tuned on the labelled set beside it (models/reward_reader.py, fitted once with
+    # `python -m vars_langgraph.models.reward_reader --fit`; not the default: docs/perception.md §10)
+    backend: Literal["classifier", "finetuned", "keyword", "llm_judge"] = "classifier"
     judge: LLMConfig | None = None
 
 

@@ -38,26 +38,34 @@ def judge(engine: VARSEngine, prev_query: str, answer: str, query: str) -> rw.Ju
 
 
 def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float | None, str | None, str]:
-    """(r, label, reader) from the learned reader: the fine-tuned one when it is fitted
-    (`models/reward_reader.py`), else the linear classifier; (None, None, "keyword") when
-    neither loads (the caller then uses the keyword reward)."""
+    """(r, label, reader) from the learned readers: the linear classifier, and with
+    `reward.backend: finetuned` the fine-tuned reader beside it (`reward_reader.combine`) when it
+    is fitted; (None, None, "keyword") when none loads (the caller uses the keyword reward)."""
     from vars_langgraph.models.reward_classifier import load_classifier, reward_value
-    from vars_langgraph.models.reward_reader import load_reader
+    from vars_langgraph.models.reward_reader import combine, load_reader
 
     text = query[:MAX_QUERY_CHARS]
+    linear = tuned = None
     try:
-        reader = load_reader(engine.config)
-        if reader is not None:
-            pred = reader.predict(text)
-            return reward_value(pred, sim_q), pred.label, "finetuned"
-    except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
-        log.warning("fine-tuned reaction reader unavailable (%s); using the classifier", e)
-    try:
-        pred = load_classifier(engine.embedder).predict(text, sim_q)
-    except Exception as e:  # noqa: BLE001 - no classifier: the keyword reward still scores the turn
-        log.warning("reward classifier unavailable (%s); using the keyword reward", e)
-        return None, None, "keyword"
-    return reward_value(pred, sim_q), pred.label, "classifier"
+        linear = load_classifier(engine.embedder).predict(text, sim_q)
+    except Exception as e:  # noqa: BLE001 - the fine-tuned reader or the keyword reward still reads
+        log.warning("reward classifier unavailable (%s)", e)
+    if engine.config.reward.backend == "finetuned":
+        try:
+            reader = load_reader(engine.config)
+            if reader is None:
+                log.warning("no fitted reaction reader (python -m "
+                            "vars_langgraph.models.reward_reader --fit); using the classifier")
+            else:
+                tuned = reader.predict(text)
+        except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
+            log.warning("fine-tuned reaction reader unavailable (%s); using the classifier", e)
+    if tuned is not None:
+        pred = combine(tuned, linear)
+        return reward_value(pred, sim_q), pred.label, "finetuned"
+    if linear is not None:
+        return reward_value(linear, sim_q), linear.label, "classifier"
+    return None, None, "keyword"
 
 
 def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
@@ -89,7 +97,8 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
             else:
                 out.update(value=verdict.reward, gate=verdict.confidence, label=verdict.label)
         else:
-            value, label, reader = (classify(engine, query, sim_q) if cfg.backend == "classifier"
+            value, label, reader = (classify(engine, query, sim_q)
+                                    if cfg.backend in ("classifier", "finetuned")
                                     else (None, None, "keyword"))
             if value is None:
                 value = rw.keyword_reward(query, sim_q)
