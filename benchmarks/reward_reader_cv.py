@@ -1,0 +1,115 @@
+"""Cross-validation of the fine-tuned reaction reader on the tuning part of the labelled reward
+set (never the report part): 5 stratified folds; per fold the linear classifier (the shipped
+settings, its vocabulary from the fold) and MiniLM fine-tuned end to end (models/reward_reader.py).
+
+    python benchmarks/reward_reader_cv.py [--epochs 8] [--lr 4e-5] [--train-layers 6] [--pair]
+
+Prints, from the out-of-fold probabilities: AUC of the negative probability, 7-label accuracy,
+negative recall at the lowest threshold with precision >= 0.92, and the precision / recall of
+the fine-tuned reader at `NEG_THRESHOLD`, of the linear one at its shipped threshold, and of
+either (`reward_reader.combine`). About 4 minutes on 2 cores. docs/perception.md §10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.model_selection import StratifiedKFold  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from vars_langgraph.config import VARSConfig  # noqa: E402
+from vars_langgraph.models import reward_classifier as rc  # noqa: E402
+from vars_langgraph.models.embedder import load_embedder  # noqa: E402
+from vars_langgraph.models.reward_reader import NEG_THRESHOLD, RECIPE, _base, _network  # noqa: E402
+
+
+def recall_at(p: np.ndarray, y: np.ndarray, precision: float = 0.92) -> float:
+    for t in np.sort(np.unique(p)):
+        pred = p >= t
+        if pred.any() and (pred & y).sum() / pred.sum() >= precision:
+            return float((pred & y).sum() / y.sum())
+    return 0.0
+
+
+def pr(pred: np.ndarray, y: np.ndarray) -> str:
+    tp = (pred & y).sum()
+    return f"precision {tp / max(1, pred.sum()):.3f}, recall {tp / y.sum():.3f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    ap.add_argument("--lr", type=float, default=RECIPE["lr"])
+    ap.add_argument("--train-layers", type=int, default=6, help="top encoder layers trained (6: all)")
+    ap.add_argument("--pair", action="store_true", help="the previous user turn as a sentence pair")
+    args = ap.parse_args(argv)
+    cfg = VARSConfig()
+    base, emb = _base(cfg), load_embedder(cfg.embedding)
+    params = json.loads(rc.WEIGHTS.read_text())
+    rows = rc.load_labelled(split="tune")
+    texts = [r["text"] for r in rows]
+    sims = rc.prev_similarities(emb, texts, [r.get("prev_query") for r in rows])
+    y = np.array([rc.LABELS.index(r["label"]) for r in rows])
+    neg = np.array([lab in rc.NEGATIVE for lab in rc.LABELS])
+    y_neg = neg[y]
+    tok = AutoTokenizer.from_pretrained(base)
+
+    def batch(idx: np.ndarray) -> dict:
+        kw = {"padding": True, "truncation": True, "return_tensors": "pt"}
+        if args.pair:
+            return tok([rows[i].get("prev_query") or "" for i in idx], [texts[i] for i in idx],
+                       max_length=128, **kw)
+        return tok([texts[i] for i in idx], max_length=RECIPE["max_length"], **kw)
+
+    tuned, linear = np.zeros((len(rows), len(rc.LABELS))), np.zeros(len(rows))
+    folds = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
+    for tr, te in tqdm(list(folds), desc="folds"):
+        x = rc.features(emb, texts, sims, rc.build_vocab([texts[i] for i in tr]), params["lex_scale"])
+        m = LogisticRegression(C=params["C"], max_iter=5000).fit(x[tr], [rc.LABELS[i] for i in y[tr]])
+        linear[te] = rc._neg_prob(m.predict_proba(x[te]), list(m.classes_))
+        torch.manual_seed(RECIPE["seed"])
+        net = _network(base)
+        keep = [f"encoder.layer.{k}." for k in range(6 - args.train_layers, 6)]
+        for name, p in net.encoder.named_parameters():
+            p.requires_grad = args.train_layers >= 6 or any(name.startswith(k) for k in keep)
+        opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=args.lr,
+                                weight_decay=RECIPE["weight_decay"])
+        rng = np.random.default_rng(RECIPE["seed"])
+        net.train()
+        for _ in range(args.epochs):
+            order = rng.permutation(tr)
+            for i in range(0, len(order), RECIPE["batch"]):
+                idx = order[i:i + RECIPE["batch"]]
+                loss = torch.nn.functional.cross_entropy(net(batch(idx)), torch.tensor(y[idx]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        with torch.inference_mode():
+            tuned[te] = torch.softmax(net(batch(te)), -1).numpy()
+    p_neg = tuned[:, neg].sum(1)
+    print(f"fine-tuned: AUC {roc_auc_score(y_neg, p_neg):.3f}, 7-label accuracy "
+          f"{(tuned.argmax(1) == y).mean():.3f}, recall at precision >= 0.92 "
+          f"{recall_at(p_neg, y_neg):.3f}")
+    ft, lin = p_neg >= NEG_THRESHOLD, linear >= params["neg_threshold"]
+    print(f"fine-tuned at {NEG_THRESHOLD}: {pr(ft, y_neg)}")
+    print(f"linear at {params['neg_threshold']}: {pr(lin, y_neg)}")
+    print(f"either (combine): {pr(ft | lin, y_neg)}")
+
+
+if __name__ == "__main__":
+    main()
