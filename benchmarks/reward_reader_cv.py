@@ -34,7 +34,7 @@ from transformers import AutoTokenizer  # noqa: E402
 from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.reward_reader import NEG_THRESHOLD, RECIPE, _base, _network  # noqa: E402
+from vars_langgraph.models.reward_reader import NEG_THRESHOLD, RECIPE, base_model, network  # noqa: E402
 
 
 def recall_at(p: np.ndarray, y: np.ndarray, precision: float = 0.92) -> float:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pair", action="store_true", help="the previous user turn as a sentence pair")
     args = ap.parse_args(argv)
     cfg = VARSConfig()
-    base, emb = _base(cfg), load_embedder(cfg.embedding)
+    base, emb = base_model(cfg), load_embedder(cfg.embedding)
     params = json.loads(rc.WEIGHTS.read_text())
     rows = rc.load_labelled(split="tune")
     texts = [r["text"] for r in rows]
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         m = LogisticRegression(C=params["C"], max_iter=5000).fit(x[tr], [rc.LABELS[i] for i in y[tr]])
         linear[te] = rc._neg_prob(m.predict_proba(x[te]), list(m.classes_))
         torch.manual_seed(RECIPE["seed"])
-        net = _network(base)
+        net = network(base)
         keep = [f"encoder.layer.{k}." for k in range(6 - args.train_layers, 6)]
         for name, p in net.encoder.named_parameters():
             p.requires_grad = args.train_layers >= 6 or any(name.startswith(k) for k in keep)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import threading
 from pathlib import Path
@@ -35,8 +34,6 @@ import numpy as np
 
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.models.reward_classifier import LABELLED, LABELS, RewardPrediction, decide, load_labelled
-
-log = logging.getLogger(__name__)
 
 RECIPE = {"epochs": 8, "lr": 4e-5, "batch": 16, "weight_decay": 0.01, "max_length": 96, "seed": 0}
 NEG_THRESHOLD = 0.80  # summed neg_* probability (5-fold CV on the tuning part: precision 0.92)
@@ -49,13 +46,13 @@ def reader_path(cfg: VARSConfig) -> Path:
     return Path(os.path.expanduser(cfg.local_server.cache_dir)) / "models" / f"reward-reader-{key}.pt"
 
 
-def _base(cfg: VARSConfig) -> str:
+def base_model(cfg: VARSConfig) -> str:
     from vars_langgraph.models.embedder import resolve_model
 
     return resolve_model(cfg.embedding.model)
 
 
-def _network(base: str, pretrained: bool = True) -> Any:
+def network(base: str, pretrained: bool = True) -> Any:
     """The encoder with a linear head: logits over `LABELS` from the mean-pooled tokens."""
     import torch
     from transformers import AutoConfig, AutoModel
@@ -82,10 +79,10 @@ def fit(cfg: VARSConfig, out: Path | None = None, progress: bool = True) -> Path
     from transformers import AutoTokenizer
 
     rows = load_labelled(split="tune")
-    base = _base(cfg)
+    base = base_model(cfg)
     torch.manual_seed(RECIPE["seed"])
     tok = AutoTokenizer.from_pretrained(base)
-    net = _network(base)
+    net = network(base)
     y = torch.tensor([LABELS.index(r["label"]) for r in rows])
     opt = torch.optim.AdamW(net.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
     rng = np.random.default_rng(int(RECIPE["seed"]))
@@ -125,7 +122,7 @@ class RewardReader:
         if tuple(saved["labels"]) != LABELS:
             raise ValueError(f"{path}: fitted for other labels {saved['labels']}")
         self.tok = AutoTokenizer.from_pretrained(base)
-        self.net = _network(base, pretrained=False)
+        self.net = network(base, pretrained=False)
         self.net.load_state_dict({k: v.float() for k, v in saved["state"].items()})
         self.net.eval()
         self.neg_threshold = float(saved["neg_threshold"])
@@ -166,7 +163,7 @@ def load_reader(cfg: VARSConfig) -> RewardReader | None:
         if path not in _READERS:
             if not path.exists():
                 return None
-            _READERS[path] = RewardReader(path, _base(cfg))
+            _READERS[path] = RewardReader(path, base_model(cfg))
         return _READERS[path]
 
 
