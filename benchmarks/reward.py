@@ -1,6 +1,7 @@
 """Reward benchmark: how each reward reads labelled next-user-messages.
 
-    python benchmarks/reward.py [--split report|tune|all] [--judge N] [--data FILE] [--out FILE]
+    python benchmarks/reward.py [--split report|tune|all] [--judge N] [--phrases POOL] [--data FILE]
+                                [--out FILE]
 
 Data: vars_langgraph/data/reward_labelled.jsonl (text, label, prev_query, prev_answer_gist);
 split by a hash of the text (models/reward_classifier.py `split_of`: report third / tuning
@@ -14,6 +15,10 @@ two thirds). Readers:
   either reads one (`reward_reader.combine`);
 - `judge` (with --judge N): the LLM judge prompt of learning/reward.py on the local CPU server
   (or --base-url), on the first N messages of the split (an unusable verdict counts as none).
+With --phrases POOL (tune, report or keyword: the scripted collab user's phrase pools,
+eval/vars_langgraph_eval/simulator.py) it also prints how many of each kind of phrase (complaint
+openers, follow-ups, closings) each learned reader reads as a complaint; a follow-up or a closing
+read as one punishes the notes of a good answer.
 Printed and written: per reader, a confusion matrix (true label x read as negative / praise /
 progress / none), negative precision and recall, and for readers that give labels the 7-label
 accuracy.
@@ -106,6 +111,25 @@ def print_table(name: str, m: dict[str, Any]) -> None:
         print(f"| {lab} | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
 
 
+def read_phrases(pool_name: str, clf: Any, reader: Any) -> dict[str, dict[str, int]]:
+    """Per kind of the pool's phrases: how many each learned reader reads as a complaint."""
+    from vars_langgraph_eval.simulator import POOLS
+
+    pool = POOLS[pool_name]
+    out: dict[str, dict[str, int]] = {}
+    print(f"\n**phrase pool `{pool_name}`**: phrases read as a complaint\n")
+    print("| kind | n | classifier | finetuned | reader |\n|---|---|---|---|---|")
+    for kind in ("openers", "followups", "closings"):
+        texts = list(getattr(pool, kind))
+        lin = clf.predict_many(texts, [None] * len(texts))
+        tuned = reader.predict_many(texts)
+        out[kind] = {"n": len(texts), "classifier": sum(p.negative for p in lin),
+                     "finetuned": sum(p.negative for p in tuned),
+                     "reader": sum(combine(t, q).negative for t, q in zip(tuned, lin, strict=True))}
+        print(f"| {kind} | " + " | ".join(str(v) for v in out[kind].values()) + " |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(rc.LABELLED))
@@ -113,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--judge", type=int, default=0, help="run the LLM judge on the first N messages")
     ap.add_argument("--base-url", help="judge endpoint (default: the local CPU server)")
     ap.add_argument("--model", help="judge model name at --base-url")
+    ap.add_argument("--phrases", choices=["tune", "report", "keyword"],
+                    help="also read the scripted collab user's phrase pool of that name")
     ap.add_argument("--out", default=str(ROOT / "results" / "reward.json"))
     args = ap.parse_args(argv)
     cfg = VARSConfig()
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["readers"]["classifier_on_judge_subset"] = metrics(sub, "classifier")
         result["readers"]["finetuned_on_judge_subset"] = metrics(sub, "finetuned")
         result["readers"]["reader_on_judge_subset"] = metrics(sub, "reader")
+    if args.phrases:
+        result["phrases"] = read_phrases(args.phrases, clf, load_reader(cfg))
     result["rows"] = rows
     for name, m in result["readers"].items():
         print_table(f"{name} ({args.split})", m)

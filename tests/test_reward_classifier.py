@@ -96,16 +96,14 @@ def test_reward_value_follows_the_label():
 
 def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
     """Real graph (SQLite, FAISS, MiniLM), scripted chat model: the default backend is the
-    learned reader, the linear classifier where no fine-tuned reader is fitted (an empty model
-    cache); a config naming `keyword` gets the keyword reward."""
+    classifier; a config naming `keyword` gets the keyword reward."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     from vars_langgraph import VARSEngine, build_graph
     from vars_langgraph.storage import open_checkpointer, open_store
 
     def graph(backend):
-        config = VARSConfig.from_dict({"data_dir": str(tmp_path / backend), "reward": {"backend": backend},
-                                       "local_server": {"cache_dir": str(tmp_path / "cache")}})
+        config = VARSConfig.from_dict({"data_dir": str(tmp_path / backend), "reward": {"backend": backend}})
         engine = VARSEngine(config, open_store(config), index_dir=tmp_path / backend / "index",
                             extractor=type("E", (), {"extract": lambda self, t: []})(),
                             chat_model=FakeListChatModel(responses=["Here is a long essay."]))  # fmt: skip

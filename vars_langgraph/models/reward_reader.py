@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -34,6 +35,8 @@ import numpy as np
 
 from vars_langgraph.config import VARSConfig
 from vars_langgraph.models.reward_classifier import LABELLED, LABELS, RewardPrediction, decide, load_labelled
+
+log = logging.getLogger(__name__)
 
 RECIPE = {"epochs": 8, "lr": 4e-5, "batch": 16, "weight_decay": 0.01, "max_length": 96, "seed": 0}
 NEG_THRESHOLD = 0.80  # summed neg_* probability (5-fold CV on the tuning part: precision 0.92)
@@ -153,15 +156,22 @@ def combine(tuned: RewardPrediction, linear: RewardPrediction | None) -> RewardP
 
 
 _READERS: dict[Path, RewardReader] = {}
+_MISSING: set[Path] = set()  # paths already reported as not fitted
 _LOCK = threading.Lock()
 
 
 def load_reader(cfg: VARSConfig) -> RewardReader | None:
-    """The fitted reader for this config (one per process), or None when it is not fitted."""
+    """The fitted reader for this config (one per process), or None when it is not fitted
+    (logged once per path)."""
     path = reader_path(cfg)
     with _LOCK:
         if path not in _READERS:
             if not path.exists():
+                if path not in _MISSING:
+                    _MISSING.add(path)
+                    log.warning("no fitted reaction reader at %s (python -m "
+                                "vars_langgraph.models.reward_reader --fit); using the classifier",
+                                path)
                 return None
             _READERS[path] = RewardReader(path, base_model(cfg))
         return _READERS[path]

@@ -129,9 +129,9 @@ def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
 def thread_topic(messages: Sequence[Any]) -> list[str]:
     """The thread's first and previous user messages (before the latest one): what a
     follow-up ("And in reverse?", "Walk me through the last step again") is about."""
-    said = [t for m in messages if getattr(m, "type", None) == "human"
-            if (t := message_text(m)).strip()][:-1]
-    return list(dict.fromkeys(said[:1] + said[-1:]))
+    humans = [m for m in messages if getattr(m, "type", None) == "human"][:-1]
+    said = (message_text(m) for m in humans[:1] + humans[-1:])
+    return list(dict.fromkeys(t for t in said if t.strip()))
 
 
 def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],

@@ -52,12 +52,8 @@ def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float
         log.warning("reward classifier unavailable (%s)", e)
     if engine.config.reward.backend == "finetuned":
         try:
-            reader = load_reader(engine.config)
-            if reader is None:
-                log.warning("no fitted reaction reader (python -m "
-                            "vars_langgraph.models.reward_reader --fit); using the classifier")
-            else:
-                tuned = reader.predict(text)
+            reader = load_reader(engine.config)  # None (logged once) until it is fitted
+            tuned = reader.predict(text) if reader is not None else None
         except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
             log.warning("fine-tuned reaction reader unavailable (%s); using the classifier", e)
     if tuned is not None:

@@ -334,8 +334,6 @@ _LIKES = re.compile(
 _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
 
 
-
-
 def stated_preferences(text: str) -> list[Preference]:
     """Last resort for a first-person statement of taste that neither the extractor nor the
     fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
