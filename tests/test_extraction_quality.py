@@ -317,3 +317,17 @@ def test_a_card_the_user_did_not_state_is_dropped():
     for card, text in kept:
         assert drop_unstated([card], text) == [card], text
     assert postprocess([patrol], [("user", msg)]) == []
+
+
+def test_an_action_that_only_points_back_is_dropped():
+    """Seen in a chat: "I'm vegetarian, keep that in mind for recipes." also gave the card
+    "keep that in mind for recipes"; a persona's "Actually, I love that idea!" gave "prefer that
+    idea". The statement pointed at is a card of its own."""
+    text = "I'm vegetarian, keep that in mind for recipes."
+    diet = P("suggesting recipes", "suggest only vegetarian food, no meat")
+    pointer = P("answering", "keep that in mind for recipes")
+    assert postprocess([diet, pointer], [("user", text)]) == [diet]
+    assert postprocess([P("answering", "prefer that idea")],
+                       [("user", "Actually, I love that idea!")]) == []
+    kept = P("answering", "keep in mind that I use a Mac")
+    assert postprocess([kept], [("user", "Please keep in mind that I use a Mac.")]) == [kept]

@@ -410,13 +410,22 @@ def drop_unstated(prefs: list[Preference], message: str) -> list[Preference]:
     return [p for p in prefs if is_stated(p, sentence_of(p, message) or message)]
 
 
+# an action whose object is only a pointer back to something else ("keep that in mind for
+# recipes" from "I'm vegetarian, keep that in mind for recipes.", "prefer that idea"): it says
+# nothing on its own; the statement it points at is read as its own card
+_POINTER_ONLY = re.compile(r"^(?:(?:keep|bear|have)\s+(?:that|this|it)\s+in\s+mind\b|"
+                           r"(?:prefer|like|love|want)\s+(?:that|this|it)(?:\s+(?:idea|one|option))?$)",
+                           re.I)
+
+
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
     """The deterministic checks every extractor output goes through (copies, questions,
-    unstated cards, feedback, scope)."""
+    unstated cards, pointer-only actions, feedback, scope)."""
     if not window:
         return []
     message = window[-1][1]
     out = []
+    prefs = [p for p in prefs if not _POINTER_ONLY.match(p.action.strip().rstrip("."))]
     for p in fix_scope(drop_feedback(drop_context_copies(prefs, window), message), window):
         sentence = sentence_of(p, message)  # where the card was read: a question? a statement?
         if not from_question(p, sentence) and is_stated(p, sentence or message):
