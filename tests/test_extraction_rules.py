@@ -88,6 +88,25 @@ def test_an_action_that_names_a_task_is_scoped_to_it():
     assert named_task("Because my loop never ends, how do I fix this Python code?") == "writing code"
 
 
+def test_a_scope_inside_the_action_becomes_the_condition():
+    """A model (or rule) that copies the user's lead-in into the action ("To be clear, for
+    logic puzzles, ...") under a condition that scopes nothing: the user's scope becomes the
+    card's condition, so the card competes only for that kind of question."""
+    def scoped(condition: str, action: str) -> str:
+        return scope_to_task([Preference(condition=condition, action=action)])[0].note
+
+    assert scoped("responding to the user", "To be clear, for logic puzzles, keep it to three "
+                  "sentences") == "For logic puzzles, keep it to three sentences."
+    assert scoped("general", "What works for me: for medical questions, state the assumptions "
+                  "first") == "For medical questions, state the assumptions first."
+    assert scoped("answering", "when writing Python, add type hints") == (
+        "When writing Python, add type hints.")
+    # not scopes: "for example", a "when" that names no task, a scoped card
+    assert scoped("answering", "for example, use lists") == "When answering, for example, use lists."
+    assert scoped("answering", "when I'm tired, be brief") == "When answering, when I'm tired, be brief."
+    assert scoped("writing code", "for tests, use pytest") == "When writing code, for tests, use pytest."
+
+
 def test_terse_and_trailing_scope_statements():
     assert notes("metric please, always") == ["In general, use metric."]
     assert notes("Bullet points from now on.") == ["In general, use Bullet points."]
@@ -107,7 +126,7 @@ def test_pasted_material_is_not_read_as_the_users_preferences():
     assert actions(text) == ["prefer bullet points"]
     assert actions("No other masses. Find the speed of the ball.") == ["no other masses"]  # said as is
     assert notes("Always explain it, for math problems, step by step.") == [
-        "In general, explain it, for math problems, step by step."]  # its own scope: no task added
+        "For math problems, explain it, step by step."]  # its own scope
 
 
 def test_the_language_a_user_codes_in():

@@ -297,18 +297,48 @@ def task_of(action: str) -> str | None:
     return named_task(_REASON.split(action, maxsplit=1)[0])
 
 
-# a scope inside an action ("to be clear, for logic puzzles, keep it short"): its own task
-_INNER_SCOPE = re.compile(r"(?:^|,\s*)(?:for|when|whenever|if|while)\s+[^,]{3,60},", re.I)
+# a scope inside an action ("to be clear, for logic puzzles, keep it short"): the user's own
+# condition, said after a lead-in the model copied into the action
+_INNER_SCOPE = re.compile(r"(?:^|[,:;]\s*)(for|when|whenever|if|while)\s+([^,]{3,60}),\s*", re.I)
+# "for ..." phrases that scope nothing
+_LEAD_IN = re.compile(r"(?:just\s+)?(?:to be clear|so you know)|bear in mind|keep in mind|remember|"
+                      r"fyi|note|also|and|oh|btw|by the way|again|one more thing", re.I)
+_NOT_A_SCOPE = re.compile(r"^(?:example|instance|now|the most part|sure|once|a while|reference|"
+                          r"what it'?s worth|real|good|me|us|you|them|him|her)\b", re.I)
+
+
+def inner_scope(action: str) -> tuple[str, str] | None:
+    """(condition, rest of the action) when the action holds a scope of its own: a "for X,"
+    clause, or a "when/if/while X," clause that names a task (`named_task`)."""
+    m = _INNER_SCOPE.search(action)
+    if m is None:
+        return None
+    word, what = m.group(1).lower(), m.group(2).strip()
+    if not (word == "for" and _NOT_A_SCOPE.match(what) is None or named_task(what)):
+        return None
+    before = action[: m.start()].strip(" ,;")
+    if action[m.start(): m.start() + 1] == ":" or _LEAD_IN.fullmatch(before):
+        before = ""
+    rest = ", ".join(t for t in (before, action[m.end():].strip()) if t)
+    return (f"{word} {what}", rest) if len(rest.split()) >= 2 else None
+
+
+# conditions that scope nothing: "answering", "when responding to the user", "general"
+_UNSCOPED = re.compile(r"^(?:when\s+)?(?:(?:answering|responding|replying)(?:\s+to\s+(?:the\s+)?"
+                       r"(?:user|me|any question))?|general)$", re.I)
 
 
 def scope_to_task(prefs: list[Preference]) -> list[Preference]:
-    """An unscoped card ("answering", "in general") whose action names one task (and holds no
-    scope of its own) gets that task as its condition: "Please always show code in Python" ->
-    "When writing code, ..."."""
+    """An unscoped card ("answering", "in general") gets the scope its action holds: the
+    user's own ("To be clear, for logic puzzles, keep it short" -> "For logic puzzles, keep
+    it short", `inner_scope`), else the one task the action names ("Please always show code
+    in Python" -> "When writing code, ...")."""
     out = []
     for p in prefs:
-        unscoped = p.is_global or p.condition.strip().lower() in (UNSCOPED_CONDITION, "general")
-        if unscoped and not _INNER_SCOPE.search(p.action) and (task := task_of(p.action)):
+        unscoped = p.is_global or bool(_UNSCOPED.match(p.condition.strip(" .")))
+        if unscoped and (inner := inner_scope(p.action)):
+            p = p.model_copy(update={"condition": inner[0], "action": inner[1]})
+        elif unscoped and not _INNER_SCOPE.search(p.action) and (task := task_of(p.action)):
             p = p.model_copy(update={"condition": task})
         out.append(p)
     return out
