@@ -208,6 +208,23 @@ def test_a_happy_turn_credits_a_card_by_how_likely_it_applied(make_config, embed
     assert card_value.value_of(user.card_values, filler.id) == pytest.approx(full)
 
 
+def test_confusion_blames_no_note(make_config, embedder):
+    """"I don't follow, what's a closure?" says the answer was unclear, not that a note was
+    wrong: the injected cards keep their values; a correction still lowers them."""
+    engine = _engine(make_config, "sqlite", embedder)
+    card = _add(engine, "writing code", "add type hints to every function")
+    pending = clean_pending({"selected_ids": [card.id], "candidates": [
+        {"id": card.id, "pi": 1.0, "chosen": True, "rerank": float(np.log(0.5))}]})
+    user = engine.load_vector(U)
+    ui = engine.index.get(U)
+    assert learn_card_values(engine, user, ui, pending, "I don't follow, what's a closure?",
+                             {"value": -0.6, "gate": 1.0, "label": "neg_confusion"}) == 0
+    assert card_value.value_of(user.card_values, card.id) == 0.0
+    assert learn_card_values(engine, user, ui, pending, "No, that's the wrong function.",
+                             {"value": -0.8, "gate": 1.0, "label": "neg_correction"}) == 1
+    assert card_value.value_of(user.card_values, card.id) < 0.0
+
+
 def _chooser(engine):
     """query (after the thread's earlier user messages) -> the ids of the cards retrieve +
     rerank put in its prompt."""

@@ -39,6 +39,8 @@ def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
     """Update the values of the cards the previous turn injected and the cards this message
     restates (learning/card_value.py); returns how many changed."""
     reward = float(result.get("value") or 0.0)
+    if result.get("label") == "neg_confusion":  # the answer was unclear: no note is to blame
+        return 0
     injected = [i for i in pending.get("selected_ids", []) if i in ui.rows]
     restated = restated_cards(engine, ui, message) if reward < 0 else []
     goals = card_value.targets(injected, restated, reward)
