@@ -331,3 +331,35 @@ def test_an_action_that_only_points_back_is_dropped():
                        [("user", "Actually, I love that idea!")]) == []
     kept = P("answering", "keep in mind that I use a Mac")
     assert postprocess([kept], [("user", "Please keep in mind that I use a Mac.")]) == [kept]
+
+
+def test_praise_of_the_answer_and_topic_wishes_give_no_card():
+    """Seen in PrefEval persona chats (tuning topics): "I like your ideas!" and "I like that
+    idea." are praise of the last answer, "I'd love to learn more about training sessions" a
+    wish about this conversation; the rules stored them as standing preferences. A standing
+    preference next to them is still read."""
+    from vars_langgraph.models.extraction.rules import fast_preferences
+
+    for text in ("We train three times a week. I like your ideas!", "I like that idea.",
+                 "I like your idea of working on side projects though.",
+                 "That's fascinating! I'd love to learn more about implementing training sessions."):
+        assert fast_preferences(text) == [], text
+    assert [p.action for p in fast_preferences("I like your ideas! I prefer short answers, though.")] == [
+        "prefer short answers, though"]
+    assert postprocess([P("answering", "prefer your suggestions")],
+                       [("user", "I like your suggestions.")]) == []
+
+
+def test_always_elsewhere_in_a_long_message_scopes_nothing():
+    """"... my kids are always asking me to play video games" made every card of the message
+    "In general" (a slot in every prompt). A marker scopes its own sentence, or a message whose
+    sentence is nothing but one ("Bullet points. Always.")."""
+    from vars_langgraph.models.extraction.rules import fast_preferences
+
+    text = ("That's a great idea! I love the idea of making food visually appealing for kids. "
+            "Speaking of which, my kids are always asking me to play video games with them.")
+    assert [p.is_global for p in fast_preferences(text)] == [False]
+    assert [p.note for p in fast_preferences("Use bullet points. Always.")] == [
+        "In general, use bullet points."]
+    assert [p.note for p in fast_preferences("From now on, please use bullet points and keep it short.")] == [
+        "In general, use bullet points.", "In general, keep it short."]

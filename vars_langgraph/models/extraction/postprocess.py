@@ -441,11 +441,23 @@ def drop_unstated(prefs: list[Preference], message: str) -> list[Preference]:
 
 
 # an action whose object is only a pointer back to something else ("keep that in mind for
-# recipes" from "I'm vegetarian, keep that in mind for recipes.", "prefer that idea"): it says
-# nothing on its own; the statement it points at is read as its own card
-_POINTER_ONLY = re.compile(r"^(?:(?:keep|bear|have)\s+(?:that|this|it)\s+in\s+mind\b|"
-                           r"(?:prefer|like|love|want)\s+(?:that|this|it)(?:\s+(?:idea|one|option))?$)",
-                           re.I)
+# recipes" from "I'm vegetarian, keep that in mind for recipes.", "prefer that idea"), or to
+# the last answer ("prefer your ideas", "like your idea of a side project": praise): it says
+# nothing that holds for the next answer; a statement it points at is read as its own card
+_POINTER_ONLY = re.compile(
+    r"^(?:(?:keep|bear|have)\s+(?:that|this|it)\s+in\s+mind\b|"
+    r"(?:prefer|like|love|want)\s+(?:that|this|it)(?:\s+(?:idea|one|option))?$|"
+    r"(?:prefer|like|love|want)\s+(?:your|those|these)\s+(?:ideas?|suggestions?|advice|tips?|"
+    r"approach|plan|recommendations?)(?:\s+(?:of|about|for|on)\b.*|\s+though|\s+too)?$)", re.I)
+# a wish about this conversation's topic ("I'd love to learn more about training sessions")
+_TOPIC_WISH = re.compile(r"^(?:prefer\s+)?(?:to\s+)?(?:learn|know|hear|read|talk)\s+(?:more|a bit more)\s+"
+                         r"about\b", re.I)
+
+
+def says_nothing_standing(action: str) -> bool:
+    """A pointer back (`_POINTER_ONLY`) or a wish about this conversation (`_TOPIC_WISH`)."""
+    a = action.strip().rstrip(".")
+    return bool(_POINTER_ONLY.match(a) or _TOPIC_WISH.match(a))
 
 
 def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
@@ -455,7 +467,7 @@ def postprocess(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> l
         return []
     message = window[-1][1]
     out = []
-    prefs = [p for p in prefs if not _POINTER_ONLY.match(p.action.strip().rstrip("."))]
+    prefs = [p for p in prefs if not says_nothing_standing(p.action)]
     for p in fix_scope(drop_feedback(drop_context_copies(prefs, window), message), window):
         sentence = sentence_of(p, message)  # where the card was read: a question? a statement?
         if not from_question(p, sentence) and is_stated(p, sentence or message):

@@ -13,6 +13,7 @@ from vars_langgraph.models.extraction.postprocess import (
     has_generality_marker,
     is_feedback,
     is_one_off,
+    says_nothing_standing,
     sentences,
 )
 from vars_langgraph.models.extraction.prompts import MAX_ITEMS_PER_TURN, MAX_TURN_CHARS
@@ -99,6 +100,7 @@ def fast_preferences(text: str) -> list[Preference]:
             found = [p.model_copy(update={"action": _PRONOUN_OBJ.sub(r"\1 answers", p.action)})
                      for p in found]
         out.extend(p for p in found if p.action.lower() not in {q.action.lower() for q in out})
+    out = [p for p in out if not says_nothing_standing(p.action)]
     return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
 
 
@@ -266,9 +268,19 @@ _ANSWER_PARTS = re.compile(
     re.I)
 
 
+def said_generally(sent: str, message: str) -> bool:
+    """Whether the user scoped this clause to every answer: a marker ("always", "from now
+    on", ...) in the clause or its sentence, or a sentence of the message that is nothing but one
+    ("Bullet points. Always."). A marker elsewhere in a long message ("my kids are always
+    asking me ...") scopes nothing else."""
+    clause = sent.strip(" .!?;").lower()
+    return any(has_generality_marker(t) and (clause in t.lower() or len(t.split()) <= 4)
+               for t in [sent, *re.split(r"(?<=[.!?;])\s+|\n+", message)])
+
+
 def _sentence_preference(sent: str, message: str) -> Preference | None:
+    scoped = said_generally(sent, message)
     sent = _TRAIL_SCOPE.sub("", _LEAD_SCOPE.sub("", sent))
-    scoped = has_generality_marker(message)  # "always", "from now on", ... anywhere in it
     cond = None
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
