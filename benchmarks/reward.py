@@ -1,7 +1,7 @@
 """Reward benchmark: how each reward reads labelled next-user-messages.
 
     python benchmarks/reward.py [--split report|tune|all] [--judge N] [--phrases POOL] [--data FILE]
-                                [--out FILE]
+                                [--real DIR] [--out FILE]
 
 Data: vars_langgraph/data/reward_labelled.jsonl (text, label, prev_query, prev_answer_gist);
 split by a hash of the text (models/reward_classifier.py `split_of`: report third / tuning
@@ -19,6 +19,11 @@ With --phrases POOL (tune, report or keyword: the scripted collab user's phrase 
 eval/vars_langgraph_eval/simulator.py) it also prints how many of each kind of phrase (complaint
 openers, follow-ups, closings) each learned reader reads as a complaint; a follow-up or a closing
 read as one punishes the notes of a good answer.
+With --real DIR (PrefEval's directory, where `filtered_inter_turns.json` holds 24 logged chats
+of real users, CC BY-NC: read from there, never copied) it reads those chats' 292 follow-up
+messages instead, labelled here by hand (benchmarks/data/reward_real_labels.jsonl: ids, label
+and a reason, no text); split by a hash of the conversation id (`split_of`), so a chat is
+wholly in one part; the output keeps ids, not text (default results/reward_real.json).
 Printed and written: per reader, a confusion matrix (true label x read as negative / praise /
 progress / none), negative precision and recall, and for readers that give labels the 7-label
 accuracy.
@@ -88,6 +93,42 @@ def metrics(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return out
 
 
+REAL_LABELS = ROOT / "benchmarks" / "data" / "reward_real_labels.jsonl"
+REAL_CHATS = "filtered_inter_turns.json"
+
+
+def load_real(data_dir: Path, split: str | None) -> list[dict[str, Any]]:
+    """The labelled follow-ups of the real chats in `data_dir` (text read from there), each with
+    its previous user message and the start of the answer it reacts to."""
+    chats = {c["conversation_id"]: [m for m in c["conversation"] if m.get("content")]
+             for c in json.loads((data_dir / REAL_CHATS).read_text())}
+    rows = []
+    for line in REAL_LABELS.read_text().splitlines():
+        lab = json.loads(line)
+        part = rc.split_of(lab["conversation_id"])
+        if split and part != split:
+            continue
+        conv = chats[lab["conversation_id"]]
+        users = [i for i, m in enumerate(conv) if m["role"] == "user"]
+        i = users[lab["user_turn"]]
+        rows.append({"id": f"{lab['conversation_id'][:8]}:{lab['user_turn']}", "label": lab["label"],
+                     "split": part, "text": conv[i]["content"],
+                     "prev_query": conv[users[lab["user_turn"] - 1]]["content"],
+                     "prev_answer_gist": conv[i - 1]["content"][:300]})
+    return rows
+
+
+def without_text(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with every message replaced by its id (the real chats' licence)."""
+    ids = {r["text"]: r["id"] for r in result["rows"]}
+    for m in result["readers"].values():
+        for k in ("false_negatives", "false_positives"):
+            m[k] = [ids.get(t, "?") for t in m[k]]
+    result["rows"] = [{k: v for k, v in r.items() if k not in ("text", "prev_query", "prev_answer_gist")}
+                      for r in result["rows"]]
+    return result
+
+
 def judge_verdict(client: Any, model: str, row: dict[str, Any]) -> rw.JudgeVerdict | None:
     user = (f"Query: {row.get('prev_query', '')}\nAnswer: {row.get('prev_answer_gist', '')}\n"
             f"Next message: {row['text']}")
@@ -139,11 +180,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", help="judge model name at --base-url")
     ap.add_argument("--phrases", choices=["tune", "report", "keyword"],
                     help="also read the scripted collab user's phrase pool of that name")
-    ap.add_argument("--out", default=str(ROOT / "results" / "reward.json"))
+    ap.add_argument("--real", metavar="DIR", help="read PrefEval's real chats in DIR instead")
+    ap.add_argument("--out", help="output JSON (default results/reward.json, with --real "
+                                  "results/reward_real.json)")
     args = ap.parse_args(argv)
     cfg = VARSConfig()
     embedder = load_embedder(cfg.embedding)
-    rows = rc.load_labelled(args.data, None if args.split == "all" else args.split)
+    split = None if args.split == "all" else args.split
+    rows = load_real(Path(args.real), split) if args.real else rc.load_labelled(args.data, split)
     texts = [r["text"] for r in rows]
     sims = rc.prev_similarities(embedder, texts, [r.get("prev_query") for r in rows])
     clf = rc.load_classifier(embedder)
@@ -189,7 +233,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["rows"] = rows
     for name, m in result["readers"].items():
         print_table(f"{name} ({args.split})", m)
-    out = Path(args.out)
+    if args.real:
+        result["real"] = {"data": str(Path(args.real) / REAL_CHATS), "labels": str(REAL_LABELS)}
+        result = without_text(result)
+    out = Path(args.out or ROOT / "results" / ("reward_real.json" if args.real else "reward.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"\nwrote {out}")

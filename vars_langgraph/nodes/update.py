@@ -44,11 +44,11 @@ def learn_card_values(engine: VARSEngine, user: policy.UserVector, ui: Any,
     injected = [i for i in pending.get("selected_ids", []) if i in ui.rows]
     restated = restated_cards(engine, ui, message) if reward < 0 else []
     goals = card_value.targets(injected, restated, reward)
-    weights = None
-    if reward > 0:  # a happy turn credits a card by how likely it applied to that question
-        p_useful = {c["id"]: float(np.exp(c["rerank"])) for c in pending.get("candidates", [])
-                    if c.get("rerank") is not None}
-        weights = {cid: p_useful.get(cid, 1.0) for cid in goals}
+    # a reaction credits or blames a card by how likely it applied to that question; a card
+    # the complaint restates is the user's own word (full step)
+    p_useful = {c["id"]: float(np.exp(c["rerank"])) for c in pending.get("candidates", [])
+                if c.get("rerank") is not None}
+    weights = {cid: 1.0 if cid in restated else p_useful.get(cid, 1.0) for cid in goals}
     changed = card_value.update(user.card_values, goals, float(result.get("gate") or 0.0),
                                 card_value.VALUE_LR, restated, weights)
     return len(goals) if changed else 0
