@@ -118,8 +118,10 @@ def test_one_off_request_gives_no_standing_card(make_config, storage, embedder):
     pref = _add(engine, "answering", "I prefer short answers", query="I prefer short answers.")
     rule = _add(engine, "solving math problems", "show every step of the derivation")
     task = _add(engine, "working on: Let l = [1,2,3,4]", "Let l = [1,2,3,4]")
+    hard = _add(engine, "answering", "find it difficult to stay engaged in solo learning",
+                query="I find it difficult to stay engaged in solo learning.")  # a statement
     assert is_one_off(req) and is_one_off(task)
-    assert not is_one_off(pref) and not is_one_off(rule)
+    assert not is_one_off(pref) and not is_one_off(rule) and not is_one_off(hard)
     assert consolidate(engine, U, "t1", {}) == []  # same conversation: the request stands
     _add(engine, "math", "show every step", thread="t2")  # a new card: a new store version
     changed = consolidate(engine, U, "t2", {})

@@ -53,7 +53,8 @@ _STANDING = re.compile(
     r"from now on|in general|going forward|generally|i am|i'm|my|avoid|don't|do not|keep|"
     r"please (?:always|keep|use|be|make sure))\b", re.I)
 _REQUEST = re.compile(
-    r"^\s*(?:(?:please|can you|could you|would you)\s+)?(give|show|tell|write|solve|find|"
+    r"^\s*(?:(?:please|can you|could you|would you)\s+)?(give|show|tell|write|solve|"
+    r"find(?!\s+(?:it|myself|that|them)\b)|"  # "find it hard to ...": the user's statement
     r"compute|calculate|explain|list|summari[sz]e|translate|make|create|help|answer|suggest|"
     r"recommend|draft|plan|fix|check|double-check|verify|walk me|help me|show me)\b", re.I)
 
