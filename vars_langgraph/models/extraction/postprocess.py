@@ -300,9 +300,10 @@ def task_of(action: str) -> str | None:
 # a scope inside an action ("to be clear, for logic puzzles, keep it short"): the user's own
 # condition, said after a lead-in the model copied into the action
 _INNER_SCOPE = re.compile(r"(?:^|[,:;]\s*)(for|when|whenever|if|while)\s+([^,]{3,60}),\s*", re.I)
-# "for ..." phrases that scope nothing
+# a lead-in before the scope, dropped with it ("To be clear, for logic puzzles, ...")
 _LEAD_IN = re.compile(r"(?:just\s+)?(?:to be clear|so you know)|bear in mind|keep in mind|remember|"
                       r"fyi|note|also|and|oh|btw|by the way|again|one more thing", re.I)
+# "for ..." phrases that scope nothing
 _NOT_A_SCOPE = re.compile(r"^(?:example|instance|now|the most part|sure|once|a while|reference|"
                           r"what it'?s worth|real|good|me|us|you|them|him|her)\b", re.I)
 
