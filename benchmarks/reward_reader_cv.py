@@ -34,7 +34,7 @@ from transformers import AutoTokenizer  # noqa: E402
 from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.reward_reader import NEG_THRESHOLD, RECIPE, base_model, network  # noqa: E402
+from vars_langgraph.models.reward_reader import NEG_THRESHOLD, RECIPE, base_model, network, train  # noqa: E402
 
 
 def recall_at(p: np.ndarray, y: np.ndarray, precision: float = 0.92) -> float:
@@ -86,19 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         keep = [f"encoder.layer.{k}." for k in range(6 - args.train_layers, 6)]
         for name, p in net.encoder.named_parameters():
             p.requires_grad = args.train_layers >= 6 or any(name.startswith(k) for k in keep)
-        opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=args.lr,
-                                weight_decay=RECIPE["weight_decay"])
-        rng = np.random.default_rng(RECIPE["seed"])
-        net.train()
-        for _ in range(args.epochs):
-            order = rng.permutation(tr)
-            for i in range(0, len(order), RECIPE["batch"]):
-                idx = order[i:i + RECIPE["batch"]]
-                loss = torch.nn.functional.cross_entropy(net(batch(idx)), torch.tensor(y[idx]))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        net.eval()
+        train(net, batch, y, tr, args.epochs, args.lr)
         with torch.inference_mode():
             tuned[te] = torch.softmax(net(batch(te)), -1).numpy()
     p_neg = tuned[:, neg].sum(1)

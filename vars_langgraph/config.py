@@ -153,7 +153,7 @@ class RewardConfig(_Strict):
     # classifier: MiniLM + a fitted linear model over the judge's labels
     # (models/reward_classifier.py; chosen by measurement, docs/perception.md); finetuned: MiniLM
     # fine-tuned on the labelled set beside it (models/reward_reader.py, fitted once with
-    # `python -m vars_langgraph.models.reward_reader --fit`; not the default: docs/perception.md §10)
+    # `python -m vars_langgraph.models.reward_reader --fit`; not the default: docs/perception.md §10-11)
     backend: Literal["classifier", "finetuned", "keyword", "llm_judge"] = "classifier"
     judge: LLMConfig | None = None
 

@@ -9,10 +9,10 @@ the two together (`combine`: a complaint when either reads one) three quarters
 with out-of-fold negative precision >= 0.92) were chosen by 5-fold cross-validation on the tuning
 part only.
 
-Not the default (`reward.backend: finetuned` opts in): on the balanced labelled set it reads far
-more complaints, but it reads follow-up questions after a good answer ("Alright, I follow. Why
-does that method work here?") as confusion, and in a conversation those are frequent; on the
-collab tuning half VARS then lost the cards the follow-ups punished (docs/perception.md §10).
+Not the default (`reward.backend: finetuned` opts in): it needs the fit below, and on the
+tuning benchmarks it was no better than the linear classifier (docs/perception.md §10-11). It
+reads follow-up questions after a good answer as confusion, which once cost VARS the cards
+those follow-ups punished; a confusion now changes no card value (`nodes/update.py`).
 
 The weights do not ship (45 MB): `python -m vars_langgraph.models.reward_reader --fit` (about a
 minute on 2 cores) writes them into the model cache (`local_server.cache_dir`/models), under a
@@ -23,6 +23,7 @@ node reads with the linear classifier (logged).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -42,10 +43,15 @@ RECIPE = {"epochs": 8, "lr": 4e-5, "batch": 16, "weight_decay": 0.01, "max_lengt
 NEG_THRESHOLD = 0.80  # summed neg_* probability (5-fold CV on the tuning part: precision 0.92)
 
 
+@functools.cache
+def _data_hash() -> str:
+    """The labelled set's hash (package data: read once per process, not on every reading)."""
+    return hashlib.sha256(LABELLED.read_bytes()).hexdigest()
+
+
 def reader_path(cfg: VARSConfig) -> Path:
     """Where the fitted reader for this config's embedding model lives."""
-    data = hashlib.sha256(LABELLED.read_bytes()).hexdigest()
-    key = hashlib.sha256(json.dumps([cfg.embedding.model, RECIPE, data]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([cfg.embedding.model, RECIPE, _data_hash()]).encode()).hexdigest()[:12]
     return Path(os.path.expanduser(cfg.local_server.cache_dir)) / "models" / f"reward-reader-{key}.pt"
 
 
@@ -75,35 +81,50 @@ def network(base: str, pretrained: bool = True) -> Any:
     return Reader()
 
 
+def train(net: Any, encode: Any, y: np.ndarray, rows: np.ndarray, epochs: int, lr: float,
+          progress: bool = False) -> Any:
+    """`RECIPE`'s loop: AdamW over the trainable parameters, cross-entropy on shuffled batches of
+    `rows` (`encode(indices)` -> the tokenizer's batch, `y` the label index of every row)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr,
+                            weight_decay=RECIPE["weight_decay"])
+    rng = np.random.default_rng(int(RECIPE["seed"]))
+    size = int(RECIPE["batch"])
+    labels = torch.as_tensor(y)
+    net.train()
+    with tqdm(total=epochs * -(-len(rows) // size), desc="fitting the reaction reader",
+              disable=not progress) as bar:
+        for _ in range(epochs):
+            order = rng.permutation(rows)
+            for i in range(0, len(order), size):
+                idx = order[i:i + size]
+                loss = torch.nn.functional.cross_entropy(net(encode(idx)), labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.update(1)
+    net.eval()
+    return net
+
+
 def fit(cfg: VARSConfig, out: Path | None = None, progress: bool = True) -> Path:
     """Train on the tuning part with `RECIPE` and write the weights (float16) atomically."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     rows = load_labelled(split="tune")
     base = base_model(cfg)
     torch.manual_seed(RECIPE["seed"])
     tok = AutoTokenizer.from_pretrained(base)
-    net = network(base)
-    y = torch.tensor([LABELS.index(r["label"]) for r in rows])
-    opt = torch.optim.AdamW(net.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
-    rng = np.random.default_rng(int(RECIPE["seed"]))
-    size, epochs = int(RECIPE["batch"]), int(RECIPE["epochs"])
-    steps = epochs * -(-len(rows) // size)
-    net.train()
-    with tqdm(total=steps, desc="fitting the reaction reader", disable=not progress) as bar:
-        for _ in range(epochs):
-            order = rng.permutation(len(rows))
-            for i in range(0, len(order), size):
-                idx = order[i:i + size].tolist()
-                batch = tok([rows[j]["text"] for j in idx], padding=True, truncation=True,
-                            max_length=int(RECIPE["max_length"]), return_tensors="pt")
-                loss = torch.nn.functional.cross_entropy(net(batch), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                bar.update(1)
+
+    def encode(idx: np.ndarray) -> Any:
+        return tok([rows[j]["text"] for j in idx], padding=True, truncation=True,
+                   max_length=int(RECIPE["max_length"]), return_tensors="pt")
+
+    net = train(network(base), encode, np.array([LABELS.index(r["label"]) for r in rows]),
+                np.arange(len(rows)), int(RECIPE["epochs"]), float(RECIPE["lr"]), progress)
     out = out or reader_path(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
