@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=RECIPE["lr"])
     ap.add_argument("--train-layers", type=int, default=6, help="top encoder layers trained (6: all)")
     ap.add_argument("--pair", action="store_true", help="the previous user turn as a sentence pair")
+    ap.add_argument("--lora", type=int, default=RECIPE["lora_rank"],
+                    help="LoRA rank on every linear layer (0: all weights train)")
     args = ap.parse_args(argv)
     cfg = VARSConfig()
     base, emb = base_model(cfg), load_embedder(cfg.embedding)
@@ -82,10 +84,11 @@ def main(argv: list[str] | None = None) -> None:
         m = LogisticRegression(C=params["C"], max_iter=5000).fit(x[tr], [rc.LABELS[i] for i in y[tr]])
         linear[te] = rc._neg_prob(m.predict_proba(x[te]), list(m.classes_))
         torch.manual_seed(RECIPE["seed"])
-        net = network(base)
-        keep = [f"encoder.layer.{k}." for k in range(6 - args.train_layers, 6)]
-        for name, p in net.encoder.named_parameters():
-            p.requires_grad = args.train_layers >= 6 or any(name.startswith(k) for k in keep)
+        net = network(base, args.lora)
+        if not args.lora:
+            keep = [f"encoder.layer.{k}." for k in range(6 - args.train_layers, 6)]
+            for name, p in net.encoder.named_parameters():
+                p.requires_grad = args.train_layers >= 6 or any(name.startswith(k) for k in keep)
         train(net, batch, y, tr, args.epochs, args.lr)
         with torch.inference_mode():
             tuned[te] = torch.softmax(net(batch(te)), -1).numpy()
@@ -93,10 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fine-tuned: AUC {roc_auc_score(y_neg, p_neg):.3f}, 7-label accuracy "
           f"{(tuned.argmax(1) == y).mean():.3f}, recall at precision >= 0.92 "
           f"{recall_at(p_neg, y_neg):.3f}")
+    t, tp, tr_ = rc._threshold_for(p_neg, y_neg)
+    print(f"fine-tuned: lowest threshold with precision >= {rc.TARGET_PRECISION}: {t} "
+          f"(precision {tp:.3f}, recall {tr_:.3f})")
     ft, lin = p_neg >= NEG_THRESHOLD, linear >= params["neg_threshold"]
     print(f"fine-tuned at {NEG_THRESHOLD}: {pr(ft, y_neg)}")
     print(f"linear at {params['neg_threshold']}: {pr(lin, y_neg)}")
     print(f"either (combine): {pr(ft | lin, y_neg)}")
+    for t in np.round(np.arange(0.80, 0.99, 0.01), 2):
+        print(f"  either, fine-tuned at {t}: {pr((p_neg >= t) | lin, y_neg)}")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ VEC_USER, CARD_USER, TURN_USER = "vec-user", "card-user", "turn-user"
 
 
 def make(data_dir: str, background: bool = False, extractor=None):
+    # keyword reward: these children test storage under kills and races; the hash embedder has
+    # no classifier, and loading the reaction reader would take seconds of their time windows
     cfg = VARSConfig.from_dict({"data_dir": data_dir, "retrieval": {"dedup_threshold": 0.999},
-                                "background": {"enabled": background}})
+                                "background": {"enabled": background}, "reward": {"backend": "keyword"}})
     engine = VARSEngine(cfg, open_store(cfg), index_dir=Path(data_dir) / "index",
                         embedder=HashEmbedder(DIM), extractor=extractor or MarkerExtractor(),
                         chat_model=RecordingChat())

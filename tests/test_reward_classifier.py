@@ -95,8 +95,8 @@ def test_reward_value_follows_the_label():
 
 
 def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
-    """Real graph (SQLite, FAISS, MiniLM), scripted chat model: the default backend is the
-    classifier; a config naming `keyword` gets the keyword reward."""
+    """Real graph (SQLite, FAISS, MiniLM), scripted chat model: a config naming `classifier`
+    reads with the classifier alone, one naming `keyword` gets the keyword reward."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     from vars_langgraph import VARSEngine, build_graph
@@ -109,7 +109,6 @@ def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
                             chat_model=FakeListChatModel(responses=["Here is a long essay."]))  # fmt: skip
         return build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
 
-    assert VARSConfig().reward.backend == "classifier"
     cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
     out = {}
     for backend in ("classifier", "keyword"):

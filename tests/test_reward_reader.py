@@ -1,6 +1,6 @@
-"""The fine-tuned reaction reader (models/reward_reader.py, `reward.backend: finetuned`): fitted
-on the labelled set's tuning part into the model cache (here once when it is not there, about a
-minute), read on the report part it never saw, and used by the real graph's reward node."""
+"""The fine-tuned reaction reader (models/reward_reader.py, `reward.backend: finetuned`): its
+shipped weights (a LoRA adapter and a head fitted on the labelled set's tuning part) are current,
+read the report part they never saw, and are used by the real graph's reward node."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
+from vars_langgraph.models import reward_reader
 from vars_langgraph.models.reward_classifier import load_labelled
-from vars_langgraph.models.reward_reader import fit, load_reader, reader_path
+from vars_langgraph.models.reward_reader import SHIPPED, load_reader, reader_path
 from vars_langgraph.storage import open_checkpointer, open_store
 
 
 @pytest.fixture(scope="module")
 def reader():
-    cfg = VARSConfig()
-    if not reader_path(cfg).exists():
-        fit(cfg, progress=False)  # about a minute on 2 cores
-    return load_reader(cfg)
+    return load_reader(VARSConfig())
+
+
+def test_the_shipped_weights_are_fitted_on_the_current_set_and_recipe():
+    """A change to the labelled set or the recipe without a refit (`python -m
+    vars_langgraph.models.reward_reader --fit`) would leave every user to fit their own."""
+    assert reader_path(VARSConfig()) == SHIPPED and SHIPPED.stat().st_size < 2_000_000
 
 
 def test_reads_complaints_it_never_saw(reader):
@@ -34,9 +38,8 @@ def test_reads_complaints_it_never_saw(reader):
     assert not thanks.negative
 
 
-def _graph(tmp_path, **extra):
-    config = VARSConfig.from_dict({"data_dir": str(tmp_path / "data"),
-                                   "reward": {"backend": "finetuned"}, **extra})
+def _graph(tmp_path):
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path / "data")})
     engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
                         extractor=type("E", (), {"extract": lambda self, t: []})(),
                         chat_model=FakeListChatModel(responses=["Here is a long essay."]))
@@ -49,7 +52,7 @@ def _reaction(graph, text: str) -> dict:
     return graph.invoke({"messages": [("user", text)]}, cfg)["reward"]
 
 
-def test_reward_node_reads_with_the_fitted_reader(reader, tmp_path):
+def test_reward_node_reads_with_the_fitted_reader_by_default(reader, tmp_path):
     out = _reaction(_graph(tmp_path), "hmm, that's way more text than I need")
     assert out["backend"] == "finetuned" and out["label"].startswith("neg_")
     assert out["value"] < 0 and out["advantage"] < 0
@@ -63,10 +66,9 @@ def test_either_reader_reading_a_complaint_is_a_complaint(reader, tmp_path):
     assert out["backend"] == "finetuned" and out["value"] < 0
 
 
-def test_a_damaged_fit_falls_back_to_the_classifier(tmp_path):
-    cache = tmp_path / "cache"
-    cfg = VARSConfig.from_dict({"local_server": {"cache_dir": str(cache)}})
-    reader_path(cfg).parent.mkdir(parents=True)
-    reader_path(cfg).write_bytes(b"not a model")
-    out = _reaction(_graph(tmp_path, local_server={"cache_dir": str(cache)}), "you lost me there")
+def test_a_damaged_fit_falls_back_to_the_classifier(tmp_path, monkeypatch):
+    damaged = tmp_path / "reader.safetensors"
+    damaged.write_bytes(b"not a model")
+    monkeypatch.setattr(reward_reader, "reader_path", lambda cfg: damaged)
+    out = _reaction(_graph(tmp_path), "you lost me there")
     assert out["backend"] == "classifier" and out["label"] == "neg_confusion"

@@ -150,11 +150,11 @@ class PolicyConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    # classifier: MiniLM + a fitted linear model over the judge's labels
-    # (models/reward_classifier.py; chosen by measurement, docs/perception.md); finetuned: MiniLM
-    # fine-tuned on the labelled set beside it (models/reward_reader.py, fitted once with
-    # `python -m vars_langgraph.models.reward_reader --fit`; not the default: docs/perception.md §10-11)
-    backend: Literal["classifier", "finetuned", "keyword", "llm_judge"] = "classifier"
+    # finetuned (default): MiniLM adapted on the labelled set (LoRA, shipped weights;
+    # models/reward_reader.py) beside the linear classifier, a complaint when either reads one;
+    # classifier: MiniLM + a fitted linear model alone (models/reward_classifier.py). Chosen by
+    # measurement on the tuning part: docs/perception.md §12
+    backend: Literal["classifier", "finetuned", "keyword", "llm_judge"] = "finetuned"
     judge: LLMConfig | None = None
 
 

@@ -1,23 +1,19 @@
-"""The fine-tuned reaction reader: the embedding model trained end to end on the tuning part of
-the labelled reward set (`reward_classifier.LABELLED`), with a linear head over the seven judge
-labels on its mean-pooled output.
+"""The fine-tuned reaction reader: the embedding model adapted on the tuning part of the labelled
+reward set (`reward_classifier.LABELLED`) with LoRA adapters on its linear layers, and a linear
+head over the seven judge labels on its mean-pooled output.
 
-A linear model over frozen MiniLM features reads about half of the complaints
-(`reward_classifier`); training the encoder itself reads two thirds at the same precision, and
-the two together (`combine`: a complaint when either reads one) three quarters
-(docs/perception.md §10). The recipe (`RECIPE`) and the threshold (`NEG_THRESHOLD`: the lowest
-with out-of-fold negative precision >= 0.92) were chosen by 5-fold cross-validation on the tuning
-part only.
+A linear model over frozen MiniLM features reads about two thirds of the complaints
+(`reward_classifier`); the two together (`combine`: a complaint when either reads one) read
+four fifths at about the same precision (docs/perception.md §10-12). The recipe (`RECIPE`) and
+the threshold (`NEG_THRESHOLD`: the lowest with out-of-fold negative precision >= 0.92) were
+chosen by 5-fold cross-validation on the tuning part only (`benchmarks/reward_reader_cv.py`).
 
-Not the default (`reward.backend: finetuned` opts in): it needs the fit below, and on the
-tuning benchmarks it was no better than the linear classifier (docs/perception.md §10-11). It
-reads follow-up questions after a good answer as confusion, which once cost VARS the cards
-those follow-ups punished; a confusion now changes no card value (`nodes/update.py`).
-
-The weights do not ship (45 MB): `python -m vars_langgraph.models.reward_reader --fit` (about a
-minute on 2 cores) writes them into the model cache (`local_server.cache_dir`/models), under a
-name keyed by the base model, the recipe and the labelled set. Until they are there the reward
-node reads with the linear classifier (logged).
+The adapter and the head ship with the package (`SHIPPED`, 0.7 MB of float16 safetensors,
+keyed by the base model, the recipe and the labelled set); they are merged into the encoder
+when loaded, so a reading costs one MiniLM pass. For another embedding model, `python -m
+vars_langgraph.models.reward_reader --fit --embedder NAME` (about two minutes on 2 cores)
+writes a fit into the model cache (`local_server.cache_dir`/models); until one is there the
+reward node reads with the linear classifier (logged).
 """
 
 from __future__ import annotations
@@ -34,13 +30,24 @@ from typing import Any
 
 import numpy as np
 
-from vars_langgraph.config import VARSConfig
-from vars_langgraph.models.reward_classifier import LABELLED, LABELS, RewardPrediction, decide, load_labelled
+from vars_langgraph.config import EmbeddingConfig, VARSConfig
+from vars_langgraph.models.reward_classifier import (
+    DATA_DIR,
+    LABELLED,
+    LABELS,
+    RewardPrediction,
+    decide,
+    load_labelled,
+)
 
 log = logging.getLogger(__name__)
 
-RECIPE = {"epochs": 8, "lr": 4e-5, "batch": 16, "weight_decay": 0.01, "max_length": 96, "seed": 0}
-NEG_THRESHOLD = 0.80  # summed neg_* probability (5-fold CV on the tuning part: precision 0.92)
+RECIPE = {"epochs": 8, "lr": 5e-4, "batch": 16, "weight_decay": 0.01, "max_length": 96, "seed": 0,
+          "lora_rank": 8}
+LORA_TARGETS = ["query", "key", "value", "dense"]  # every linear layer of the BERT encoder
+LORA_ALPHA = 16  # adapter scale alpha / rank
+NEG_THRESHOLD = 0.95  # summed neg_* probability: the lowest with out-of-fold precision >= 0.92 (tuning part)
+SHIPPED = DATA_DIR / "reward_reader.safetensors"  # adapter + head for the default embedder
 
 
 @functools.cache
@@ -49,10 +56,31 @@ def _data_hash() -> str:
     return hashlib.sha256(LABELLED.read_bytes()).hexdigest()
 
 
+def _key(model: str) -> str:
+    """What a fit depends on: the base model, the recipe and the labelled set."""
+    return hashlib.sha256(json.dumps([model, RECIPE, _data_hash()]).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def _shipped_key() -> str | None:
+    """The key the shipped weights were fitted under (None when there are none)."""
+    if not SHIPPED.exists():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(SHIPPED), "pt") as f:
+        return (f.metadata() or {}).get("key")
+
+
 def reader_path(cfg: VARSConfig) -> Path:
-    """Where the fitted reader for this config's embedding model lives."""
-    key = hashlib.sha256(json.dumps([cfg.embedding.model, RECIPE, _data_hash()]).encode()).hexdigest()[:12]
-    return Path(os.path.expanduser(cfg.local_server.cache_dir)) / "models" / f"reward-reader-{key}.pt"
+    """The fitted reader for this config's embedding model: the shipped weights when they were
+    fitted for it (same base model, recipe and labelled set), else the user's own fit in the
+    model cache (`local_server.cache_dir`/models)."""
+    key = _key(cfg.embedding.model)
+    if key == _shipped_key():
+        return SHIPPED
+    cache = Path(os.path.expanduser(cfg.local_server.cache_dir)) / "models"
+    return cache / f"reward-reader-{key}.safetensors"
 
 
 def base_model(cfg: VARSConfig) -> str:
@@ -61,16 +89,22 @@ def base_model(cfg: VARSConfig) -> str:
     return resolve_model(cfg.embedding.model)
 
 
-def network(base: str, pretrained: bool = True) -> Any:
-    """The encoder with a linear head: logits over `LABELS` from the mean-pooled tokens."""
+def network(base: str, lora_rank: int = 0) -> Any:
+    """The encoder and a linear head: logits over `LABELS` from the mean-pooled tokens. With
+    `lora_rank` (fitting, `peft` needed) LoRA adapters on the encoder's linear layers are what
+    trains; 0: the plain encoder (reading, or fitting every weight)."""
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     class Reader(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = (AutoModel.from_pretrained(base) if pretrained
-                            else AutoModel.from_config(AutoConfig.from_pretrained(base)))
+            self.encoder = AutoModel.from_pretrained(base)
+            if lora_rank:
+                from peft import LoraConfig, get_peft_model
+
+                self.encoder = get_peft_model(self.encoder, LoraConfig(
+                    r=lora_rank, lora_alpha=LORA_ALPHA, target_modules=LORA_TARGETS))
             self.head = torch.nn.Linear(self.encoder.config.hidden_size, len(LABELS))
 
         def forward(self, batch: dict[str, Any]) -> Any:
@@ -123,33 +157,64 @@ def fit(cfg: VARSConfig, out: Path | None = None, progress: bool = True) -> Path
         return tok([rows[j]["text"] for j in idx], padding=True, truncation=True,
                    max_length=int(RECIPE["max_length"]), return_tensors="pt")
 
-    net = train(network(base), encode, np.array([LABELS.index(r["label"]) for r in rows]),
-                np.arange(len(rows)), int(RECIPE["epochs"]), float(RECIPE["lr"]), progress)
+    y = np.array([LABELS.index(r["label"]) for r in rows])
+    net = train(network(base, int(RECIPE["lora_rank"])), encode, y, np.arange(len(rows)),
+                int(RECIPE["epochs"]), float(RECIPE["lr"]), progress)
     out = out or reader_path(cfg)
+    save(net, out, cfg.embedding.model, len(rows))
+    return out
+
+
+def save(net: Any, out: Path, model: str, n: int) -> None:
+    """The trained part, float16 safetensors written atomically: each adapted layer's LoRA
+    factors (`lora.<module>.A` / `.B`, the module named as in the plain encoder) and the head."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = {f"head.{k}": v for k, v in net.head.state_dict().items()}
+    for k, v in get_peft_model_state_dict(net.encoder).items():
+        module, factor = k.removeprefix("base_model.model.").rsplit(".lora_", 1)
+        state[f"lora.{module}.{factor.split('.')[0]}"] = v
+    meta = {"key": _key(model), "base": model, "labels": json.dumps(list(LABELS)),
+            "neg_threshold": str(NEG_THRESHOLD), "recipe": json.dumps(RECIPE), "n": str(n),
+            "lora_scale": str(LORA_ALPHA / int(RECIPE["lora_rank"])),
+            "data_sha256": _data_hash()[:16], "split": "tune"}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"state": {k: v.half() for k, v in net.state_dict().items()},
-                "labels": list(LABELS), "neg_threshold": NEG_THRESHOLD, "recipe": RECIPE,
-                "base": cfg.embedding.model, "n": len(rows)}, tmp)
+    save_file({k: v.detach().half().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
     os.replace(tmp, out)
-    return out
+
+
+def merge_lora(encoder: Any, state: dict[str, Any], scale: float) -> None:
+    """W += scale * B @ A for every adapted linear layer: the adapter folded into the plain
+    encoder once (peft's `merge_and_unload`, without importing peft to read)."""
+    modules = dict(encoder.named_modules())
+    for key, a in state.items():
+        if key.startswith("lora.") and key.endswith(".A"):
+            name = key[len("lora."):-len(".A")]
+            b = state[f"lora.{name}.B"]
+            modules[name].weight.data += scale * (b @ a)
 
 
 class RewardReader:
     """`predict(message)`: the label, from the fitted weights (torch on CPU)."""
 
     def __init__(self, path: Path, base: str):
-        import torch
+        from safetensors import safe_open
         from transformers import AutoTokenizer
 
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if tuple(saved["labels"]) != LABELS:
-            raise ValueError(f"{path}: fitted for other labels {saved['labels']}")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+        if tuple(json.loads(meta.get("labels", "[]"))) != LABELS:
+            raise ValueError(f"{path}: fitted for other labels {meta.get('labels')}")
         self.tok = AutoTokenizer.from_pretrained(base)
-        self.net = network(base, pretrained=False)
-        self.net.load_state_dict({k: v.float() for k, v in saved["state"].items()})
+        self.net = network(base)
+        merge_lora(self.net.encoder, state, float(meta["lora_scale"]))
+        self.net.head.load_state_dict({k[len("head."):]: v for k, v in state.items()
+                                       if k.startswith("head.")})
         self.net.eval()
-        self.neg_threshold = float(saved["neg_threshold"])
+        self.neg_threshold = float(meta["neg_threshold"])
         self.lock = threading.Lock()
 
     def predict_many(self, texts: list[str]) -> list[RewardPrediction]:
@@ -203,11 +268,15 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--fit", action="store_true", help="train and write the weights")
     ap.add_argument("--force", action="store_true", help="refit even when they are there")
+    ap.add_argument("--embedder", default=EmbeddingConfig().model,
+                    help="base model (the default one's weights ship with the package)")
     args = ap.parse_args(argv)
-    cfg = VARSConfig()
+    cfg = VARSConfig.from_dict({"embedding": {"model": args.embedder}})
     path = reader_path(cfg)
     if args.fit and (args.force or not path.exists()):
-        fit(cfg, path)
+        shipped = args.embedder == EmbeddingConfig().model
+        path = fit(cfg, SHIPPED if shipped else path)
+        _shipped_key.cache_clear()
     print(f"reaction reader: {path} ({'fitted' if path.exists() else 'not fitted: --fit'})")
     return 0
 
