@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pair", action="store_true", help="the previous user turn as a sentence pair")
     ap.add_argument("--lora", type=int, default=RECIPE["lora_rank"],
                     help="LoRA rank on every linear layer (0: all weights train)")
+    ap.add_argument("--save", help="write the out-of-fold probabilities (JSON) here")
     args = ap.parse_args(argv)
     cfg = VARSConfig()
     base, emb = base_model(cfg), load_embedder(cfg.embedding)
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             tuned[te] = torch.softmax(net(batch(te)), -1).numpy()
     p_neg = tuned[:, neg].sum(1)
+    if args.save:
+        Path(args.save).write_text(json.dumps({"y": y.tolist(), "tuned": tuned.round(6).tolist(),
+                                               "linear": linear.round(6).tolist()}))
     print(f"fine-tuned: AUC {roc_auc_score(y_neg, p_neg):.3f}, 7-label accuracy "
           f"{(tuned.argmax(1) == y).mean():.3f}, recall at precision >= 0.92 "
           f"{recall_at(p_neg, y_neg):.3f}")
