@@ -1,13 +1,16 @@
 """Cross-validation of the fine-tuned reaction reader on the tuning part of the labelled reward
 set (never the report part): 5 stratified folds; per fold the linear classifier (the shipped
-settings, its vocabulary from the fold) and MiniLM fine-tuned end to end (models/reward_reader.py).
+settings, its vocabulary from the fold) and MiniLM adapted with LoRA (the shipped recipe) or,
+with `--lora 0`, trained end to end (models/reward_reader.py).
 
-    python benchmarks/reward_reader_cv.py [--epochs 8] [--lr 4e-5] [--train-layers 6] [--pair]
+    python benchmarks/reward_reader_cv.py [--lora 8] [--epochs 8] [--lr 5e-4] [--train-layers 6]
+                                          [--pair] [--save oof.json]
 
 Prints, from the out-of-fold probabilities: AUC of the negative probability, 7-label accuracy,
-negative recall at the lowest threshold with precision >= 0.92, and the precision / recall of
-the fine-tuned reader at `NEG_THRESHOLD`, of the linear one at its shipped threshold, and of
-either (`reward_reader.combine`). About 4 minutes on 2 cores. docs/perception.md §10.
+negative recall at the lowest threshold with precision >= 0.92 (and that threshold), the
+precision / recall of the fine-tuned reader at `NEG_THRESHOLD`, of the linear one at its shipped
+threshold, and of either (`reward_reader.combine`) at the fine-tuned reader's thresholds 0.80 to
+0.98. About 9 minutes on 2 cores. docs/perception.md §10, §12.
 """
 
 from __future__ import annotations
