@@ -4,6 +4,10 @@ read the report part they never saw, and are used by the real graph's reward nod
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
@@ -23,6 +27,18 @@ def test_the_shipped_weights_are_fitted_on_the_current_set_and_recipe():
     """A change to the labelled set or the recipe without a refit (`python -m
     vars_langgraph.models.reward_reader --fit`) would leave every user to fit their own."""
     assert reader_path(VARSConfig()) == SHIPPED and SHIPPED.stat().st_size < 2_000_000
+
+
+def test_reading_needs_no_fitting_library():
+    """peft fits the adapter (the `fit` extra); reading folds it into MiniLM without it."""
+    code = ("import sys; from vars_langgraph import VARSConfig; "
+            "from vars_langgraph.models.reward_reader import load_reader; "
+            "p = load_reader(VARSConfig()).predict('hmm, that is not what I asked for'); "
+            "print(p.negative, 'peft' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False"]
 
 
 def test_reads_complaints_it_never_saw(reader):
