@@ -9,8 +9,9 @@ two thirds). Readers:
 - `keyword`: learning/reward.py `keyword_reward` (negative when r < 0, praise when r >= 0.5,
   progress when 0 < r < 0.5, none at 0), with the cosine between message and previous turn;
 - `classifier`: the shipped MiniLM + logistic model (models/reward_classifier.py);
-- `finetuned`: MiniLM fine-tuned on the tuning part (models/reward_reader.py; fitted here into
-  the model cache when it is not there yet, about a minute on 2 cores);
+- `finetuned`: MiniLM adapted on the tuning part with the shipped LoRA adapter
+  (models/reward_reader.py; for another embedding model fitted here into the model cache when
+  it is not there yet, about two minutes on 2 cores);
 - `reader`: what the reward node reads (the default): both learned readers, a complaint when
   either reads one (`reward_reader.combine`);
 - `judge` (with --judge N): the LLM judge prompt of learning/reward.py on the local CPU server
