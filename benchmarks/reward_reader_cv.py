@@ -3,8 +3,8 @@ set (never the report part): 5 stratified folds; per fold the linear classifier 
 settings, its vocabulary from the fold) and MiniLM adapted with LoRA (the shipped recipe) or,
 with `--lora 0`, trained end to end (models/reward_reader.py).
 
-    python benchmarks/reward_reader_cv.py [--lora 8] [--epochs 8] [--lr 5e-4] [--train-layers 6]
-                                          [--pair] [--save oof.json]
+    python benchmarks/reward_reader_cv.py [--lora 8] [--alpha 16] [--epochs 8] [--lr 5e-4]
+                                          [--train-layers 6] [--pair] [--save oof.json]
 
 Prints, from the out-of-fold probabilities: AUC of the negative probability, 7-label accuracy,
 negative recall at the lowest threshold with precision >= 0.92 (and that threshold), the
@@ -37,7 +37,14 @@ from transformers import AutoTokenizer  # noqa: E402
 from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.reward_reader import NEG_THRESHOLD, RECIPE, base_model, network, train  # noqa: E402
+from vars_langgraph.models.reward_reader import (  # noqa: E402
+    LORA_ALPHA,
+    NEG_THRESHOLD,
+    RECIPE,
+    base_model,
+    network,
+    train,
+)
 
 
 def recall_at(p: np.ndarray, y: np.ndarray, precision: float = 0.92) -> float:
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pair", action="store_true", help="the previous user turn as a sentence pair")
     ap.add_argument("--lora", type=int, default=RECIPE["lora_rank"],
                     help="LoRA rank on every linear layer (0: all weights train)")
+    ap.add_argument("--alpha", type=int, default=LORA_ALPHA, help="LoRA alpha (scale alpha / rank)")
     ap.add_argument("--save", help="write the out-of-fold probabilities (JSON) here")
     args = ap.parse_args(argv)
     cfg = VARSConfig()
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         m = LogisticRegression(C=params["C"], max_iter=5000).fit(x[tr], [rc.LABELS[i] for i in y[tr]])
         linear[te] = rc._neg_prob(m.predict_proba(x[te]), list(m.classes_))
         torch.manual_seed(RECIPE["seed"])
-        net = network(base, args.lora)
+        net = network(base, args.lora, args.alpha)
         if not args.lora:
             keep = [f"encoder.layer.{k}." for k in range(6 - args.train_layers, 6)]
             for name, p in net.encoder.named_parameters():

@@ -89,7 +89,7 @@ def base_model(cfg: VARSConfig) -> str:
     return resolve_model(cfg.embedding.model)
 
 
-def network(base: str, lora_rank: int = 0) -> Any:
+def network(base: str, lora_rank: int = 0, lora_alpha: int = LORA_ALPHA) -> Any:
     """The encoder and a linear head: logits over `LABELS` from the mean-pooled tokens. With
     `lora_rank` (fitting, `peft` needed) LoRA adapters on the encoder's linear layers are what
     trains; 0: the plain encoder (reading, or fitting every weight)."""
@@ -104,7 +104,7 @@ def network(base: str, lora_rank: int = 0) -> Any:
                 from peft import LoraConfig, get_peft_model
 
                 self.encoder = get_peft_model(self.encoder, LoraConfig(
-                    r=lora_rank, lora_alpha=LORA_ALPHA, target_modules=LORA_TARGETS))
+                    r=lora_rank, lora_alpha=lora_alpha, target_modules=LORA_TARGETS))
             self.head = torch.nn.Linear(self.encoder.config.hidden_size, len(LABELS))
 
         def forward(self, batch: dict[str, Any]) -> Any:
