@@ -56,8 +56,10 @@ def _data_hash() -> str:
     return hashlib.sha256(LABELLED.read_bytes()).hexdigest()
 
 
+@functools.cache
 def _key(model: str) -> str:
-    """What a fit depends on: the base model, the recipe and the labelled set."""
+    """What a fit depends on: the base model, the recipe and the labelled set (once per model
+    and process: `reader_path` runs on every reading)."""
     return hashlib.sha256(json.dumps([model, RECIPE, _data_hash()]).encode()).hexdigest()[:12]
 
 
