@@ -283,7 +283,15 @@ def test_two_users_three_sessions_end_to_end(data, tmp_path: Path, one_torch_thr
     assert enforce and all(r["reward"] is not None for r in enforce)
     others = [r["reward"] for r in rows if r["kind"] in ("followup", "close") and r["reward"] is not None]
     assert np.mean([r["reward"] for r in enforce]) < min(0.0, np.mean(others) if others else 0.0)
-    assert all({"gate", "advantage", "signal", "injected", "rag_choice"} <= set(r) for r in rows)
+    assert all({"gate", "advantage", "signal", "injected", "rag_choice", "task_kind"} <= set(r)
+               for r in rows)
+    # each injected note names the preference it carries: the session's precision is theirs
+    for user, rec in res["vars"]["per_user"].items():
+        for s, precision in enumerate(rec["precision"]):
+            hits = [n["preference"] in r["applicable"] for r in rows
+                    if (r["user"], r["session"]) == (user, s) and r["applicable"] is not None
+                    for n in r["injected"]]
+            assert precision == (pytest.approx(np.mean(hits), abs=1e-4) if hits else None)
     share = res["vars"]["summary"]["enforce_signal"]  # mean over sessions of per-session shares
     by_session: dict = {}
     for r in enforce:

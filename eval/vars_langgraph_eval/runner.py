@@ -385,7 +385,7 @@ class MethodRunner:
             for key in msg.stated:
                 self._stated.setdefault(profile.user_id, set()).add(key)
             if msg.kind == "close":
-                self._log(profile, session, msg, out, None)
+                self._log(profile, session, msg, out, None, problem.kind)
                 break
             notes = [c["note"] for c in out.get("selected", [])]
             matched = self.matcher.match(profile, notes)
@@ -402,7 +402,8 @@ class MethodRunner:
             rec.stated_total += len(known)
             self._policy_effect(rec, out.get("candidates", []))
             answer = _text(out.get("messages", [])[-1]) if out.get("messages") else ""
-            self._log(profile, session, msg, out, sorted(carried))
+            self._log(profile, session, msg, out, sorted(carried), problem.kind,
+                      sorted(applicable), matched)
             if rec.turns >= self.settings.max_turns:
                 rec.timed_out = True
                 break
@@ -434,18 +435,25 @@ class MethodRunner:
         return set(self._stated.get(profile.user_id, set()))
 
     def _log(self, profile: UserProfile, session: int, msg: UserMessage, out: dict[str, Any],
-             carried: list[str] | None) -> None:
+             carried: list[str] | None, task_kind: str, applicable: list[str] | None = None,
+             matched: list[str | None] | None = None) -> None:
+        """One turn of the transcript: with the problem's task kind, the preferences that apply
+        to it and, per injected note, the preference it was matched to (None: no preference)."""
         if not self.transcript:
             return
         reward = out.get("reward") or {}
         cands = [c for c in out.get("candidates", []) if c.get("rerank") is not None]
         k = sum(1 for c in cands if c.get("chosen"))
         rag_ids = [c["id"] for c in sorted(cands, key=lambda c: -c["rerank"])[:k]]
-        row = {"user": profile.user_id, "session": session, "kind": msg.kind, "user_text": msg.text,
+        row = {"user": profile.user_id, "session": session, "task_kind": task_kind,
+               "applicable": applicable, "kind": msg.kind, "user_text": msg.text,
                "stated": msg.stated, "extracted": [c["note"] for c in out.get("extracted", [])],
                "injected": [{"note": c["note"], "dense": c.get("dense"), "s0": c.get("rerank"),
                              "score": c.get("score"), "pi": c.get("pi"),
-                             "global": c.get("global")} for c in out.get("selected", [])],
+                             "global": c.get("global"), "preference": m}
+                            for c, m in zip(out.get("selected", []),
+                                            matched or [None] * len(out.get("selected", [])),
+                                            strict=True)],
                "rag_choice": [c["note"] for c in cands if c["id"] in rag_ids],
                "candidates": len(cands),
                "carried": carried, "reward": reward.get("value"), "gate": reward.get("gate"),
