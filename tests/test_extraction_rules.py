@@ -267,7 +267,25 @@ _SAID_OF_ANSWERS = [
     ("Without doubt, that was good.", None),
     ("You didn't use bullets.", None),
     ("Again with the rain today.", None),
+    # a need about the answer's form, a feeling after a comma, two parts joined by "and"
+    ("Honestly I just need the key steps.", "keep it to the key steps"),
+    ("I don't need compliments on my code.", "do not give compliments on my code"),
+    ("I check these on the bus, walls of text are hard to read.", "avoid walls of text"),
+    ("I just need a minute to think.", None),
+    ("I don't need help with the rest.", None),
+    ("I only want the best for my kids.", None),
+    ("I just need the code for the login page.", None),
+    ("Sorry, traffic is a pain today.", None),
 ]
+
+
+def test_two_parts_of_an_answer_joined_by_and_give_two_cards():
+    assert actions("I'd like bullet points and a short summary at the end.") == [
+        "prefer bullet points", "prefer a short summary at the end"]
+    assert actions("I prefer stories about dragons and knights.") == [
+        "prefer stories about dragons and knights"]
+    assert actions("I want the summary first and the details after.") == [
+        "prefer the summary first and the details after"]  # an order, one preference
 
 
 @pytest.mark.parametrize(("text", "action"), _SAID_OF_ANSWERS)

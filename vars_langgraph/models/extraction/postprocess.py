@@ -150,7 +150,7 @@ _STYLE = re.compile(
     r"\b(?:short|shorter|brief|concise|long|length|bullets?|lists?|numbered|tables?|markdown|"
     r"emojis?|format\w*|tone|formal|casual|friendly|jargon|simple|simpler|summary|examples?|"
     r"steps?|details?|verbose|paragraphs?|comments?|units?|metric|spelling|sentences?|preambles?|"
-    r"disclaimers?|exclamation|bold|headings?|latex|type hints?|syntax)\b", re.I
+    r"disclaimers?|exclamation|bold|headings?|latex|type hints?|syntax|gist|tl;?dr)\b", re.I
 )
 # what an answer-wide (global) preference is about: the answer's form, language or manner
 _ANSWER_WIDE = re.compile(

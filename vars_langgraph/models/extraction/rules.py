@@ -94,6 +94,8 @@ def fast_preferences(text: str) -> list[Preference]:
         sent = sent.strip(" ,.;:!")
         bare = _RESTATED.sub("", sent)
         found = identity_preferences(bare, text) or _split_answers_with(_sentence_preference(bare, text))
+        if not found and (tail := _feeling_after_comma(bare)):  # "I read on my phone, X are a pain"
+            found = _split_answers_with(_sentence_preference(tail, text))
         if not found and bare != sent and _STYLE_NP.match(bare):  # "No, I said bullet points."
             found = [Preference(condition=UNSCOPED_CONDITION, action=f"use {bare}", confidence=0.9)]
         if any(_ANSWER_NOUN.search(q.action) for q in out):  # "... answers ..., and keep them short"
@@ -204,10 +206,20 @@ _ANSWERS_WITH = re.compile(r"^prefer\s+(short|shorter|brief|concise|long|longer|
                            r"(?:answers|responses|replies)\s+(?:with|in)\s+(.+)$", re.I)
 
 
+# two things an answer should have: "prefer numbered steps and a one-line summary at the end"
+# (not an order of two: "examples first and theory after")
+_TWO_FORMS = re.compile(r"^(prefer|use|avoid|do not give|keep it to)\s+(.+?)\s+and\s+(.+)$", re.I)
+_ORDER = re.compile(r"\b(?:first|after|afterwards|then|last|later|before)$", re.I)
+
+
 def _split_answers_with(pref: Preference | None) -> list[Preference]:
-    """"prefer short answers with bullet points" -> "keep answers short" + "use bullet points"."""
+    """"prefer short answers with bullet points" -> "keep answers short" + "use bullet points";
+    "prefer numbered steps and a one-line summary" (two parts of an answer) -> one card each."""
     if pref is None:
         return []
+    two = _TWO_FORMS.match(pref.action)
+    if two and all(_ANSWER_FORM.search(p) and not _ORDER.search(p) for p in two.group(2, 3)):
+        return [pref.model_copy(update={"action": f"{two.group(1)} {part}"}) for part in two.group(2, 3)]
     m = _ANSWERS_WITH.match(pref.action)
     if not m:
         return [pref]
@@ -255,6 +267,16 @@ _HARD_WITHOUT = re.compile(r"^i find it (?:hard|difficult) to (?:read|follow|und
                            r"there (?:are|is) no\s+((?:[\w'-]+\s+){0,3}?[\w'-]+)$", re.I)
 
 
+def _feeling_after_comma(sent: str) -> str | None:
+    """The clause after a sentence's last comma when it says how an answer's part reads to the
+    user ("I read your answers on my phone, long code blocks are a pain"), else None."""
+    if ", " not in sent:
+        return None
+    tail = _clean_clause(sent.rsplit(", ", 1)[1])
+    rx = (_ANNOYS_WHEN, _ANNOYS, _AGAIN_WITH, _HARD, _EASIER, _HARD_WITHOUT)
+    return tail if any((m := r.match(tail)) and _ANSWER_PARTS.search(m.group(1)) for r in rx) else None
+
+
 def _lower_first(phrase: str) -> str:
     """"Lists" -> "lists", but "LaTeX" and "JSON" stay."""
     return phrase[0].lower() + phrase[1:] if phrase[1:2].islower() else phrase
@@ -266,6 +288,17 @@ _ANSWER_PARTS = re.compile(
     r"headings?|bullet points?|bullets|lists?|paragraphs?|links?|citations?|exclamation marks?|"
     r"apolog(?:y|ies)|long answers?|long responses?|long replies|essays?|preambles?|summaries)\b",
     re.I)
+# what an answer gives, beside its parts: "I just need the gist", "I don't need compliments",
+# "numbered steps and a one-line summary"
+_ANSWER_FORM = re.compile(
+    _ANSWER_PARTS.pattern + r"|\b(?:gist|summary|short version|tl;?dr|key (?:steps|points|facts)|"
+    r"(?:numbered |the )?steps|one[- ]liners?|one line|examples?|diagrams?|compliments?|praise|"
+    r"flattery|lectures?|history|background|theory|the basics|explanations?|recaps?|details)\b",
+    re.I)
+# a need about the answer's form: "I just need the gist", "I don't need compliments" (not "I
+# need a recipe for tonight": a request)
+_NEED = re.compile(r"^i\s+(?:really\s+)?(just|only|don't|do not)\s+(?:really\s+)?(?:need|want)\s+"
+                   r"(?:any\s+|all\s+)?(.+)$", re.I)
 
 
 def said_generally(sent: str, message: str) -> bool:
@@ -310,6 +343,9 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
         action = "use " + re.sub(r"^always\s+", "", sent, flags=re.I)
     elif m := _NEG_START.match(sent):
         action = None if _NOT_PREFS.match(m.group(1)) else sent
+    elif (m := _NEED.match(sent)) and _ANSWER_FORM.search(m.group(2)):
+        what = m.group(2)
+        action = f"do not give {what}" if m.group(1).lower() in ("don't", "do not") else f"keep it to {what}"
     elif m := _FIRST_PERSON.match(sent):
         verb, rest = m.group(1).lower(), m.group(2)
         lead = sent[: len(sent) - len(rest)].lower()
