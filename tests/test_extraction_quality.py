@@ -198,7 +198,7 @@ def test_one_dialogue_window_for_messages_and_pairs():
 def test_stated_preferences_keep_first_person_taste_only():
     from vars_langgraph.models.extraction.rules import stated_preferences
 
-    (p,) = stated_preferences("I'm a vegan and don't consume any animal products.")
+    (p,) = stated_preferences("I'm a vegan and never eat anything that comes from animals.")
     assert "vegan" in p.action and not p.is_global
     for text in ("What's the capital of Australia?", "I love this, what about pandas?",
                  "No, that's not what I asked, I prefer short answers.", "Write a haiku about autumn.",
@@ -223,8 +223,8 @@ def test_extract_node_falls_back_to_rules_when_the_extractor_finds_nothing(tmp_p
     engine = VARSEngine(cfg, open_store(cfg), extractor=Empty())
     node = make_extract(engine)
     run = {"configurable": {"thread_id": "t", "user_id": "u"}}
-    out = node({"messages": [HumanMessage("I avoid street food due to hygiene concerns.")]}, run, None)
-    assert [c["action"] for c in out["extracted"]] == ["avoid street food due to hygiene concerns"]
+    out = node({"messages": [HumanMessage("I avoid market stalls because of hygiene worries.")]}, run, None)
+    assert [c["action"] for c in out["extracted"]] == ["avoid market stalls because of hygiene worries"]
     out = node({"messages": [HumanMessage("How do I brew green tea?")]}, run, None)
     assert out["extracted"] == []
 
@@ -312,7 +312,7 @@ def test_a_card_the_user_did_not_state_is_dropped():
         (P("answering", "use medical terminology"), "I'm a nurse, so medical terminology is fine."),
         (P("answering", "keep answers short"), "Short answers."),
         (P("answering", "do not recommend European car brands"),
-         "I have no interest in European car brands due to past experiences."),
+         "I have no interest in European car brands after my last one broke down."),
     ]
     for card, text in kept:
         assert drop_unstated([card], text) == [card], text
@@ -342,7 +342,7 @@ def test_praise_of_the_answer_and_topic_wishes_give_no_card():
 
     for text in ("We train three times a week. I like your ideas!", "I like that idea.",
                  "I like your idea of working on side projects though.",
-                 "That's fascinating! I'd love to learn more about implementing training sessions."):
+                 "How interesting! I'd love to learn more about setting up training sessions."):
         assert fast_preferences(text) == [], text
     assert [p.action for p in fast_preferences("I like your ideas! I prefer short answers, though.")] == [
         "prefer short answers, though"]
@@ -356,8 +356,8 @@ def test_always_elsewhere_in_a_long_message_scopes_nothing():
     sentence is nothing but one ("Bullet points. Always.")."""
     from vars_langgraph.models.extraction.rules import fast_preferences
 
-    text = ("That's a great idea! I love the idea of making food visually appealing for kids. "
-            "Speaking of which, my kids are always asking me to play video games with them.")
+    text = ("What a nice idea! I love the idea of making lunches look fun for children. "
+            "By the way, my children are always asking me to play board games with them.")
     assert [p.is_global for p in fast_preferences(text)] == [False]
     assert [p.note for p in fast_preferences("Use bullet points. Always.")] == [
         "In general, use bullet points."]

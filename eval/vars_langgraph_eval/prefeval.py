@@ -361,6 +361,8 @@ class Conversation:
     def _record(self, uid: str, main: str, it: Item, turns: set[int], texts: set[str],
                 msgs: list[BaseMessage], out: dict[str, Any], covered: bool | None,
                 judge: Any) -> dict[str, Any]:
+        """One question's record. It names the item, cards and store hits by key, never by
+        text: PrefEval's texts (CC BY-NC) must not travel with results into a repository."""
         from vars_langgraph.nodes.generate import prompt_messages
 
         selected = out.get("selected", []) or []
@@ -374,7 +376,7 @@ class Conversation:
             for cid, card in cards.items():
                 if self._from(card, main, turns):
                     c = cands.get(cid, {})
-                    own.append({"note": card.note, "candidate": cid in cands,
+                    own.append({"id": cid, "candidate": cid in cands,
                                 "score": c.get("score"), "dense": c.get("dense"),
                                 "chosen": bool(c.get("chosen"))})
         system = out.get("system_prompt") or self.config.prompt.base_system
@@ -383,8 +385,9 @@ class Conversation:
         in_history = any(m.type == "human" and m.content in texts for m in prompt[1:-1])
         rec = {"item": it.key, "topic": it.topic, "card_in_prompt": hit,
                "in_history": in_history, "in_prompt": hit or in_history,
-               "covered": covered, "notes": len(selected), "question": it.question,
-               "own_cards": own, "selected_notes": [x.get("note") for x in selected],
+               "covered": covered, "notes": len(selected),
+               "own_cards": own, "selected": [x.get("id") or f"{x.get('thread')}#{x.get('turn')}"
+                                              for x in selected],
                "memory_tokens": _memory_tokens(system, self.config.prompt.base_system),
                "prompt_tokens": count_tokens_approximately(prompt)}
         if judge is not None:
