@@ -235,3 +235,19 @@ def test_an_answer_that_breaks_an_excluding_note_is_asked_again(tmp_path, second
     reminder = chat.calls[1][1][-1][1].split("(Keep in mind:")[1]
     assert note in reminder and "keep answers short" not in reminder
 
+
+
+def test_a_statement_copied_twice_is_confirmed_instead():
+    """Seen on this machine's llama.cpp build: the 0.5B answered "I prefer answers in bullet
+    points, and please keep them short." with "I prefer answers in bullet points." on both
+    tries. Only a message that states preferences and asks nothing gets the confirmation."""
+    from langchain_core.messages import HumanMessage
+
+    from vars_langgraph.nodes.generate import CONFIRMATION, copies, only_states
+
+    said = "I prefer answers in bullet points, and please keep them short."
+    assert copies("I prefer answers in bullet points.", [said])
+    assert only_states(HumanMessage(said))
+    assert not only_states(HumanMessage("I prefer bullet points. How do I brew green tea?"))
+    assert not only_states(HumanMessage("How do I brew green tea"))
+    assert not copies(CONFIRMATION, [said, NOTE], notes=[NOTE])

@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.config import PromptConfig
 from vars_langgraph.engine import VARSEngine
+from vars_langgraph.models.extraction.rules import fast_preferences
 from vars_langgraph.nodes.augment import HEADER, render_note_suffix
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
@@ -205,6 +206,17 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
     return False
 
 
+# the reply to a message that only states preferences when the model copied it twice (a 0.5B
+# answered "I prefer answers in bullet points, and please keep them short." with its first half)
+CONFIRMATION = "Noted, I'll keep that in mind."
+
+
+def only_states(message: BaseMessage) -> bool:
+    """Whether a user message states preferences (the rules read one) and asks nothing."""
+    text = message_text(message)
+    return "?" not in text and bool(fast_preferences(text))
+
+
 ECHO_USER_CHARS = 300  # a longer message may be quoted in a good answer (code, a text to fix)
 # an answer about the prompt instead of the question ("Based on the notes provided, ...",
 # "follow the instructions provided in the user preferences"): the notes block's own words,
@@ -355,6 +367,9 @@ def make_generate(engine: VARSEngine):
             # message alone and no notes
             log.debug("answer copied its prompt; asking again")
             reply = engine.chat_model.invoke([SystemMessage(cfg.prompt.base_system), plain], config)
+            if copies(message_text(reply), echo_sources(state), notes=notes) and only_states(plain):
+                # copied twice, and the message only stated preferences: confirm instead
+                reply = AIMessage(CONFIRMATION, id=reply.id)
         broken = breaks_exclusion(message_text(reply), notes) if cfg.prompt.retry_on_echo else []
         if broken:
             # the answer suggests what an injected note rules out ("I'm vegetarian" and a
