@@ -126,3 +126,25 @@ def test_stream_turn_marks_a_retried_answer():
     chunks[2:] = []
     stream_turn(Graph(), "dinner?", {}, out.append)
     assert RETRY_NOTE not in "".join(out)  # one answer: no note
+
+
+def test_a_confirmation_that_replaces_two_copies_reaches_the_chat(tmp_path):
+    """When both tries copy a statement, generate answers with a confirmation of its own (a
+    message with a new id): the chat shows it after the retry note, and it is what is kept."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from vars_langgraph import VARSConfig, VARSEngine, build_graph
+    from vars_langgraph.cli import RETRY_NOTE, stream_turn
+    from vars_langgraph.nodes.generate import CONFIRMATION
+    from vars_langgraph.storage import open_checkpointer, open_store
+
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path), "extractor": {"enabled": False}})
+    echo = "I prefer answers in bullet points."
+    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
+                        chat_model=FakeListChatModel(responses=[echo, echo]))
+    graph = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+    out: list[str] = []
+    final, _ = stream_turn(graph, "I prefer answers in bullet points, and please keep them short.",
+                           {"configurable": {"thread_id": "t", "user_id": "u"}}, out.append)
+    assert "".join(out) == f"{echo}\n{RETRY_NOTE}\n{echo}\n{RETRY_NOTE}\n{CONFIRMATION}"
+    assert final["messages"][-1].content == CONFIRMATION

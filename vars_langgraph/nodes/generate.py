@@ -360,16 +360,17 @@ def make_generate(engine: VARSEngine):
         reply = engine.chat_model.invoke(msgs, config)
         text = message_text(reply)
         notes = [c.get("note", "") for c in selected]
-        if cfg.prompt.retry_on_echo and (copies(text, echo_sources(state), notes=notes) or (
+        sources = echo_sources(state)
+        if cfg.prompt.retry_on_echo and (copies(text, sources, notes=notes) or (
                 selected and about_the_notes(text, message_text(plain)))):
             # a small model copied a note, the notes' header, an earlier answer or the user's
             # own short message, or talked about the notes: ask once more with the latest
             # message alone and no notes
             log.debug("answer copied its prompt; asking again")
             reply = engine.chat_model.invoke([SystemMessage(cfg.prompt.base_system), plain], config)
-            if copies(message_text(reply), echo_sources(state), notes=notes) and only_states(plain):
+            if copies(message_text(reply), sources, notes=notes) and only_states(plain):
                 # copied twice, and the message only stated preferences: confirm instead
-                reply = AIMessage(CONFIRMATION, id=reply.id)
+                reply = AIMessage(CONFIRMATION)  # a new id: streamed as a message of its own
         broken = breaks_exclusion(message_text(reply), notes) if cfg.prompt.retry_on_echo else []
         if broken:
             # the answer suggests what an injected note rules out ("I'm vegetarian" and a
