@@ -267,6 +267,25 @@ def test_a_query_that_names_the_cards_task_passes_the_condition_gate(make_config
     assert chosen("What is the derivative of x^2 sin x?") == [code.id]
 
 
+def test_a_card_for_another_task_waits_when_the_users_own_task_reads_better(make_config, embedder):
+    """The user's words around a pasted problem lift every "... problems" condition past
+    condition_min; the condition that reads best among the user's own names the task, and a
+    card of another task waits. Cards of one task ("writing code", "writing Python") stay."""
+    engine = _engine(make_config, "sqlite", embedder)  # the defaults
+    logic = _add(engine, "logic puzzles", "explain the reasoning as a list of numbered deductions")
+    math = _add(engine, "math problems", "show every step of the derivation")
+    code = _add(engine, "writing code", "add type hints to every function")
+    python = _add(engine, "writing Python", "use pytest for the tests")
+    chosen = _chooser(engine)
+    equation = "Here's a problem I'm working on: solve 3x + 5 = 20 for x."
+    function = "Here's a problem I'm working on: write a function that reverses a string."
+    assert chosen(equation) == [math.id]
+    assert sorted(chosen(function)) == sorted([code.id, python.id])
+    engine.config.memory.condition_margin = None  # the gate alone lets the other tasks in
+    assert {logic.id, code.id} <= set(chosen(equation))
+    assert math.id in chosen(function)
+
+
 def test_a_follow_up_keeps_its_threads_task(make_config, embedder):
     """"And in descending order?" names no task: the condition is read against the thread's
     first and previous user messages too. A question that names its own task is not a

@@ -231,6 +231,9 @@ class MemoryConfig(_Strict):
     # a card whose specific condition has cosine < condition_min with the query is left out
     # chosen on the collab tuning half (docs/memory-hygiene.md)
     condition_min: float | None = Field(0.1, ge=-1.0, le=1.0)
+    # ... and so is one whose condition is another task than the best-matching condition among
+    # the candidates, when it matches the query more than condition_margin worse (None: off)
+    condition_margin: float | None = Field(0.0, ge=0.0, le=2.0)
     hybrid: bool = True  # candidates from dense + BM25 (note and the user's own words), fused (RRF)
     lexical_weight: float = Field(0.0, ge=0.0)  # s += lexical_weight * normalised BM25 of the card's words
     consolidate: bool = True  # merge / supersede / retire after the answer (background learner)

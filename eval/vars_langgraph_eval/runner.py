@@ -75,8 +75,8 @@ log = logging.getLogger(__name__)
 ALL = 100_000
 # the baselines keep the memory as it was before issue 23 (docs/memory-hygiene.md): dense
 # top-K, top-k by s0, no selection threshold or condition gate, no consolidation
-PLAIN_MEMORY = {"hybrid": False, "min_p": 0.0, "condition_min": None, "consolidate": False,
-                "lexical_weight": 0.0}
+PLAIN_MEMORY = {"hybrid": False, "min_p": 0.0, "condition_min": None, "condition_margin": None,
+                "consolidate": False, "lexical_weight": 0.0}
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("no memory (extraction off)", {"extractor": {"enabled": False}}),
     "all": ("all memories in the prompt (reference, unbounded budget)",

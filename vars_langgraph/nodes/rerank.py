@@ -126,6 +126,31 @@ def condition_sims(engine: VARSEngine, ui: Any, qvec: np.ndarray,
             if g < CONDITION_GENERIC}
 
 
+# two conditions this close (MiniLM cosine) are one task ("writing code" / "coding" 0.77,
+# "math problems" / "doing math" 0.66; "logic puzzles" / "math problems" 0.55 are two)
+SAME_TASK = 0.6
+
+
+def other_tasks(engine: VARSEngine, ui: Any, candidates: list[dict[str, Any]],
+                sims: dict[int, float], margin: float, user_id: str) -> set[int]:
+    """The candidates (keys of `sims`) whose condition is another task than the one the query
+    reads as: more than `margin` below the best-matching condition among them, and neither
+    within `SAME_TASK` of it nor naming the same task (`named_task`). MiniLM puts every
+    "... problems" condition near a problem the user pasted, but the user's own task still
+    reads best (docs/memory-hygiene.md §12)."""
+    if len(sims) < 2:
+        return set()
+    ids = list(sims)
+    cards = {i: ui.cards[candidates[i]["id"]] for i in ids}
+    vecs = condition_vectors(engine, user_id, ui, cards)
+    best = max(ids, key=sims.__getitem__)
+    same = vecs @ vecs[ids.index(best)]
+    task = named_task(cards[best].condition)
+    return {i for i, sim in zip(ids, same.tolist(), strict=True)
+            if sims[i] < sims[best] - margin and sim < SAME_TASK
+            and not (task and named_task(cards[i].condition) == task)}
+
+
 def thread_topic(messages: Sequence[Any]) -> list[str]:
     """The thread's first and previous user messages (before the latest one): what a
     follow-up ("And in reverse?", "Walk me through the last step again") is about."""
@@ -142,7 +167,9 @@ def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str,
     `memory.condition_min`) or, when the query names no task, with one of the `context`
     messages (`thread_topic`: a follow-up is about its thread's task), or that names a task
     the query or those messages name (`named_task`: MiniLM puts "How do I reverse a list in
-    Python?" at 0.10 from "writing code"). An empty set is a valid answer."""
+    Python?" at 0.10 from "writing code"); and, with `memory.condition_margin` set, whose
+    condition is not another task than the best-matching one (`other_tasks`). An empty set is
+    a valid answer."""
     mcfg = engine.config.memory
     ok = np.ones(len(candidates), bool)
     if mcfg.min_p > 0:
@@ -168,10 +195,12 @@ def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str,
             csims = condition_sims(engine, ui, engine.embed_query(text[:MAX_QUERY_CHARS]),
                                    candidates, list(sims), user_id)
             sims = {i: max(v, csims.get(i, v)) for i, v in sims.items()}
-        for i, sim in sims.items():
-            if sim < mcfg.condition_min:
-                card = ui.cards.get(candidates[i]["id"])
-                ok[i] = card is not None and named_task(card.condition) in tasks
+        below = {i for i, sim in sims.items() if sim < mcfg.condition_min}
+        if mcfg.condition_margin is not None:
+            below |= other_tasks(engine, ui, candidates, sims, mcfg.condition_margin, user_id)
+        for i in below:
+            card = ui.cards.get(candidates[i]["id"])
+            ok[i] = card is not None and named_task(card.condition) in tasks
     return ok
 
 
