@@ -50,6 +50,12 @@ def test_polarity_conflict_catches_inversions_only():
     assert polarity_conflict("use emojis", "no emojis")
     assert not polarity_conflict("use pytest, not unittest", "don't show unittest examples")
     assert not polarity_conflict("give hints, not the final answer", "do not give the final answer")
+    # a verb of offering frames the object, as "show" does; "audio-only" holds no contrast word
+    assert not polarity_conflict("never suggest paid tools, I only use free software",
+                                 "suggest only free software, no paid tools")
+    assert not polarity_conflict("don't suggest podcasts or phone calls",
+                                 "do not suggest audio-only options like podcasts or phone calls")
+    assert polarity_conflict("recommend horror movies", "don't recommend horror movies")
 
 
 def test_scorer_needs_action_polarity_and_condition(embedder):

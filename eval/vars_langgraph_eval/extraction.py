@@ -39,9 +39,11 @@ _NEGATORS = re.compile(
     r"\b(?:no more|no|not|never|don't|dont|do not|doesn't|avoid|avoiding|without|stop|skip|nothing|"
     r"instead of|rather than|leave out|omit|none)\b"
 )
-_SCOPE_END = re.compile(r"[,.;:!?]|\b(?:but|instead|rather|just|only|then|and then)\b")
+# a contrast word ends a negation's scope; "audio-only", "read-only" are words, not contrasts
+_SCOPE_END = re.compile(r"[,.;:!?]|(?<![\w-])(?:but|instead|rather|just|only|then|and then)(?![\w-])")
 _GENERIC = (
-    "give use show write add include make keep provide put do be have get let me my you your the a "
+    "give use show write add include make keep provide put do be have get let suggest recommend "
+    "mention offer me my you your the a "
     "an to of in on for with it them any all each every i is are"
 )
 _UNSCOPED = (
