@@ -276,6 +276,19 @@ _SAID_OF_ANSWERS = [
     ("I only want the best for my kids.", None),
     ("I just need the code for the login page.", None),
     ("Sorry, traffic is a pain today.", None),
+    # an instruction beside a lasting fact about the user stands; beside the moment's it is a request
+    ("I live in Canada, so give prices in CAD please.", "give prices in CAD"),
+    ("My daughter is 6, keep stories age-appropriate.", "keep stories age-appropriate"),
+    ("English isn't my first language, please use simple words.", "use simple words"),
+    ("Go easy on the math, I'm not great with numbers.", "go easy on the math"),
+    ("I work nights, so suggest things I can do during the day.",
+     "suggest things I can do during the day"),
+    ("I'm stuck on this problem, so explain step 3.", None),
+    ("Here's my essay, check the grammar.", None),
+    ("My code crashes, explain why.", None),
+    ("We're going to Rome next week, suggest some restaurants.", None),
+    ("I tried that already, show me another way.", None),
+    ("I have a meeting at 3, so list the agenda items.", None),
 ]
 
 

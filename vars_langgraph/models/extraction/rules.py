@@ -83,7 +83,8 @@ def fast_preferences(text: str) -> list[Preference]:
     if not text or is_one_off(text):
         return []
     out: list[Preference] = []
-    for sent, pasted in ((s, pasted) for line, pasted in lines for s in _CLAUSES.split(line)):
+    for sent, pasted, after in ((s, pasted, after) for line, pasted in lines
+                                for s, after in _clauses(line)):
         if pasted and not _SPEAKS.search(sent):  # a line of a pasted problem: "No other masses."
             continue
         if m := _POLITE_STANDING.match(sent.strip()):  # "Would you mind not ...?": a request
@@ -93,7 +94,8 @@ def fast_preferences(text: str) -> list[Preference]:
             continue
         sent = sent.strip(" ,.;:!")
         bare = _RESTATED.sub("", sent)
-        found = identity_preferences(bare, text) or _split_answers_with(_sentence_preference(bare, text))
+        found = identity_preferences(bare, text) or _split_answers_with(
+            _sentence_preference(bare, text, after))
         if not found and (tail := _feeling_after_comma(bare)):  # "I read on my phone, X are a pain"
             found = _split_answers_with(_sentence_preference(tail, text))
         if not found and bare != sent and _STYLE_NP.match(bare):  # "No, I said bullet points."
@@ -134,6 +136,41 @@ _AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add
                r"|,\s+(?=you can\b|feel free\b))")
 _CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE)
 # a complaint's restating lead: "No, I said bullet points", "I told you I hate tables"
+# a lasting fact about the user that an instruction follows from ("I live in Canada", "my
+# daughter is 6", "I'm not great with numbers"), not the moment's ("I'm stuck", "my code crashes")
+_REASON = re.compile(
+    r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|never|only|don't|do not|can't|cannot|"
+    r"have\s+(?:a|an|two|three|\d+)\s+(?:kids?|children|daughters?|sons?|toddlers?|dogs?|cats?))\b|"
+    r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?rblind|deaf|"
+    r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan))\b|"
+    r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
+    r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)
+_REASON_FIRST = re.compile(r"^([^,?]{3,80}?),\s*(?:(?:and\s+)?so\s+)?(.{6,})$", re.I)
+_REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[^,?]{3,80})$", re.I)
+
+
+def _clauses(line: str) -> list[tuple[str, bool]]:
+    """The clauses of a line (`_CLAUSES`), each with whether it follows a fact about the user
+    after ", so" ("I live in Canada, so give prices in CAD")."""
+    parts = _CLAUSES.split(line)
+    return [(c, j > 0 and bool(_REASON.search(parts[j - 1]))
+             and bool(re.search(r",\s+so\s+" + re.escape(c[:30]), line, re.I)))
+            for j, c in enumerate(parts)]
+
+
+def _reason_split(sent: str) -> str | None:
+    """The instruction of a sentence that gives its reason, a fact about the user, beside it:
+    "My daughter is 6, keep stories age-appropriate", "Go easy on the math, I'm not great with
+    numbers" (a standing instruction, as a "when ..." condition makes one)."""
+    splits = [m.groups() for m in (_REASON_FIRST.match(sent),) if m]
+    splits += [m.groups()[::-1] for m in (_REASON_LAST.match(sent),) if m]
+    for reason, rest in splits:
+        rest = _PLEASE.sub("", rest.strip(" ,.;:!"))
+        if _REASON.search(reason) and not _REASON.search(rest) and _IMPERATIVE.match(rest):
+            return rest
+    return None
+
+
 _RESTATED = re.compile(r"^(?:no,?\s+)?(?:i said|i told you|as i said|like i said)\s+(?:that\s+)?", re.I)
 
 _DIETS = {
@@ -311,10 +348,13 @@ def said_generally(sent: str, message: str) -> bool:
                for t in [sent, *re.split(r"(?<=[.!?;])\s+|\n+", message)])
 
 
-def _sentence_preference(sent: str, message: str) -> Preference | None:
+def _sentence_preference(sent: str, message: str, reason: bool = False) -> Preference | None:
+    """The preference one clause states (`reason`: it follows a fact about the user)."""
     scoped = said_generally(sent, message)
     sent = _TRAIL_SCOPE.sub("", _LEAD_SCOPE.sub("", sent))
     cond = None
+    if not _LEAD_COND.match(sent) and (rest := _reason_split(sent)) is not None:
+        sent, reason = rest, True
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
     # "it annoys me when you use emojis": what triggers a feeling, not the scope of a request
@@ -363,7 +403,8 @@ def _sentence_preference(sent: str, message: str) -> Preference | None:
         verb = m.group(1).lower()
         bare = verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
         standing = verb not in _PROBLEM_VERBS or bool(cond and _ABOUT_USER.search(cond))
-        if standing and m.group(2) and (cond or scoped or bare or polite and verb in _STYLE_VERBS):
+        if standing and m.group(2) and (cond or scoped or bare or reason
+                                        or polite and verb in _STYLE_VERBS):
             action = sent
     if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
         return None
