@@ -289,6 +289,16 @@ _SAID_OF_ANSWERS = [
     ("We're going to Rome next week, suggest some restaurants.", None),
     ("I tried that already, show me another way.", None),
     ("I have a meeting at 3, so list the agenda items.", None),
+    # what helps the user, how to speak to them, what they don't drink
+    ("I'm a visual learner, diagrams help me a lot.", "use diagrams"),
+    ("Worked examples really help.", "use worked examples"),
+    ("Write in British English.", "write in British English"),
+    ("Talk to me like a friend, not a textbook.", "talk to me like a friend, not a textbook"),
+    ("I don't drink alcohol.", "avoid alcohol"),
+    ("Thanks, that really helps!", None),
+    ("Your example helped me.", None),
+    ("Write a poem about the sea.", None),
+    ("Write like a pirate for this one.", None),
 ]
 
 

@@ -186,7 +186,7 @@ _DIETS = {
 _DIET = re.compile(r"^(?:\w+[, ]+)?(?:i'm|i am|im|i keep|i eat|i'm strictly)\s+(?:a\s+|an\s+|strictly\s+)?("
                    + "|".join(sorted(_DIETS, key=len, reverse=True)) + r")\b", re.I)
 _ALLERGY = re.compile(r"\bi(?:'m| am)\s+(?:very\s+|severely\s+)?allergic\s+to\s+([\w -]{2,40})", re.I)
-_NO_EAT = re.compile(r"\bi\s+(?:don't|do not|never)\s+eat\s+([\w ,-]{2,40})", re.I)
+_NO_EAT = re.compile(r"\bi\s+(?:don't|do not|never)\s+(?:eat|drink)\s+([\w ,-]{2,40})", re.I)
 _OS = re.compile(
     r"\b(?:i'm|i am|im|i use|i'm using|i run|i work on|i'm running)\s+(?:on\s+)?(?:a\s+|an\s+)?"
     r"(linux|ubuntu|fedora|debian|arch linux|mac|macbook|macos|windows(?:\s+\d+)?|android|iphone|ios|"
@@ -311,7 +311,9 @@ def _feeling_after_comma(sent: str) -> str | None:
         return None
     tail = _clean_clause(sent.rsplit(", ", 1)[1])
     rx = (_ANNOYS_WHEN, _ANNOYS, _AGAIN_WITH, _HARD, _EASIER, _HARD_WITHOUT)
-    return tail if any((m := r.match(tail)) and _ANSWER_PARTS.search(m.group(1)) for r in rx) else None
+    if any((m := r.match(tail)) and _ANSWER_PARTS.search(m.group(1)) for r in rx):
+        return tail
+    return tail if _HELPS_ME.match(tail) else None  # "I'm a visual learner, diagrams help me
 
 
 def _lower_first(phrase: str) -> str:
@@ -334,6 +336,15 @@ _ANSWER_FORM = re.compile(
     re.I)
 # a need about the answer's form: "I just need the gist", "I don't need compliments" (not "I
 # need a recipe for tonight": a request)
+# what helps the user ("Diagrams help me a lot", "worked examples really help"): a bare noun
+# phrase, not a reaction to the answer ("That helps", "Your example helped me")
+_HELPS_ME = re.compile(r"^((?!(?:that|this|it|your|the|those|these)\b)[\w-]+(?:\s+[\w-]+){0,2}?)\s+"
+                       r"(?:really\s+|always\s+)?(?:help|work best|work better)(?:\s+(?:for\s+)?me)?"
+                       r"(?:\s+(?:a lot|the most|more))?$", re.I)
+# how to speak to the user: "Write in British English", "Talk to me like a friend, not a textbook"
+_MANNER = re.compile(r"^(?:always\s+)?(?:write|answer|reply|respond|talk|speak)\s+(?:to me\s+)?"
+                     r"(?:in (?:british|american|plain|simple|formal|informal|casual)\b|like\s+an?\b)",
+                     re.I)
 _NEED = re.compile(r"^i\s+(?:really\s+)?(just|only|don't|do not)\s+(?:really\s+)?(?:need|want)\s+"
                    r"(?:any\s+|all\s+)?(.+)$", re.I)
 
@@ -379,6 +390,10 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
         action = f"skip {m.group(1)}"
     elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
         action = m.group(1)
+    elif m := _HELPS_ME.match(sent):  # "Diagrams help me a lot"
+        action = f"use {_lower_first(m.group(1))}"
+    elif _MANNER.match(sent):  # "Write in British English", "Talk to me like a friend"
+        action = sent
     elif (polite or scoped) and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
         action = "use " + re.sub(r"^always\s+", "", sent, flags=re.I)
     elif m := _NEG_START.match(sent):
