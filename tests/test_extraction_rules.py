@@ -58,6 +58,8 @@ def test_no_standing_card(text):
     ("I'm a Windows user.", "Windows", "general"),
     ("I'm a beginner so keep the math simple.", "simple", "general"),
     ("I'm allergic to shellfish.", "shellfish", "general"),
+    ("I'm on a tight budget these days.", "affordable", "general"),
+    ("I don't drink alcohol.", "alcohol", "general"),
 ])
 def test_identity_facts_imply_a_preference(text, want, cond):
     cards = fast_preferences(text)
@@ -299,6 +301,13 @@ _SAID_OF_ANSWERS = [
     ("Your example helped me.", None),
     ("Write a poem about the sea.", None),
     ("Write like a pirate for this one.", None),
+    # a kind of answer needed, said with a bare plural; not a request for this answer
+    ("As a high school teacher, I need explanations I can reuse in class.",
+     "give explanations I can reuse in class"),
+    ("I need examples with real numbers.", "give examples with real numbers"),
+    ("I need details on the second option.", None),
+    ("I need recipes for tonight.", None),
+    ("I need a summary of this.", None),
 ]
 
 

@@ -186,6 +186,8 @@ _DIETS = {
 _DIET = re.compile(r"^(?:\w+[, ]+)?(?:i'm|i am|im|i keep|i eat|i'm strictly)\s+(?:a\s+|an\s+|strictly\s+)?("
                    + "|".join(sorted(_DIETS, key=len, reverse=True)) + r")\b", re.I)
 _ALLERGY = re.compile(r"\bi(?:'m| am)\s+(?:very\s+|severely\s+)?allergic\s+to\s+([\w -]{2,40})", re.I)
+_BUDGET = re.compile(r"\b(?:i'm|i am|im|we're|we are)\s+on\s+an?\s+(?:tight|limited|small|strict|"
+                     r"student|shoestring)\s+budget\b|\bmoney(?:'s| is)\s+tight\b", re.I)
 _NO_EAT = re.compile(r"\bi\s+(?:don't|do not|never)\s+(?:eat|drink)\s+([\w ,-]{2,40})", re.I)
 _OS = re.compile(
     r"\b(?:i'm|i am|im|i use|i'm using|i run|i work on|i'm running)\s+(?:on\s+)?(?:a\s+|an\s+)?"
@@ -225,6 +227,8 @@ def identity_preferences(sent: str, message: str) -> list[Preference]:
         name = {"mac": "Mac", "macbook": "Mac", "macos": "macOS", "ios": "iOS", "iphone": "iPhone"}.get(
             name.lower(), name[:1].upper() + name[1:])
         acts.append(f"give instructions for {name}")
+    if _BUDGET.search(t):
+        acts.append("suggest affordable, low-cost options")
     if m := _LEVEL.search(t):
         acts.append("keep explanations simple, for a beginner" if not m.group(2) else "skip the basics")
     out = []
@@ -336,6 +340,12 @@ _ANSWER_FORM = re.compile(
     re.I)
 # a need about the answer's form: "I just need the gist", "I don't need compliments" (not "I
 # need a recipe for tonight": a request)
+# a kind of answer the user needs, said with a bare plural ("As a teacher, I need explanations I
+# can reuse in class"; not "I need a recipe for tonight", "I need the steps for this one")
+_NEED_KIND = re.compile(r"^(?:as an?\s+[\w -]{2,40},\s*)?i\s+(?:really\s+)?(?:need|want)\s+"
+                        r"((?!(?:a|an|the|this|that|it|some|my|your)\b)\w+s\b"
+                        r"(?!.*\b(?:this|that|these|those|it|the (?:first|second|third|last|other|"
+                        r"above|previous|next))\b).*)$", re.I)
 # what helps the user ("Diagrams help me a lot", "worked examples really help"): a bare noun
 # phrase, not a reaction to the answer ("That helps", "Your example helped me")
 _HELPS_ME = re.compile(r"^((?!(?:that|this|it|your|the|those|these)\b)[\w-]+(?:\s+[\w-]+){0,2}?)\s+"
@@ -401,6 +411,8 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
     elif (m := _NEED.match(sent)) and _ANSWER_FORM.search(m.group(2)):
         what = m.group(2)
         action = f"do not give {what}" if m.group(1).lower() in ("don't", "do not") else f"keep it to {what}"
+    elif (m := _NEED_KIND.match(sent)) and _ANSWER_FORM.match(m.group(1)):
+        action = f"give {m.group(1)}"
     elif m := _FIRST_PERSON.match(sent):
         verb, rest = m.group(1).lower(), m.group(2)
         lead = sent[: len(sent) - len(rest)].lower()
