@@ -135,7 +135,6 @@ _AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add
                r"mention|always|never|don't|end|start|show|write|skip|stick)\b)"
                r"|,\s+(?=you can\b|feel free\b))")
 _CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE)
-# a complaint's restating lead: "No, I said bullet points", "I told you I hate tables"
 # a lasting fact about the user that an instruction follows from ("I live in Canada", "my
 # daughter is 6", "I'm not great with numbers"), not the moment's ("I'm stuck", "my code crashes")
 _REASON = re.compile(
@@ -171,6 +170,7 @@ def _reason_split(sent: str) -> str | None:
     return None
 
 
+# a complaint's restating lead: "No, I said bullet points", "I told you I hate tables"
 _RESTATED = re.compile(r"^(?:no,?\s+)?(?:i said|i told you|as i said|like i said)\s+(?:that\s+)?", re.I)
 
 _DIETS = {
