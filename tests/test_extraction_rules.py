@@ -291,6 +291,9 @@ _SAID_OF_ANSWERS = [
     ("We're going to Rome next week, suggest some restaurants.", None),
     ("I tried that already, show me another way.", None),
     ("I have a meeting at 3, so list the agenda items.", None),
+    ("I don't get it, give me an example.", None),
+    ("I only have 5 minutes, give me the short version.", None),
+    ("My boss wants this by Friday, make it formal.", None),
     # what helps the user, how to speak to them, what they don't drink
     ("I'm a visual learner, diagrams help me a lot.", "use diagrams"),
     ("Worked examples really help.", "use worked examples"),

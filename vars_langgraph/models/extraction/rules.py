@@ -138,12 +138,13 @@ _CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|"
 # a lasting fact about the user that an instruction follows from ("I live in Canada", "my
 # daughter is 6", "I'm not great with numbers"), not the moment's ("I'm stuck", "my code crashes")
 _REASON = re.compile(
-    r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|never|only|don't|do not|can't|cannot|"
+    r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|"
     r"have\s+(?:a|an|two|three|\d+)\s+(?:kids?|children|daughters?|sons?|toddlers?|dogs?|cats?))\b|"
     r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?rblind|deaf|"
     r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan))\b|"
     r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
     r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)
+_THIS = re.compile(r"\b(?:this|that|it)\b", re.I)  # "my boss wants this by Friday": the moment's
 _REASON_FIRST = re.compile(r"^([^,?]{3,80}?),\s*(?:(?:and\s+)?so\s+)?(.{6,})$", re.I)
 _REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[^,?]{3,80})$", re.I)
 
@@ -165,7 +166,8 @@ def _reason_split(sent: str) -> str | None:
     splits += [m.groups()[::-1] for m in (_REASON_LAST.match(sent),) if m]
     for reason, rest in splits:
         rest = _PLEASE.sub("", rest.strip(" ,.;:!"))
-        if _REASON.search(reason) and not _REASON.search(rest) and _IMPERATIVE.match(rest):
+        if (_REASON.search(reason) and not _THIS.search(reason) and not _REASON.search(rest)
+                and _IMPERATIVE.match(rest)):
             return rest
     return None
 
