@@ -146,8 +146,8 @@ def other_tasks(engine: VARSEngine, ui: Any, candidates: list[dict[str, Any]],
     best = max(ids, key=sims.__getitem__)
     same = vecs @ vecs[ids.index(best)]
     task = named_task(cards[best].condition)
-    return {i for i, sim in zip(ids, same.tolist(), strict=True)
-            if sims[i] < sims[best] - margin and sim < SAME_TASK
+    return {i for i, near in zip(ids, same.tolist(), strict=True)
+            if sims[i] < sims[best] - margin and near < SAME_TASK
             and not (task and named_task(cards[i].condition) == task)}
 
 

@@ -340,8 +340,6 @@ _ANSWER_FORM = re.compile(
     r"(?:numbered |the )?steps|one[- ]liners?|one line|examples?|diagrams?|compliments?|praise|"
     r"flattery|lectures?|history|background|theory|the basics|explanations?|recaps?|details)\b",
     re.I)
-# a need about the answer's form: "I just need the gist", "I don't need compliments" (not "I
-# need a recipe for tonight": a request)
 # a kind of answer the user needs, said with a bare plural ("As a teacher, I need explanations I
 # can reuse in class"; not "I need a recipe for tonight", "I need the steps for this one")
 _NEED_KIND = re.compile(r"^(?:as an?\s+[\w -]{2,40},\s*)?i\s+(?:really\s+)?(?:need|want)\s+"
@@ -357,6 +355,8 @@ _HELPS_ME = re.compile(r"^((?!(?:that|this|it|your|the|those|these)\b)[\w-]+(?:\
 _MANNER = re.compile(r"^(?:always\s+)?(?:write|answer|reply|respond|talk|speak)\s+(?:to me\s+)?"
                      r"(?:in (?:british|american|plain|simple|formal|informal|casual)\b|like\s+an?\b)",
                      re.I)
+# a need about the answer's form: "I just need the gist", "I don't need compliments" (not "I
+# need a recipe for tonight": a request)
 _NEED = re.compile(r"^i\s+(?:really\s+)?(just|only|don't|do not)\s+(?:really\s+)?(?:need|want)\s+"
                    r"(?:any\s+|all\s+)?(.+)$", re.I)
 
