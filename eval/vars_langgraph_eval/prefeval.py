@@ -77,8 +77,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "none": {"extractor": {"enabled": False}},
     "vars": {},
     "rag": {"policy": {"use_long": False, "use_short": False}},
+    # every card the memory keeps, past the selection's gates: the extraction ceiling
     "all": {"retrieval": {"top_k": ALL, "select_k": ALL, "max_global": ALL},
-            "policy": {"use_long": False, "use_short": False}},
+            "policy": {"use_long": False, "use_short": False},
+            "memory": {"min_p": 0.0, "condition_min": None, "condition_margin": None}},
     "lgstore": {"extractor": {"enabled": False}},
 }
 REFERENCE = "dense3"
