@@ -144,6 +144,7 @@ _REASON = re.compile(
     r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan))\b|"
     r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
     r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)
+_SO = re.compile(r",\s+so\s+", re.I)
 _THIS = re.compile(r"\b(?:this|that|it)\b", re.I)  # "my boss wants this by Friday": the moment's
 _REASON_FIRST = re.compile(r"^([^,?]{3,80}?),\s*(?:(?:and\s+)?so\s+)?(.{6,})$", re.I)
 _REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[^,?]{3,80})$", re.I)
@@ -152,10 +153,13 @@ _REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[
 def _clauses(line: str) -> list[tuple[str, bool]]:
     """The clauses of a line (`_CLAUSES`), each with whether it follows a fact about the user
     after ", so" ("I live in Canada, so give prices in CAD")."""
-    parts = _CLAUSES.split(line)
-    return [(c, j > 0 and bool(_REASON.search(parts[j - 1]))
-             and bool(re.search(r",\s+so\s+" + re.escape(c[:30]), line, re.I)))
-            for j, c in enumerate(parts)]
+    out, start, after = [], 0, False
+    for m in _CLAUSES.finditer(line):
+        clause = line[start : m.start()]
+        out.append((clause, after))
+        after = bool(_SO.fullmatch(m.group()) and _REASON.search(clause))
+        start = m.end()
+    return [*out, (line[start:], after)]
 
 
 def _reason_split(sent: str) -> str | None:
