@@ -21,6 +21,7 @@ from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.learning import card_value
 from vars_langgraph.memory.consolidate import consolidate, is_one_off
 from vars_langgraph.memory.store import PARTS, clean_pending
+from vars_langgraph.nodes.extract import combine
 from vars_langgraph.nodes.rerank import make_rerank
 from vars_langgraph.nodes.retrieve import make_retrieve
 from vars_langgraph.nodes.update import learn_card_values, make_update
@@ -241,6 +242,23 @@ def _chooser(engine):
         return [c["id"] for c in rerank(state, config, None)["selected"]]
 
     return chosen
+
+
+@pytest.mark.parametrize("said", [
+    "I live in Canada, so give prices in CAD please.",
+    "I work nights, so suggest things I can do during the day.",
+    "Write in British English.",
+    "As a high school teacher, I need explanations I can reuse in class.",
+    "My daughter is 6, keep stories age-appropriate.",
+])
+def test_a_standing_instruction_the_rules_read_is_not_archived_as_a_request(make_config, embedder,
+                                                                            said):
+    """An instruction that follows from a fact about the user ("give prices in CAD") reads
+    like a request by its verb; stored as a request it would never reach a prompt."""
+    engine = _engine(make_config, "sqlite", embedder)
+    cards = engine.add_preferences(U, combine([("user", said)], []),
+                                   CardSource(thread_id="t1", turn=1, query=said))
+    assert cards and not any(is_one_off(c) for c in cards), [c.note for c in cards]
 
 
 def test_condition_counts_and_empty_selection_is_valid(make_config, embedder):

@@ -376,7 +376,8 @@ def said_generally(sent: str, message: str) -> bool:
 
 
 def _sentence_preference(sent: str, message: str, reason: bool = False) -> Preference | None:
-    """The preference one clause states (`reason`: it follows a fact about the user)."""
+    """The preference one clause states (`reason`: it follows a lasting fact about the user,
+    so it stands for every answer)."""
     scoped = said_generally(sent, message)
     sent = _TRAIL_SCOPE.sub("", _LEAD_SCOPE.sub("", sent))
     cond = None
@@ -409,7 +410,7 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
     elif m := _HELPS_ME.match(sent):  # "Diagrams help me a lot"
         action = f"use {_lower_first(m.group(1))}"
     elif _MANNER.match(sent):  # "Write in British English", "Talk to me like a friend"
-        action = sent
+        action, reason = sent, True
     elif (polite or scoped) and _STYLE_NP.match(sent) and not _IMPERATIVE.match(sent):
         action = "use " + re.sub(r"^always\s+", "", sent, flags=re.I)
     elif m := _NEG_START.match(sent):
@@ -418,7 +419,7 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
         what = m.group(2)
         action = f"do not give {what}" if m.group(1).lower() in ("don't", "do not") else f"keep it to {what}"
     elif (m := _NEED_KIND.match(sent)) and _ANSWER_FORM.match(m.group(1)):
-        action = f"give {m.group(1)}"
+        action, reason = f"give {m.group(1)}", True
     elif m := _FIRST_PERSON.match(sent):
         verb, rest = m.group(1).lower(), m.group(2)
         lead = sent[: len(sent) - len(rest)].lower()
@@ -441,8 +442,9 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
             action = sent
     if not action or len(action.split()) < 2 or len(action) > MAX_ACTION:
         return None
-    if cond is None:
-        cond = "general" if scoped else UNSCOPED_CONDITION
+    if cond is None:  # what follows from a fact about the user, or is said of every answer,
+        # stands as "general" (as an identity fact does), not as this answer's request
+        cond = "general" if scoped or reason else UNSCOPED_CONDITION
     if len(action) > 1 and action[1].islower():
         action = action[0].lower() + action[1:]
     return Preference(condition=cond[:MAX_CONDITION], action=action, confidence=0.9)
