@@ -345,21 +345,33 @@ def scope_to_task(prefs: list[Preference]) -> list[Preference]:
     return out
 
 
+# a reply that takes up what the assistant offered ("Yes, always do that", "Sure, please do")
+_ASSENT = re.compile(r"^\s*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|sounds good|that works|"
+                     r"exactly|perfect|great)\b", re.I)
+
+
 def drop_context_copies(prefs: list[Preference],
                         window: Sequence[tuple[str, str]]) -> list[Preference]:  # fmt: skip
-    """Drop cards restating an earlier user turn of the window rather than the last message.
+    """Drop cards restating an earlier turn of the window rather than the last message.
 
-    The window gives the model context, but the earlier turns were extracted when they were
-    the last message: a card grounded in one of them and in no word of the new message is a
-    second copy of a stored card (it would compete with it for the prompt's slots).
+    The window gives the model context, but the earlier user turns were extracted when they
+    were the last message: a card grounded in one of them and in no word of the new message is
+    a second copy of a stored card (it would compete with it for the prompt's slots). A card
+    whose action is copied from an assistant turn is the assistant's words, not the user's
+    ("noted, I'll keep that in mind", the advice it gave: "improve your physical fitness"),
+    unless the user's message assents to it ("Yes, always do that").
     """
     said = content_words(window[-1][1]) if window else set()
     earlier = [content_words(t) for r, t in window[:-1] if r == "user"]
+    assent = bool(window) and bool(_ASSENT.match(window[-1][1]))
+    answers = [] if assent else [content_words(t) for r, t in window[:-1] if r != "user"]
     out = []
     for p in prefs:
         words = content_words(f"{p.condition} {p.action}")
-        copied = any(2 * len(words & e) >= len(words) for e in earlier) if words else False
-        if copied and not words & said:
+        action = content_words(p.action)
+        if words and not words & said and any(2 * len(words & e) >= len(words) for e in earlier):
+            continue
+        if action and not action & said and any(2 * len(action & a) >= len(action) for a in answers):
             continue
         out.append(p)
     return out

@@ -9,6 +9,7 @@ import re
 
 from vars_langgraph.models.extraction.postprocess import (
     UNSCOPED_CONDITION,
+    content_words,
     drop_feedback,
     has_generality_marker,
     is_feedback,
@@ -456,13 +457,21 @@ _LIKES = re.compile(
     r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of)\b", re.I
 )
 _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
+# what people say before a statement in passing ("By the way, I tend to avoid ...")
+_LEAD_IN = re.compile(r"^(?:(?:by the way|btw|you know|anyway|anyways|honestly|actually|also|"
+                      r"well|oh|to be honest|tbh|personally|frankly|and|but|plus)\s*,?\s+)+",
+                      re.I)
+MAX_STATED = 3  # quoted statements kept per message
 
 
-def stated_preferences(text: str) -> list[Preference]:
-    """Last resort for a first-person statement of taste that neither the extractor nor the
-    fast path turned into a card ("I'm a vegan and don't eat any animal products."): keep
-    the statement itself, quoted, as an unscoped note. Questions, feedback on the last answer
-    (`is_feedback`: "No, that's not what I asked") and messages without a like/dislike word
+def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ...] = ()
+                       ) -> list[Preference]:  # fmt: skip
+    """Never lose the user's words: each first-person statement of taste that no card of the
+    message (`cards`, from the extractor or the fast path) covers ("I'm a vegan and don't eat
+    any animal products.", "By the way, I tend to avoid standing desks ...") is kept itself,
+    quoted, as an unscoped note (at most `MAX_STATED`). A statement is covered when the cards'
+    words (conditions and actions) hold half of its content words. Questions, feedback on the last answer
+    (`is_feedback`: "No, that's not what I asked") and sentences without a like/dislike word
     yield nothing, and so does what the user pasted (`message_lines`: "As a Jew, I have never
     believed ..." in a quoted passage, "0. I only" in a quiz); a "no" inside a statement ("I
     have no interest in ...") does not make it feedback. The method's extractor over-extracts
@@ -471,9 +480,16 @@ def stated_preferences(text: str) -> list[Preference]:
     if not text.strip() or is_feedback(text):
         return []
     own = "\n".join(line for line, pasted in message_lines(text) if not pasted)
-    said = [s for s in sentences(own) if not s.endswith("?") and _SELF.match(s) and _LIKES.search(s)]
-    if not said:
-        return []
-    action = "keep in mind the user said: " + json.dumps(" ".join(said)[:200], ensure_ascii=False)
-    return [Preference(condition=UNSCOPED_CONDITION, action=action[:MAX_ACTION], confidence=0.5)]
-
+    covered = set().union(*(content_words(f"{c.condition} {c.action}") for c in cards))
+    out: list[Preference] = []
+    for sent in sentences(own):
+        said = _LEAD_IN.sub("", sent)
+        if sent.endswith("?") or not (_SELF.match(said) and _LIKES.search(said)):
+            continue
+        words = content_words(said)
+        if 2 * len(words & covered) >= len(words):
+            continue
+        action = "keep in mind the user said: " + json.dumps(said[:200], ensure_ascii=False)
+        out.append(Preference(condition=UNSCOPED_CONDITION, action=action[:MAX_ACTION],
+                              confidence=0.5))
+    return out[:MAX_STATED]
