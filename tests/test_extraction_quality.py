@@ -154,6 +154,32 @@ def test_statements_no_card_covers_are_kept_in_the_users_words():
     assert stated_preferences("I'm allergic to nuts and I hate cilantro.", both) == []
 
 
+def test_a_condition_must_name_a_situation_the_user_gave():
+    from vars_langgraph.models.extraction.postprocess import not_a_situation, scope_to_task
+
+    def fixed(cond: str, action: str, message: str) -> str:
+        (card,) = scope_to_task(fix_scope([P(cond, action)], [("user", message)]))
+        return card.condition
+
+    # the action's own object: the card would wait for a question about multiplayer games
+    assert fixed("recommending multiplayer games", "avoid multiplayer games",
+                 "I strongly dislike multiplayer games.") == "answering"
+    assert fixed("keyboard shortcuts with Cmd", "use Cmd shortcuts",
+                 "I'm on a Mac, so keyboard shortcuts with Cmd would help.") == "answering"
+    # who the user is: then the action's own task scopes it
+    assert fixed("vegetarian", "leave meat out of any recipe suggestions",
+                 "I'm vegetarian, keep that in mind for recipes.") == "suggesting recipes"
+    assert fixed("ethical preference", "suggest cruelty-free brands",
+                 "I only buy cruelty-free brands.") == "answering"
+    # a situation the user gave stays
+    for cond, action, message in (
+            ("recommending books", "stick to non-fiction", "When recommending books, stick to non-fiction."),
+            ("writing emails", "write in a formal tone", "My emails should be formal."),
+            ("giving travel tips", "focus on budget options", "For travel tips, focus on budget options.")):
+        assert not not_a_situation(P(cond, action), message)
+        assert fixed(cond, action, message) == cond
+
+
 def test_a_card_grounded_in_both_turns_is_kept():
     window = [("user", "I like short answers."), ("user", "Keep answers short, in bullets.")]
     card = P("answering", "keep answers short")

@@ -222,9 +222,30 @@ def drop_feedback(prefs: list[Preference], message: str) -> list[Preference]:
     return out
 
 
+# the verb a task condition opens with ("recommending", "writing", ...)
+_TASK_VERB = re.compile(r"^(?:when\s+)?\w+ing\b\s*", re.I)
+_PREFERENCE_WORD = re.compile(r"\b(?:prefer\w*|likes?|dislikes?|taste)\b", re.I)
+
+
+def not_a_situation(pref: Preference, message: str) -> bool:
+    """Whether a card's condition names no situation the user gave, as a small model writes:
+    the action's own object ("recommending multiplayer games: avoid multiplayer games", "keyboard
+    shortcuts with Cmd: use Cmd shortcuts"), who the user is ("vegetarian" from "I'm
+    vegetarian"), or the preference itself ("ethical preference")."""
+    cond = pref.condition.strip()
+    if _PREFERENCE_WORD.search(cond):
+        return True
+    if re.search(rf"\bi(?:'m| am)\s+(?:an?\s+)?{re.escape(cond)}\b", message.replace("\u2019", "'"), re.I):
+        return True
+    words = content_words(_TASK_VERB.sub("", cond))
+    return bool(words) and 2 * len(words & content_words(pref.action)) > len(words)
+
+
 def fix_scope(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> list[Preference]:
     """"general" only when the user says so; a condition must come from the dialogue.
 
+    - a condition that names no situation (`not_a_situation`) becomes "answering" ("general"
+      with a generality marker), so that the action's own task can scope it (`scope_to_task`);
     - a global card whose message has no generality marker gets condition "answering";
     - a task condition none of whose words occur in the window (a small model's habit:
       "writing code" for "I prefer bullet points") becomes "answering";
@@ -236,7 +257,9 @@ def fix_scope(prefs: list[Preference], window: Sequence[tuple[str, str]]) -> lis
     out = []
     for p in prefs:
         words = content_words(p.condition) - content_words("answering responding replying general writing")
-        if p.is_global and not marker:
+        if not p.is_global and not_a_situation(p, message):
+            p = p.model_copy(update={"condition": "general" if marker else UNSCOPED_CONDITION})
+        elif p.is_global and not marker:
             p = p.model_copy(update={"condition": UNSCOPED_CONDITION})
         elif not p.is_global and words and not words & said:
             p = p.model_copy(update={"condition": "general" if marker else UNSCOPED_CONDITION})
