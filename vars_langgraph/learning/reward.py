@@ -76,6 +76,33 @@ def keyword_reward(next_message: str, sim_queries: float | None) -> float:
     return float(max(-1.0, min(1.0, r)))
 
 
+# what points back at the last answer or an earlier statement: "I said", "again", "that", "?"
+_BACK_REFERENCE = re.compile(
+    r"\b(?:i|i've|i'd)\s+(?:did\s+)?(?:said|say|asked|told|mentioned|wrote|specified|stated)\b|"
+    r"\b(?:again|remember|already|still|like i|as i|earlier|before|first|start|instead|that|this|"
+    r"it|these|those|you|your|there|though|not what|anymore)\b|\?", re.I)
+# a first-person statement of taste ("I dislike pickup trucks", "I'm not a fan of ...")
+_FIRST_PERSON = re.compile(r"^\s*(?:i|i'm|i am|i've|i'd|my)\b", re.I)
+_TASTE = re.compile(
+    r"\b(?:prefer\w*|dislike\w*|like|love|enjoy|hate|avoid\w*|can't stand|cannot stand|fan of|"
+    r"interest\w*|aversion|bias|allergic|intoleran\w*|vegetarian|vegan|afraid|fear|phobia|"
+    r"uncomfortable|comfortable|find|tend|usually|always|never|only)\b", re.I)
+NEW_STATEMENT_LINK = 0.5  # below: the statement restates nothing before it (PrefEval/collab tuning)
+
+
+def new_statement(text: str, link: float) -> bool:
+    """Whether a message read as a complaint is a preference stated for the first time: a
+    first-person statement of taste ("I dislike cars with touchscreens because they distract
+    me.") that points back at nothing (`_BACK_REFERENCE`: "I said", "again", "that", a
+    question) and reads below `NEW_STATEMENT_LINK` against everything before it (`link`: the
+    previous query, the notes injected into the answer, the user's stored cards). The readers
+    take "I dislike ..." after an answer for a restated constraint; a user stating a new
+    preference has not complained about the answer (it is extracted as a card instead)."""
+    t = _normalise(text).strip()
+    return (link < NEW_STATEMENT_LINK and bool(_FIRST_PERSON.match(t)) and bool(_TASTE.search(t))
+            and not _BACK_REFERENCE.search(t))
+
+
 def gate(reward: float, sim_notes_query: float, sim_notes_next: float | None = None) -> float:
     """g from s = max cosine between injected notes and the query (step 6).
 
