@@ -121,9 +121,9 @@ def test_a_card_restating_an_earlier_turn_is_not_stored_again():
 def test_a_card_copied_from_the_assistant_is_not_the_users():
     # a small model copies the assistant's acknowledgement or advice into the user's cards
     ack = [("assistant", "Noted, I'll keep that in mind."),
-           ("user", "I avoid virtual reality experiences due to motion sickness issues.")]
+           ("user", "I stay away from escape rooms, small spaces make me anxious.")]
     echo = P("answering", "noted, I'll keep that in mind")
-    own = P("answering", "avoid virtual reality experiences")
+    own = P("answering", "avoid escape rooms")
     assert drop_context_copies([echo, own], ack) == [own]
     advice = [("assistant", "To grow as a guard, improve your physical fitness and keep notes."),
               ("user", "Thanks. Night shifts are hard on me, any tips?")]
@@ -138,14 +138,14 @@ def test_statements_no_card_covers_are_kept_in_the_users_words():
     from vars_langgraph.models.extraction.rules import stated_preferences
     from vars_langgraph.nodes.extract import combine
 
-    msg = ("I'm thinking about a 27-inch monitor. I usually prefer working on larger screens. "
-           "By the way, I tend to avoid standing desks since I have a phobia of heights. "
-           "Would a 27-inch monitor do?")
-    screens = P("answering", "prefer larger screens for design work")
+    msg = ("I'm planning a dinner party for six. I usually prefer cooking one big pot. "
+           "By the way, I tend to avoid chili since it upsets my stomach. "
+           "Would a stew work?")
+    screens = P("answering", "prefer cooking one big pot for dinners")
     notes = [p.action for p in stated_preferences(msg, [screens])]
     # the statement said in passing is kept; the one the card covers and the question are not
-    assert notes == ['keep in mind the user said: "I tend to avoid standing desks since I have a '
-                     'phobia of heights."']
+    assert notes == ['keep in mind the user said: "I tend to avoid chili since it upsets my '
+                     'stomach."']
     assert len(stated_preferences(msg)) == 2
     cards = combine([("user", msg)], [screens])
     assert [c.action for c in cards][-1] == notes[0] and len(cards) == 2

@@ -121,13 +121,13 @@ def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
 
 
 @pytest.mark.parametrize("text,link,new", [
-    ("I dislike pickup trucks because they're impractical.", 0.2, True),
-    ("I prefer not to attend crowded events.", 0.1, True),
-    ("I am not comfortable with heights.", 0.3, True),
+    ("I dislike musicals because the singing gets on my nerves.", 0.2, True),
+    ("I prefer not to go to loud bars.", 0.1, True),
+    ("I am not comfortable with horror stories.", 0.3, True),
     # the same words restating a stored card, the previous query or an injected note
-    ("I prefer not to attend crowded events.", 0.7, False),
+    ("I prefer not to go to loud bars.", 0.7, False),
     # pointing back at the answer or an earlier statement: a complaint
-    ("I said I prefer not to attend crowded events.", 0.1, False),
+    ("I said I prefer not to go to loud bars.", 0.1, False),
     ("I dislike that, too long.", 0.1, False),
     ("I prefer short answers, remember?", 0.1, False),
     ("Too long, just the command.", 0.1, False),  # not a statement of taste
@@ -140,7 +140,7 @@ def test_a_preference_stated_for_the_first_time_is_no_complaint(text, link, new)
 
 def test_reward_node_reads_a_new_preference_as_no_complaint_and_a_restated_one_as_one(tmp_path):
     """Real graph (SQLite, FAISS, MiniLM, the shipped readers), scripted chat model and
-    extractor: "I prefer not to attend crowded events." after an unrelated answer states a new
+    extractor: "I prefer not to go to loud bars." after an unrelated answer states a new
     preference (no reward); the same message once that preference is stored restates it."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
@@ -151,15 +151,15 @@ def test_reward_node_reads_a_new_preference_as_no_complaint_and_a_restated_one_a
     class Extractor:
         def extract(self, turns):
             text = turns[-1][1]
-            return ([Preference(condition="general", action="avoid crowded events", confidence=0.9)]
-                    if "crowded" in text else [])
+            return ([Preference(condition="general", action="avoid loud bars", confidence=0.9)]
+                    if "loud bars" in text else [])
 
     config = VARSConfig.from_dict({"data_dir": str(tmp_path)})
     engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index", extractor=Extractor(),
                         chat_model=FakeListChatModel(responses=["Here you go."]))
     g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
     cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
-    statement = "I prefer not to attend crowded events."
+    statement = "I prefer not to go to loud bars."
     g.invoke({"messages": [("user", "Explain recursion briefly.")]}, cfg)
     new = g.invoke({"messages": [("user", statement)]}, cfg)["reward"]
     assert new["label"] == "neutral" and new["value"] == 0.0 and "new_statement" in new
