@@ -205,10 +205,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, q in (("finetuned", p), ("reader", combine(p, lin))):
             r[name] = {"value": rc.reward_value(q, s), "label": q.label,
                        "p_negative": round(q.p_negative, 4), "coarse": coarse_of_label(q.label)}
+        # what the reward node does with the reading: a new preference or request is no
+        # complaint (its link here: the previous query only; the node also reads the notes and
+        # the stored cards, which can only keep more complaints)
+        why = rw.not_a_reaction(r["text"], s or 0.0) if r["reader"]["value"] < 0 else None
+        r["node"] = dict(r["reader"], **({"value": 0.0, "label": "neutral", "coarse": "none",
+                                          "why": why} if why else {}))
     result: dict[str, Any] = {"split": args.split, "classifier": clf.info(),
                               "finetuned": {"path": str(reader_path(cfg)), "recipe": RECIPE},
                               "readers": {}}
-    for name in ("keyword", "classifier", "finetuned", "reader"):
+    for name in ("keyword", "classifier", "finetuned", "reader", "node"):
         result["readers"][name] = metrics(rows, name)
     if args.judge:
         from vars_langgraph.config import LLMConfig

@@ -166,3 +166,21 @@ def test_reward_node_reads_a_new_preference_as_no_complaint_and_a_restated_one_a
     g.invoke({"messages": [("user", "What should I do in Berlin this weekend?")]}, cfg)
     again = g.invoke({"messages": [("user", statement)]}, cfg)["reward"]  # the card is stored now
     assert again["value"] < 0 and "new_statement" not in again
+
+
+@pytest.mark.parametrize("text,new", [
+    ("please compare Postgres and MySQL", True),
+    ("convert to kubernetes_ingress_v1", True),
+    ("Write a limerick about a cat in a hat.", True),
+    # what the answer lacked: a correction
+    ("please be more specific", False),
+    ("Write it again without numbers", False),
+    ("Make that shorter.", False),
+    ("give me the command only", False),
+    ("Can you explain step 2?", False),
+])
+def test_a_new_request_is_no_complaint(text, new):
+    from vars_langgraph.learning.reward import new_request, not_a_reaction
+
+    assert new_request(text) is new
+    assert (not_a_reaction(text, 0.9) == "new_request") is new

@@ -103,6 +103,35 @@ def new_statement(text: str, link: float) -> bool:
             and not _BACK_REFERENCE.search(t))
 
 
+# a request for something new, pointing back at nothing ("please compare A and B", "convert to
+# YAML"): what the answer lacked is said with "more", "again", "instead", "not", "it", ...
+_NEW_REQUEST = re.compile(
+    r"^\s*(?:please\s+|pls\s+|now\s+|can you\s+|could you\s+)?(?:write|create|generate|make|give|"
+    r"list|compare|show|explain|describe|convert|translate|summari[sz]e|draft|compose|design|build|"
+    r"implement|find|tell|provide|suggest|recommend|calculate|solve|simulate|plan|code|enumerate|"
+    r"display|help)\b", re.I)
+_POINTS_BACK = re.compile(
+    r"\b(?:more|less|shorter|longer|simpler|easier|again|instead|still|too|another|different|other|"
+    r"rather|not|no|don'?t|didn'?t|doesn'?t|wrong|actually|but|why|it|its|it's|that|this|those|"
+    r"these|them|you|your|i said|i asked|i meant|mean|only|just|same|back|redo|retry|fix|try|keep|"
+    r"remove|without|stop|anymore|already)\b|\?", re.I)
+
+
+def new_request(text: str) -> bool:
+    """Whether a message read as a complaint asks for something new and points back at nothing
+    ("please compare A and B", "convert to kubernetes_ingress_v1"): real users type their next
+    task as an imperative, which the readers take for a correction (docs/perception.md §15)."""
+    t = _normalise(text).strip()
+    return bool(_NEW_REQUEST.match(t)) and not _POINTS_BACK.search(t)
+
+
+def not_a_reaction(text: str, link: float) -> str | None:
+    """Why a message read as a complaint is none ("new_statement", "new_request"), or None."""
+    if new_statement(text, link):
+        return "new_statement"
+    return "new_request" if new_request(text) else None
+
+
 def gate(reward: float, sim_notes_query: float, sim_notes_next: float | None = None) -> float:
     """g from s = max cosine between injected notes and the query (step 6).
 

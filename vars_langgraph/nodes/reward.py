@@ -98,12 +98,12 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
                                     else (None, None, "keyword"))
             if value is None:
                 value = rw.keyword_reward(query, sim_q)
-            if value < 0:  # a preference stated for the first time is no complaint
+            if value < 0:  # a new preference or a new request is no complaint
                 stored = engine.index.search(user_id, qvec, 1)
                 link = max(sim_q or 0.0, sim_next, stored[0][1] if stored else 0.0)
-                if rw.new_statement(query, link):
+                if why := rw.not_a_reaction(query, link):
                     value, label = 0.0, "neutral"
-                    out["new_statement"] = round(link, 4)
+                    out[why] = round(link, 4)
             out["backend"] = reader
             out.update(value=value, label=label,
                        gate=rw.gate(value, float(pending.get("sim_notes_query", 0.0)), sim_next))
