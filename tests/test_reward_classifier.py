@@ -184,3 +184,28 @@ def test_a_new_request_is_no_complaint(text, new):
 
     assert new_request(text) is new
     assert (not_a_reaction(text, 0.9) == "new_request") is new
+
+
+def test_a_statement_against_what_the_answer_proposed_is_a_reaction(tmp_path):
+    """"I dislike X" right after an answer that proposed X reacts to it (the answer is part of
+    the statement's link); the same words after an unrelated answer state a new preference."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from vars_langgraph import VARSEngine, build_graph
+    from vars_langgraph.storage import open_checkpointer, open_store
+
+    def reward_after(answer: str, name: str) -> dict:
+        config = VARSConfig.from_dict({"data_dir": str(tmp_path / name)})
+        engine = VARSEngine(config, open_store(config), index_dir=tmp_path / name / "index",
+                            extractor=type("E", (), {"extract": lambda self, t: []})(),
+                            chat_model=FakeListChatModel(responses=[answer]))
+        g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+        cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+        g.invoke({"messages": [("user", "What's a fun weekend project?")]}, cfg)
+        return g.invoke({"messages": [("user", "I dislike projects that need a web server.")]},
+                        cfg)["reward"]
+
+    proposed = reward_after("A project that needs a web server: build a small Flask web app.", "web")
+    assert proposed["value"] < 0 and "new_statement" not in proposed
+    unrelated = reward_after("Try baking sourdough bread: it takes two days.", "bread")
+    assert unrelated["value"] == 0.0 and "new_statement" in unrelated

@@ -79,8 +79,10 @@ def keyword_reward(next_message: str, sim_queries: float | None) -> float:
 # what points back at the last answer or an earlier statement: "I said", "again", "that", "?"
 _BACK_REFERENCE = re.compile(
     r"\b(?:i|i've|i'd)\s+(?:did\s+)?(?:said|say|asked|told|mentioned|wrote|specified|stated)\b|"
-    r"\b(?:again|remember|already|still|like i|as i|earlier|before|first|start|instead|that|this|"
-    r"it|these|those|you|your|there|though|not what|anymore)\b|\?", re.I)
+    r"\b(?:again|remember|already|still|like i|as i|earlier|before|first|start|instead|this|"
+    r"it|these|those|you|your|there|though|not what|anymore)\b|"
+    # "that" pointing back ("I dislike that", "that's too long"), not a relative pronoun
+    r"^that\b|\bthat(?:'s|\s+(?:is|was|one|answer|again|part|bit|idea)\b|\s*[.,!;]|\s*$)|\?", re.I)
 # a first-person statement of taste ("I dislike pickup trucks", "I'm not a fan of ...")
 _FIRST_PERSON = re.compile(r"^\s*(?:i|i'm|i am|i've|i'd|my)\b", re.I)
 _TASTE = re.compile(
@@ -95,9 +97,9 @@ def new_statement(text: str, link: float) -> bool:
     first-person statement of taste ("I dislike cars with touchscreens because they distract
     me.") that points back at nothing (`_BACK_REFERENCE`: "I said", "again", "that", a
     question) and reads below `NEW_STATEMENT_LINK` against everything before it (`link`: the
-    previous query, the notes injected into the answer, the user's stored cards). The readers
-    take "I dislike ..." after an answer for a restated constraint; a user stating a new
-    preference has not complained about the answer (it is extracted as a card instead)."""
+    previous query and answer, the notes injected into the answer, the user's stored cards).
+    The readers take "I dislike ..." after an answer for a restated constraint; a user stating
+    a new preference has not complained about the answer (it is extracted as a card instead)."""
     t = _normalise(text).strip()
     return (link < NEW_STATEMENT_LINK and bool(_FIRST_PERSON.match(t)) and bool(_TASTE.search(t))
             and not _BACK_REFERENCE.search(t))

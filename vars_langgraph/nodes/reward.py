@@ -64,6 +64,15 @@ def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float
     return None, None, "keyword"
 
 
+def answer_link(engine: VARSEngine, user_id: str, pending: dict[str, Any], qvec: np.ndarray) -> float:
+    """How closely the message reads against the answer it follows and the user's stored cards
+    (a statement that restates one, or answers what the answer proposed, is a reaction)."""
+    stored = engine.index.search(user_id, qvec, 1)
+    answer = str(pending.get("answer") or "")
+    sim_a = float(engine.embed_query(answer[:MAX_QUERY_CHARS]) @ qvec) if answer.strip() else 0.0
+    return max(sim_a, stored[0][1] if stored else 0.0)
+
+
 def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
     """`memory`: where the pending feedback is read (default the engine's own)."""
     cfg = engine.config.reward
@@ -98,9 +107,8 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
                                     else (None, None, "keyword"))
             if value is None:
                 value = rw.keyword_reward(query, sim_q)
-            if value < 0:  # a new preference or a new request is no complaint
-                stored = engine.index.search(user_id, qvec, 1)
-                link = max(sim_q or 0.0, sim_next, stored[0][1] if stored else 0.0)
+            if value < 0 and rw.not_a_reaction(query, 0.0):  # a new preference or request?
+                link = max(sim_q or 0.0, sim_next, answer_link(engine, user_id, pending, qvec))
                 if why := rw.not_a_reaction(query, link):
                     value, label = 0.0, "neutral"
                     out[why] = round(link, 4)
