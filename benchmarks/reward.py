@@ -52,7 +52,14 @@ from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.learning import reward as rw  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
-from vars_langgraph.models.reward_reader import RECIPE, combine, load_reader, reader_path  # noqa: E402
+from vars_langgraph.models.reward_reader import (  # noqa: E402
+    RECIPE,
+    combine,
+    first_sentence,
+    load_reader,
+    reader_path,
+    with_first_sentence,
+)
 from vars_langgraph.models.reward_reader import fit as fit_reader  # noqa: E402
 
 COLUMNS = ("negative", "praise", "progress", "none")
@@ -201,16 +208,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "coarse": coarse_of_label(p.label)}  # fmt: skip
     if not reader_path(cfg).exists():
         fit_reader(cfg)
-    for r, p, lin, s in zip(rows, load_reader(cfg).predict_many(texts), preds, sims, strict=True):
-        for name, q in (("finetuned", p), ("reader", combine(p, lin))):
+    reader = load_reader(cfg)
+    firsts = [first_sentence(t) for t in texts]
+    # the node reads a short first sentence too (`reward_reader.with_first_sentence`)
+    leads = [combine(a, b) for a, b in zip(reader.predict_many(firsts), clf.predict_many(firsts, sims),
+                                           strict=True)]  # fmt: skip
+    for r, p, lin, s, lead in zip(rows, reader.predict_many(texts), preds, sims, leads, strict=True):
+        both = combine(p, lin)
+        node = with_first_sentence(
+            lambda t, text=r["text"], both=both, lead=lead: both if t == text else lead, r["text"])
+        for name, q in (("finetuned", p), ("reader", both), ("node", node)):
             r[name] = {"value": rc.reward_value(q, s), "label": q.label,
                        "p_negative": round(q.p_negative, 4), "coarse": coarse_of_label(q.label)}
         # what the reward node does with the reading: a new preference or request is no
-        # complaint (its link here: the previous query only; the node also reads the notes and
-        # the stored cards, which can only keep more complaints)
-        why = rw.not_a_reaction(r["text"], s or 0.0) if r["reader"]["value"] < 0 else None
-        r["node"] = dict(r["reader"], **({"value": 0.0, "label": "neutral", "coarse": "none",
-                                          "why": why} if why else {}))
+        # complaint (its link here: the previous query only; the node also reads the answer,
+        # the notes and the stored cards, which can only keep more complaints)
+        why = rw.not_a_reaction(r["text"], s or 0.0) if r["node"]["value"] < 0 else None
+        if why:
+            r["node"].update(value=0.0, label="neutral", coarse="none", why=why)
     result: dict[str, Any] = {"split": args.split, "classifier": clf.info(),
                               "finetuned": {"path": str(reader_path(cfg)), "recipe": RECIPE},
                               "readers": {}}

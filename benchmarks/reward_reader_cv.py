@@ -4,13 +4,16 @@ settings, its vocabulary from the fold) and MiniLM adapted with LoRA (the shippe
 with `--lora 0`, trained end to end (models/reward_reader.py).
 
     python benchmarks/reward_reader_cv.py [--lora 8] [--alpha 16] [--epochs 8] [--lr 5e-4]
-                                          [--train-layers 6] [--pair] [--save oof.json]
+                                          [--train-layers 6] [--pair] [--first-sentence]
+                                          [--save oof.json]
 
 Prints, from the out-of-fold probabilities: AUC of the negative probability, 7-label accuracy,
 negative recall at the lowest threshold with precision >= 0.92 (and that threshold), the
 precision / recall of the fine-tuned reader at `NEG_THRESHOLD`, of the linear one at its shipped
 threshold, and of either (`reward_reader.combine`) at the fine-tuned reader's thresholds 0.80 to
-0.98. About 9 minutes on 2 cores. docs/perception.md §10, §12.
+0.98. `--first-sentence` also reads each message's first sentence with the fold's models and
+prints either reader on the message or on its first sentence (`reward_reader.read_both`). About
+9 minutes on 2 cores. docs/perception.md §10, §12, §15.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from vars_langgraph.models.reward_reader import (  # noqa: E402
     NEG_THRESHOLD,
     RECIPE,
     base_model,
+    first_sentence,
     network,
     train,
 )
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lora", type=int, default=RECIPE["lora_rank"],
                     help="LoRA rank on every linear layer (0: all weights train)")
     ap.add_argument("--alpha", type=int, default=LORA_ALPHA, help="LoRA alpha (scale alpha / rank)")
+    ap.add_argument("--first-sentence", action="store_true",
+                    help="also read each message's first sentence (the node's reading)")
     ap.add_argument("--save", help="write the out-of-fold probabilities (JSON) here")
     args = ap.parse_args(argv)
     cfg = VARSConfig()
@@ -89,12 +95,19 @@ def main(argv: list[str] | None = None) -> None:
                        max_length=128, **kw)
         return tok([texts[i] for i in idx], max_length=RECIPE["max_length"], **kw)
 
+    firsts = [first_sentence(t) for t in texts]
     tuned, linear = np.zeros((len(rows), len(rc.LABELS))), np.zeros(len(rows))
+    tuned_f, linear_f = np.zeros_like(tuned), np.zeros_like(linear)
     folds = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
     for tr, te in tqdm(list(folds), desc="folds"):
-        x = rc.features(emb, texts, sims, rc.build_vocab([texts[i] for i in tr]), params["lex_scale"])
+        vocab = rc.build_vocab([texts[i] for i in tr])
+        x = rc.features(emb, texts, sims, vocab, params["lex_scale"])
         m = LogisticRegression(C=params["C"], max_iter=5000).fit(x[tr], [rc.LABELS[i] for i in y[tr]])
         linear[te] = rc._neg_prob(m.predict_proba(x[te]), list(m.classes_))
+        if args.first_sentence:
+            xf = rc.features(emb, [firsts[i] for i in te], [sims[i] for i in te], vocab,
+                             params["lex_scale"])
+            linear_f[te] = rc._neg_prob(m.predict_proba(xf), list(m.classes_))
         torch.manual_seed(RECIPE["seed"])
         net = network(base, args.lora, args.alpha)
         if not args.lora:
@@ -104,10 +117,16 @@ def main(argv: list[str] | None = None) -> None:
         train(net, batch, y, tr, args.epochs, args.lr)
         with torch.inference_mode():
             tuned[te] = torch.softmax(net(batch(te)), -1).numpy()
+            if args.first_sentence:
+                enc = tok([firsts[i] for i in te], padding=True, truncation=True,
+                          return_tensors="pt", max_length=RECIPE["max_length"])
+                tuned_f[te] = torch.softmax(net(enc), -1).numpy()
     p_neg = tuned[:, neg].sum(1)
     if args.save:
         Path(args.save).write_text(json.dumps({"y": y.tolist(), "tuned": tuned.round(6).tolist(),
-                                               "linear": linear.round(6).tolist()}))
+                                               "linear": linear.round(6).tolist(),
+                                               "tuned_first": tuned_f.round(6).tolist(),
+                                               "linear_first": linear_f.round(6).tolist()}))
     print(f"fine-tuned: AUC {roc_auc_score(y_neg, p_neg):.3f}, 7-label accuracy "
           f"{(tuned.argmax(1) == y).mean():.3f}, recall at precision >= 0.92 "
           f"{recall_at(p_neg, y_neg):.3f}")
@@ -120,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"either (combine): {pr(ft | lin, y_neg)}")
     for t in np.round(np.arange(0.80, 0.99, 0.01), 2):
         print(f"  either, fine-tuned at {t}: {pr((p_neg >= t) | lin, y_neg)}")
+    if args.first_sentence:
+        ff = (tuned_f[:, neg].sum(1) >= NEG_THRESHOLD) | (linear_f >= params["neg_threshold"])
+        multi = np.array([f != t for f, t in zip(firsts, texts, strict=True)])
+        print(f"either, or either on the first sentence: {pr(ft | lin | ff, y_neg)} "
+              f"({multi.sum()} messages of several sentences)")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
     ("I dislike that, too long.", 0.1, False),
     ("I prefer short answers, remember?", 0.1, False),
     ("Too long, just the command.", 0.1, False),  # not a statement of taste
+    ("My settings don't look like that at all.", 0.1, False),  # "like" of no taste
 ])
 def test_a_preference_stated_for_the_first_time_is_no_complaint(text, link, new):
     from vars_langgraph.learning.reward import new_statement
@@ -209,3 +210,42 @@ def test_a_statement_against_what_the_answer_proposed_is_a_reaction(tmp_path):
     assert proposed["value"] < 0 and "new_statement" not in proposed
     unrelated = reward_after("Try baking sourdough bread: it takes two days.", "bread")
     assert unrelated["value"] == 0.0 and "new_statement" in unrelated
+
+
+def test_a_reaction_put_first_is_read_before_the_preference_it_restates():
+    """Logic: the first sentence's complaint counts when the rest explains it; praise with a
+    concession, pasted code and a long first sentence keep the whole's reading."""
+    from vars_langgraph.models.reward_classifier import RewardPrediction
+    from vars_langgraph.models.reward_reader import with_first_sentence
+
+    def read(text: str) -> RewardPrediction:  # a stand-in reader: only the lead complains
+        bad = text in ("Hold on, this skips what matters to me.", "Clear, even if a bit long.",
+                       "Fix this:")
+        return RewardPrediction("neg_correction" if bad else "neutral", 0.99 if bad else 0.01, {})
+
+    assert with_first_sentence(read, "Hold on, this skips what matters to me. What works for me: "
+                                     "I prefer every step shown.").negative
+    assert not with_first_sentence(read, "Clear, even if a bit long. Appreciate it.").negative
+    assert not with_first_sentence(read, "Fix this: int main() { return 0; }").negative
+
+
+def test_reward_node_reads_a_reaction_put_before_a_long_restated_preference(tmp_path):
+    """Real graph and readers: the whole message reads as a new topic (the long restated
+    preference outweighs the reaction); its first sentence reads the complaint."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from vars_langgraph import VARSEngine, build_graph
+    from vars_langgraph.storage import open_checkpointer, open_store
+
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path)})
+    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
+                        extractor=type("E", (), {"extract": lambda self, t: []})(),
+                        chat_model=FakeListChatModel(responses=["The answer is 42."]))
+    g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+    cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    g.invoke({"messages": [("user", "Derive the formula for the area of a circle.")]}, cfg)
+    text = ("Hold on, this skips what matters to me. What works for me: when we go through a long "
+            "derivation together, I prefer that you show every intermediate result and say in one "
+            "line why each step follows from the one before it.")
+    out = g.invoke({"messages": [("user", text)]}, cfg)["reward"]
+    assert out["value"] < 0 and out["label"].startswith("neg_")

@@ -89,6 +89,7 @@ _TASTE = re.compile(
     r"\b(?:prefer\w*|dislike\w*|like|love|enjoy|hate|avoid\w*|can't stand|cannot stand|fan of|"
     r"interest\w*|aversion|bias|allergic|intoleran\w*|vegetarian|vegan|afraid|fear|phobia|"
     r"uncomfortable|comfortable|find|tend|usually|always|never|only)\b", re.I)
+_SIMILE = re.compile(r"\b(?:look|sound|feel|seem)s?\s+like\b", re.I)  # "like" as no taste
 NEW_STATEMENT_LINK = 0.5  # below: the statement restates nothing before it (PrefEval/collab tuning)
 
 
@@ -101,8 +102,8 @@ def new_statement(text: str, link: float) -> bool:
     The readers take "I dislike ..." after an answer for a restated constraint; a user stating
     a new preference has not complained about the answer (it is extracted as a card instead)."""
     t = _normalise(text).strip()
-    return (link < NEW_STATEMENT_LINK and bool(_FIRST_PERSON.match(t)) and bool(_TASTE.search(t))
-            and not _BACK_REFERENCE.search(t))
+    return (link < NEW_STATEMENT_LINK and bool(_FIRST_PERSON.match(t))
+            and bool(_TASTE.search(_SIMILE.sub(" ", t))) and not _BACK_REFERENCE.search(t))
 
 
 # a request for something new, pointing back at nothing ("please compare A and B", "convert to

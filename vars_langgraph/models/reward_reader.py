@@ -24,7 +24,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +232,50 @@ class RewardReader:
 
     def predict(self, text: str) -> RewardPrediction:
         return self.predict_many([text])[0]
+
+
+def first_sentence(text: str) -> str:
+    """A message's first sentence (the whole message when it has one)."""
+    from vars_langgraph.models.extraction.postprocess import sentences
+
+    parts = sentences(text)
+    return parts[0] if parts else text.strip()
+
+
+_ABOUT_THE_ANSWER = re.compile(r"\b(?:respon[sd]\w*|you|your)\b", re.I)
+_CODE = re.compile(r"[{}\[\];=<>#`]|\b(?:select one|true or false|choices?)\b", re.I)  # pasted
+LEAD_WORDS = 12  # a reaction put first is short
+
+
+def explains(rest: str, message: str) -> bool:
+    """Whether what follows a message's first sentence says what the user wants or what the
+    answer did (a stance word, "the response", "you"), with no praise and nothing pasted (code,
+    a quiz)."""
+    from vars_langgraph.learning.reward import has_positive_cue
+    from vars_langgraph.models.extraction.postprocess import states_a_stance
+    from vars_langgraph.models.extraction.rules import message_lines
+
+    if (not rest or has_positive_cue(rest) or _CODE.search(message)
+            or any(pasted for _, pasted in message_lines(message))):
+        return False
+    return states_a_stance(rest) or bool(_ABOUT_THE_ANSWER.search(rest))
+
+
+def with_first_sentence(read: Callable[[str], RewardPrediction | None],
+                        text: str) -> RewardPrediction | None:  # fmt: skip
+    """`read(text)`, or the reading of the message's first sentence when that one reads a
+    complaint, is short (`LEAD_WORDS`), the whole does not read one, and the rest explains it
+    (`explains`): people lead with the reaction and then restate what they want ("Hold on,
+    this ignores what I care about. What works for me: bullet points."), and a reading of the
+    whole weighs the restated preference over the reaction. Praise with a concession ("Clear,
+    even if a bit long. Thanks.") and pasted material keep the whole's reading."""
+    pred = read(text)
+    first = first_sentence(text)
+    rest = text.strip()[len(first):].strip() if text.strip().startswith(first) else ""
+    if pred is None or pred.negative or len(first.split()) > LEAD_WORDS or not explains(rest, text):
+        return pred
+    lead = read(first)
+    return lead if lead is not None and lead.negative else pred
 
 
 def combine(tuned: RewardPrediction, linear: RewardPrediction | None) -> RewardPrediction:

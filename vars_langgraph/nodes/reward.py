@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 from vars_langgraph.engine import VARSEngine
 from vars_langgraph.learning import reward as rw
 from vars_langgraph.memory.store import BadInput, UserMemory, clean_pending
+from vars_langgraph.models.reward_classifier import RewardPrediction
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, last_user_text, resolve_user_id, thread_id
 
@@ -40,28 +41,36 @@ def judge(engine: VARSEngine, prev_query: str, answer: str, query: str) -> rw.Ju
 def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float | None, str | None, str]:
     """(r, label, reader) from the learned readers: the linear classifier, and with
     `reward.backend: finetuned` the fine-tuned reader beside it (`reward_reader.combine`) when it
-    is fitted; (None, None, "keyword") when none loads (the caller uses the keyword reward)."""
+    is fitted; (None, None, "keyword") when none loads (the caller uses the keyword reward). A
+    message whose first sentence reads a complaint is one (`reward_reader.with_first_sentence`)."""
     from vars_langgraph.models.reward_classifier import load_classifier, reward_value
-    from vars_langgraph.models.reward_reader import combine, load_reader
+    from vars_langgraph.models.reward_reader import combine, load_reader, with_first_sentence
 
-    text = query[:MAX_QUERY_CHARS]
-    linear = tuned = None
+    clf = reader = None
     try:
-        linear = load_classifier(engine.embedder).predict(text, sim_q)
+        clf = load_classifier(engine.embedder)
     except Exception as e:  # noqa: BLE001 - the fine-tuned reader or the keyword reward still reads
         log.warning("reward classifier unavailable (%s)", e)
     if engine.config.reward.backend == "finetuned":
         try:
             reader = load_reader(engine.config)  # None (logged once) until it is fitted
-            tuned = reader.predict(text) if reader is not None else None
         except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
             log.warning("fine-tuned reaction reader unavailable (%s); using the classifier", e)
-    if tuned is not None:
-        pred = combine(tuned, linear)
-        return reward_value(pred, sim_q), pred.label, "finetuned"
-    if linear is not None:
-        return reward_value(linear, sim_q), linear.label, "classifier"
-    return None, None, "keyword"
+
+    def read(text: str) -> RewardPrediction | None:
+        linear = clf.predict(text, sim_q) if clf is not None else None
+        tuned = None
+        if reader is not None:
+            try:
+                tuned = reader.predict(text)
+            except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
+                log.warning("fine-tuned reaction reader failed (%s); using the classifier", e)
+        return combine(tuned, linear) if tuned is not None else linear
+
+    pred = with_first_sentence(read, query[:MAX_QUERY_CHARS])
+    if pred is None:
+        return None, None, "keyword"
+    return reward_value(pred, sim_q), pred.label, "finetuned" if reader is not None else "classifier"
 
 
 def answer_link(engine: VARSEngine, user_id: str, pending: dict[str, Any], qvec: np.ndarray) -> float:

@@ -457,6 +457,11 @@ _CLAUSE = re.compile(r"[,;:.!?]\s*|\s+(?:and|but|so|then)\s+", re.I)
 _LEAD = re.compile(r"^(?:(?:please|pls|always|never|just|also|do not|don'?t|do)\s+)+", re.I)
 
 
+def states_a_stance(text: str) -> bool:
+    """Whether `text` holds a stance word (`_STANCE`: a like or dislike, a need, a request, ...)."""
+    return bool(_STANCE.search(text))
+
+
 def is_stated(pref: Preference, sentence: str) -> bool:
     """Whether the user stated this card in `sentence` (its `sentence_of` the message, or the
     message): a stance word ("prefer", "can't stand", "please", "usually", ...), or a clause
