@@ -381,7 +381,7 @@ def drop_context_copies(prefs: list[Preference],
     were the last message: a card grounded in one of them and in no word of the new message is
     a second copy of a stored card (it would compete with it for the prompt's slots). A card
     whose action is copied from an assistant turn is the assistant's words, not the user's
-    ("noted, I'll keep that in mind", the advice it gave: "improve your physical fitness"),
+    ("noted, ...", the advice it gave: "improve your physical fitness"),
     unless the user's message assents to it ("Yes, always do that").
     """
     said = content_words(window[-1][1]) if window else set()

@@ -468,14 +468,15 @@ def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ..
                        ) -> list[Preference]:  # fmt: skip
     """Never lose the user's words: each first-person statement of taste that no card of the
     message (`cards`, from the extractor or the fast path) covers ("I'm a vegan and don't eat
-    any animal products.", "By the way, I tend to avoid standing desks ...") is kept itself,
+    any animal products.", "By the way, I tend to avoid spicy food ...") is kept itself,
     quoted, as an unscoped note (at most `MAX_STATED`). A statement is covered when the cards'
-    words (conditions and actions) hold half of its content words. Questions, feedback on the last answer
-    (`is_feedback`: "No, that's not what I asked") and sentences without a like/dislike word
-    yield nothing, and so does what the user pasted (`message_lines`: "As a Jew, I have never
-    believed ..." in a quoted passage, "0. I only" in a quiz); a "no" inside a statement ("I
-    have no interest in ...") does not make it feedback. The method's extractor over-extracts
-    on purpose (recall first); reranking and the user vector filter what does not help."""
+    words (conditions and actions) hold half of its content words. Questions, feedback on the
+    last answer (`is_feedback`: "No, that's not what I asked") and sentences without a
+    like/dislike word yield nothing, and so does what the user pasted (`message_lines`: "As a
+    Jew, I have never believed ..." in a quoted passage, "0. I only" in a quiz); a "no" inside a
+    statement ("I have no interest in ...") does not make it feedback. The method's extractor
+    over-extracts on purpose (recall first); reranking and the user vector filter what does
+    not help."""
     text = str(text or "").replace("\u2019", "'")[:MAX_TURN_CHARS]
     if not text.strip() or is_feedback(text):
         return []
