@@ -132,6 +132,7 @@ def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
     ("I prefer short answers, remember?", 0.1, False),
     ("Too long, just the command.", 0.1, False),  # not a statement of taste
     ("My settings don't look like that at all.", 0.1, False),  # "like" of no taste
+    ("I really only needed a few lines.", 0.1, False),  # what the answer should have been
 ])
 def test_a_preference_stated_for_the_first_time_is_no_complaint(text, link, new):
     from vars_langgraph.learning.reward import new_statement

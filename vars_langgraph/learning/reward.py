@@ -79,6 +79,8 @@ def keyword_reward(next_message: str, sim_queries: float | None) -> float:
 # what points back at the last answer or an earlier statement: "I said", "again", "that", "?"
 _BACK_REFERENCE = re.compile(
     r"\b(?:i|i've|i'd)\s+(?:did\s+)?(?:said|say|asked|told|mentioned|wrote|specified|stated)\b|"
+    # what the user wanted of the answer just given ("I really only needed a few lines")
+    r"\bi\s+(?:\w+ly\s+)?(?:only\s+)?(?:needed|wanted|meant|expected|hoped|was (?:hoping|looking|after))\b|"
     r"\b(?:again|remember|already|still|like i|as i|earlier|before|first|start|instead|this|"
     r"it|these|those|you|your|there|though|not what|anymore)\b|"
     # "that" pointing back ("I dislike that", "that's too long"), not a relative pronoun
@@ -88,7 +90,7 @@ _FIRST_PERSON = re.compile(r"^\s*(?:i|i'm|i am|i've|i'd|my)\b", re.I)
 _TASTE = re.compile(
     r"\b(?:prefer\w*|dislike\w*|like|love|enjoy|hate|avoid\w*|can't stand|cannot stand|fan of|"
     r"interest\w*|aversion|bias|allergic|intoleran\w*|vegetarian|vegan|afraid|fear|phobia|"
-    r"uncomfortable|comfortable|find|tend|usually|always|never|only)\b", re.I)
+    r"uncomfortable|comfortable|find|tend|usually)\b", re.I)
 _SIMILE = re.compile(r"\b(?:look|sound|feel|seem)s?\s+like\b", re.I)  # "like" as no taste
 NEW_STATEMENT_LINK = 0.5  # below: the statement restates nothing before it (PrefEval/collab tuning)
 
