@@ -57,6 +57,8 @@ def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float
         except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
             log.warning("fine-tuned reaction reader unavailable (%s); using the classifier", e)
 
+    used = {"classifier"}  # which readers gave the reading
+
     def read(text: str) -> RewardPrediction | None:
         linear = clf.predict(text, sim_q) if clf is not None else None
         tuned = None
@@ -65,12 +67,15 @@ def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float
                 tuned = reader.predict(text)
             except Exception as e:  # noqa: BLE001 - a damaged fit: the linear classifier still reads
                 log.warning("fine-tuned reaction reader failed (%s); using the classifier", e)
-        return combine(tuned, linear) if tuned is not None else linear
+        if tuned is None:
+            return linear
+        used.add("finetuned")
+        return combine(tuned, linear)
 
     pred = with_first_sentence(read, query[:MAX_QUERY_CHARS])
     if pred is None:
         return None, None, "keyword"
-    return reward_value(pred, sim_q), pred.label, "finetuned" if reader is not None else "classifier"
+    return reward_value(pred, sim_q), pred.label, "finetuned" if "finetuned" in used else "classifier"
 
 
 def answer_link(engine: VARSEngine, user_id: str, pending: dict[str, Any], qvec: np.ndarray) -> float:
