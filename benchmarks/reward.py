@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # what the reward node does with the reading: a new preference or request is no
         # complaint (its link here: the previous query only; the node also reads the answer,
         # the notes and the stored cards, which can only keep more complaints)
-        why = rw.not_a_reaction(r["text"], s or 0.0) if r["node"]["value"] < 0 else None
+        why = rw.not_a_reaction(r["text"], lambda s=s: s or 0.0) if r["node"]["value"] < 0 else None
         if why:
             r["node"].update(value=0.0, label="neutral", coarse="none", why=why)
     result: dict[str, Any] = {"split": args.split, "classifier": clf.info(),

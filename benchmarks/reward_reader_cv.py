@@ -12,8 +12,9 @@ negative recall at the lowest threshold with precision >= 0.92 (and that thresho
 precision / recall of the fine-tuned reader at `NEG_THRESHOLD`, of the linear one at its shipped
 threshold, and of either (`reward_reader.combine`) at the fine-tuned reader's thresholds 0.80 to
 0.98. `--first-sentence` also reads each message's first sentence with the fold's models and
-prints either reader on the message or on its first sentence (`reward_reader.read_both`). About
-9 minutes on 2 cores. docs/perception.md §10, §12, §15.
+prints either reader on the message, or on its first sentence where the reward node reads it
+(`reward_reader.lead_sentence`), and on any first sentence. About 9 minutes on 2 cores.
+docs/perception.md §10, §12, §15.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from vars_langgraph.models.reward_reader import (  # noqa: E402
     RECIPE,
     base_model,
     first_sentence,
+    lead_sentence,
     network,
     train,
 )
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         return tok([texts[i] for i in idx], max_length=RECIPE["max_length"], **kw)
 
     firsts = [first_sentence(t) for t in texts]
+    lead = np.array([lead_sentence(t) is not None for t in texts])
     tuned, linear = np.zeros((len(rows), len(rc.LABELS))), np.zeros(len(rows))
     tuned_f, linear_f = np.zeros_like(tuned), np.zeros_like(linear)
     folds = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
@@ -141,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  either, fine-tuned at {t}: {pr((p_neg >= t) | lin, y_neg)}")
     if args.first_sentence:
         ff = (tuned_f[:, neg].sum(1) >= NEG_THRESHOLD) | (linear_f >= params["neg_threshold"])
-        multi = np.array([f != t for f, t in zip(firsts, texts, strict=True)])
-        print(f"either, or either on the first sentence: {pr(ft | lin | ff, y_neg)} "
+        multi = np.array([f != t.strip() for f, t in zip(firsts, texts, strict=True)])
+        print(f"either, or either on a reaction put first (the node): {pr(ft | lin | ff & lead, y_neg)} "
+              f"({lead.sum()} such messages)")
+        print(f"either, or either on any first sentence: {pr(ft | lin | ff, y_neg)} "
               f"({multi.sum()} messages of several sentences)")
 
 

@@ -185,7 +185,7 @@ def test_a_new_request_is_no_complaint(text, new):
     from vars_langgraph.learning.reward import new_request, not_a_reaction
 
     assert new_request(text) is new
-    assert (not_a_reaction(text, 0.9) == "new_request") is new
+    assert (not_a_reaction(text, lambda: 0.9) == "new_request") is new
 
 
 def test_a_statement_against_what_the_answer_proposed_is_a_reaction(tmp_path):

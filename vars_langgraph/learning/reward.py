@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 NEGATIVE_CUES = (
@@ -130,11 +131,13 @@ def new_request(text: str) -> bool:
     return bool(_NEW_REQUEST.match(t)) and not _POINTS_BACK.search(t)
 
 
-def not_a_reaction(text: str, link: float) -> str | None:
-    """Why a message read as a complaint is none ("new_statement", "new_request"), or None."""
-    if new_statement(text, link):
-        return "new_statement"
-    return "new_request" if new_request(text) else None
+def not_a_reaction(text: str, link: Callable[[], float]) -> str | None:
+    """Why a message read as a complaint is none ("new_request", "new_statement"), or None.
+    `link()` (the statement's closeness to what came before) is computed only for a message
+    that reads as a new statement."""
+    if new_request(text):
+        return "new_request"
+    return "new_statement" if new_statement(text, 0.0) and new_statement(text, link()) else None
 
 
 def gate(reward: float, sim_notes_query: float, sim_notes_next: float | None = None) -> float:

@@ -261,18 +261,24 @@ def explains(rest: str, message: str) -> bool:
     return states_a_stance(rest) or bool(_ABOUT_THE_ANSWER.search(rest))
 
 
-def with_first_sentence(read: Callable[[str], RewardPrediction | None],
-                        text: str) -> RewardPrediction | None:  # fmt: skip
-    """`read(text)`, or the reading of the message's first sentence when that one reads a
-    complaint, is short (`LEAD_WORDS`), the whole does not read one, and the rest explains it
-    (`explains`): people lead with the reaction and then restate what they want ("Hold on,
-    this ignores what I care about. What works for me: bullet points."), and a reading of the
-    whole weighs the restated preference over the reaction. Praise with a concession ("Clear,
-    even if a bit long. Thanks.") and pasted material keep the whole's reading."""
-    pred = read(text)
+def lead_sentence(text: str) -> str | None:
+    """The message's first sentence when it may be read on its own: a short reaction put first
+    (`LEAD_WORDS`) that the rest explains (`explains`); else None."""
     first = first_sentence(text)
     rest = text.strip()[len(first):].strip() if text.strip().startswith(first) else ""
-    if pred is None or pred.negative or len(first.split()) > LEAD_WORDS or not explains(rest, text):
+    return first if len(first.split()) <= LEAD_WORDS and explains(rest, text) else None
+
+
+def with_first_sentence(read: Callable[[str], RewardPrediction | None],
+                        text: str) -> RewardPrediction | None:  # fmt: skip
+    """`read(text)`, or the reading of the message's `lead_sentence` when that one reads a
+    complaint and the whole does not: people lead with the reaction and then restate what they
+    want ("Hold on, this ignores what I care about. What works for me: bullet points."), and a
+    reading of the whole weighs the restated preference over the reaction. Praise with a
+    concession ("Clear, even if a bit long. Thanks.") and pasted material keep the whole's
+    reading."""
+    pred = read(text)
+    if pred is None or pred.negative or (first := lead_sentence(text)) is None:
         return pred
     lead = read(first)
     return lead if lead is not None and lead.negative else pred

@@ -121,11 +121,10 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
                                     else (None, None, "keyword"))
             if value is None:
                 value = rw.keyword_reward(query, sim_q)
-            if value < 0 and rw.not_a_reaction(query, 0.0):  # a new preference or request?
-                link = max(sim_q or 0.0, sim_next, answer_link(engine, user_id, pending, qvec))
-                if why := rw.not_a_reaction(query, link):
-                    value, label = 0.0, "neutral"
-                    out[why] = round(link, 4)
+            if value < 0 and (why := rw.not_a_reaction(query, lambda: max(
+                    sim_q or 0.0, sim_next, answer_link(engine, user_id, pending, qvec)))):
+                value, label = 0.0, "neutral"  # a new preference or request: no complaint
+                out[why] = True
             out["backend"] = reader
             out.update(value=value, label=label,
                        gate=rw.gate(value, float(pending.get("sim_notes_query", 0.0)), sim_next))
