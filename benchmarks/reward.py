@@ -12,8 +12,8 @@ two thirds). Readers:
 - `finetuned`: MiniLM adapted on the tuning part with the shipped LoRA adapter
   (models/reward_reader.py; for another embedding model fitted here into the model cache when
   it is not there yet, about two minutes on 2 cores);
-- `reader`: what the reward node reads (the default): both learned readers, a complaint when
-  either reads one (`reward_reader.combine`);
+- `reader`: what the reward node reads (the default): both learned readers, their
+  probabilities averaged (`reward_reader.combine`);
 - `judge` (with --judge N): the LLM judge prompt of learning/reward.py on the local CPU server
   (or --base-url), on the first N messages of the split (an unusable verdict counts as none).
 With --phrases POOL (tune, report or keyword: the scripted collab user's phrase pools,

@@ -10,11 +10,12 @@ with `--lora 0`, trained end to end (models/reward_reader.py).
 Prints, from the out-of-fold probabilities: AUC of the negative probability, 7-label accuracy,
 negative recall at the lowest threshold with precision >= 0.92 (and that threshold), the
 precision / recall of the fine-tuned reader at `NEG_THRESHOLD`, of the linear one at its shipped
-threshold, and of either (`reward_reader.combine`) at the fine-tuned reader's thresholds 0.80 to
-0.98. `--first-sentence` also reads each message's first sentence with the fold's models and
-prints either reader on the message, or on its first sentence where the reward node reads it
+threshold, of either reading a complaint, and of the two averaged (`reward_reader.combine`) at
+thresholds 0.45 to 0.75 and at `BOTH_THRESHOLD`. `--first-sentence` also reads each message's
+first sentence with the fold's models and prints the averaged reading of the message, or of its
+first sentence where the reward node reads it
 (`reward_reader.lead_sentence`), and on any first sentence. About 9 minutes on 2 cores.
-docs/perception.md §10, §12, §15.
+docs/perception.md §10, §12, §15, §16.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from vars_langgraph.config import VARSConfig  # noqa: E402
 from vars_langgraph.models import reward_classifier as rc  # noqa: E402
 from vars_langgraph.models.embedder import load_embedder  # noqa: E402
 from vars_langgraph.models.reward_reader import (  # noqa: E402
+    BOTH_THRESHOLD,
     LORA_ALPHA,
     NEG_THRESHOLD,
     RECIPE,
@@ -139,15 +141,21 @@ def main(argv: list[str] | None = None) -> None:
     ft, lin = p_neg >= NEG_THRESHOLD, linear >= params["neg_threshold"]
     print(f"fine-tuned at {NEG_THRESHOLD}: {pr(ft, y_neg)}")
     print(f"linear at {params['neg_threshold']}: {pr(lin, y_neg)}")
-    print(f"either (combine): {pr(ft | lin, y_neg)}")
-    for t in np.round(np.arange(0.80, 0.99, 0.01), 2):
-        print(f"  either, fine-tuned at {t}: {pr((p_neg >= t) | lin, y_neg)}")
+    print(f"either reads a complaint (round 15-18's rule): {pr(ft | lin, y_neg)}")
+    mean = (p_neg + linear) / 2  # `reward_reader.combine`: the probabilities averaged
+    t, tp, tr_ = rc._threshold_for(mean, y_neg)
+    print(f"averaged: lowest threshold with precision >= {rc.TARGET_PRECISION}: {t} "
+          f"(precision {tp:.3f}, recall {tr_:.3f})")
+    for t in np.round(np.arange(0.45, 0.76, 0.025), 3):
+        print(f"  averaged at {t}: {pr(mean >= t, y_neg)}")
+    both = mean >= BOTH_THRESHOLD
+    print(f"averaged at {BOTH_THRESHOLD} (combine): {pr(both, y_neg)}")
     if args.first_sentence:
-        ff = (tuned_f[:, neg].sum(1) >= NEG_THRESHOLD) | (linear_f >= params["neg_threshold"])
+        ff = (tuned_f[:, neg].sum(1) + linear_f) / 2 >= BOTH_THRESHOLD
         multi = np.array([f != t.strip() for f, t in zip(firsts, texts, strict=True)])
-        print(f"either, or either on a reaction put first (the node): {pr(ft | lin | ff & lead, y_neg)} "
+        print(f"combine, or combine on a reaction put first (the node): {pr(both | ff & lead, y_neg)} "
               f"({lead.sum()} such messages)")
-        print(f"either, or either on any first sentence: {pr(ft | lin | ff, y_neg)} "
+        print(f"combine, or combine on any first sentence: {pr(both | ff, y_neg)} "
               f"({multi.sum()} messages of several sentences)")
 
 

@@ -13,7 +13,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from vars_langgraph import VARSConfig, VARSEngine, build_graph
 from vars_langgraph.models import reward_reader
-from vars_langgraph.models.reward_classifier import load_labelled
+from vars_langgraph.models.reward_classifier import LABELS, RewardPrediction, load_labelled
 from vars_langgraph.models.reward_reader import SHIPPED, load_reader, reader_path
 from vars_langgraph.storage import open_checkpointer, open_store
 
@@ -74,9 +74,9 @@ def test_reward_node_reads_with_the_fitted_reader_by_default(reader, tmp_path):
     assert out["value"] < 0 and out["advantage"] < 0
 
 
-def test_either_reader_reading_a_complaint_is_a_complaint(reader, tmp_path):
-    """The fine-tuned reader alone reads "No, that's not what I asked for." as neutral; the
-    linear classifier beside it reads the complaint (`combine`)."""
+def test_both_readers_read_a_plain_no_as_a_complaint(reader, tmp_path):
+    """"No, that's not what I asked for." is a complaint in the node's reading (both readers'
+    probabilities averaged, `combine`)."""
     text = "No, that's not what I asked for."
     out = _reaction(_graph(tmp_path / "g"), text)
     assert out["backend"] == "finetuned" and out["value"] < 0
@@ -88,3 +88,18 @@ def test_a_damaged_fit_falls_back_to_the_classifier(tmp_path, monkeypatch):
     monkeypatch.setattr(reward_reader, "reader_path", lambda cfg: damaged)
     out = _reaction(_graph(tmp_path), "you lost me there")
     assert out["backend"] == "classifier" and out["label"] == "neg_confusion"
+
+
+def _pred(p_neg: float) -> RewardPrediction:
+    """A reading with `p_neg` on neg_correction and the rest on neutral."""
+    probs = {lab: 0.0 for lab in LABELS} | {"neg_correction": p_neg, "neutral": 1.0 - p_neg}
+    return RewardPrediction("neg_correction" if p_neg >= 0.5 else "neutral", p_neg, probs)
+
+
+def test_combine_averages_the_two_readers():
+    """One reader sure and the other not is no complaint; both leaning to one is."""
+    assert not reward_reader.combine(_pred(0.99), _pred(0.05)).negative  # 0.52 < BOTH_THRESHOLD
+    assert reward_reader.combine(_pred(0.7), _pred(0.65)).negative
+    both = reward_reader.combine(_pred(0.9), _pred(0.8))
+    assert both.label == "neg_correction" and abs(both.p_negative - 0.85) < 1e-6
+    assert reward_reader.combine(_pred(0.9), None).p_negative == 0.9

@@ -151,7 +151,7 @@ class PolicyConfig(_Strict):
 
 class RewardConfig(_Strict):
     # finetuned (default): MiniLM adapted on the labelled set (LoRA, shipped weights;
-    # models/reward_reader.py) beside the linear classifier, a complaint when either reads one;
+    # models/reward_reader.py) beside the linear classifier, their probabilities averaged;
     # classifier: MiniLM + a fitted linear model alone (models/reward_classifier.py). Chosen by
     # measurement on the tuning part: docs/perception.md §12
     backend: Literal["classifier", "finetuned", "keyword", "llm_judge"] = "finetuned"
