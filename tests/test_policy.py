@@ -115,6 +115,17 @@ def test_stored_vector_with_nan_or_wrong_size_resets_safely():
     assert policy.UserVector.from_dict(good.to_dict(), 2).z_long.tolist() == [0.5, -0.5]
 
 
+def test_reading_some_cards_values_reads_those_only():
+    """The rerank node reads the candidates' learned values, not one per card ever injected."""
+    vec = policy.UserVector.zeros(2)
+    vec.card_values = {"a": [0.5, 2.0, 1.0], "b": [-0.2, 1.0, 0.0], "c": [2.0, 1.0, 0.0]}
+    d = vec.to_dict()
+    d["card_values"]["bad"] = [float("nan"), 1.0, 0.0]
+    some = policy.UserVector.from_dict(d, 2, card_ids=["a", "c", "bad", "gone"])
+    assert some.card_values == {"a": [0.5, 2.0, 1.0], "c": [1.0, 1.0, 0.0]}
+    assert set(policy.UserVector.from_dict(d, 2).card_values) == {"a", "b", "c"}
+
+
 def test_narrower_stored_vector_is_padded_and_scores_as_before():
     """Vectors of the old 256-dim item space (first dims) keep their scores in the full width."""
     rng = np.random.default_rng(3)

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -207,8 +207,11 @@ class VARSEngine:
         proj, mean = self._projection
         return item_vectors(embeddings, self.config.policy.item_dim, proj, mean)
 
-    def load_vector(self, user_id: str) -> UserVector:
-        return UserVector.from_dict(self.memory.get_vector(user_id), self.config.policy.item_dim)
+    def load_vector(self, user_id: str, card_ids: Collection[str] | None = None) -> UserVector:
+        """The user's vector; with `card_ids`, holding only those cards' learned values (for
+        reading only: `UserVector.from_dict`)."""
+        return UserVector.from_dict(self.memory.get_vector(user_id), self.config.policy.item_dim,
+                                    card_ids)
 
     def save_vector(self, user_id: str, vec: UserVector) -> None:
         self.memory.put_vector(user_id, vec.to_dict())

@@ -5,6 +5,7 @@ Equation numbers refer to `vars-method.md` step 3 (scoring) and step 7 (update).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,8 +49,12 @@ class UserVector:
         }
 
     @classmethod
-    def from_dict(cls, d: dict | None, dim: int) -> UserVector:
+    def from_dict(cls, d: dict | None, dim: int, card_ids: Collection[str] | None = None) -> UserVector:
         """Load a stored vector; missing, too wide or non-finite parts reset to zero.
+
+        With `card_ids`, only those cards' learned values are read (the rerank node's view of
+        a long-lived user: one value per card ever injected, not read on every turn); such a
+        vector is for reading only, never to be saved.
 
         A narrower stored vector is zero-padded: vectors written when item vectors were the
         first 256 embedding dims score every card exactly as before in the full width."""
@@ -79,7 +84,7 @@ class UserVector:
             updates=max(0, int(updates)) if finite(updates) else 0,
             session_id=session if isinstance(session, str) else None,
             history=[float(r) for r in history if finite(r)] if isinstance(history, list) else [],
-            card_values=_card_values(d.get("card_values")),
+            card_values=_card_values(d.get("card_values"), card_ids),
         )
 
     def norms(self) -> dict[str, float]:
@@ -91,10 +96,13 @@ class UserVector:
         }
 
 
-def _card_values(raw: object) -> dict[str, list[float]]:
-    """Stored card values, malformed entries dropped: {id: [u in [-1, 1], n >= 0, restated]}."""
+def _card_values(raw: object, card_ids: Collection[str] | None = None) -> dict[str, list[float]]:
+    """Stored card values (of `card_ids` only, when given), malformed entries dropped:
+    {id: [u in [-1, 1], n >= 0, restated]}."""
     if not isinstance(raw, dict):
         return {}
+    if card_ids is not None:
+        raw = {k: raw[k] for k in card_ids if k in raw}
     out = {}
     for k, v in raw.items():
         if (isinstance(k, str) and isinstance(v, list) and len(v) == 3

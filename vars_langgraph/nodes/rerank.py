@@ -214,13 +214,13 @@ def make_rerank(engine: VARSEngine):
 
     def rerank(state: VARSState, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         user_id = resolve_user_id(runtime, config)
-        user = engine.load_vector(user_id)
         candidates = [dict(c) for c in state.get("candidates", [])]
-        if not candidates:
-            return {"candidates": [], "selected": [], "user_vector": user.norms()}
-        ui = engine.index.get(user_id)
-        candidates = [c for c in candidates if c["id"] in ui.rows]
-        if not candidates:  # all forgotten since retrieve ran (a concurrent forget)
+        if candidates:
+            ui = engine.index.get(user_id)
+            candidates = [c for c in candidates if c["id"] in ui.rows]
+        # the candidates' learned values only: a long-lived user has one per card ever injected
+        user = engine.load_vector(user_id, [c["id"] for c in candidates])
+        if not candidates:  # none, or all forgotten since retrieve ran (a concurrent forget)
             return {"candidates": [], "selected": [], "user_vector": user.norms()}
         if not cals:
             cals.append(calibrations(engine))
