@@ -326,3 +326,26 @@ def test_two_parts_of_an_answer_joined_by_and_give_two_cards():
 @pytest.mark.parametrize(("text", "action"), _SAID_OF_ANSWERS)
 def test_likes_and_dislikes_of_parts_of_answers_are_read_now(text, action):
     assert [p.action for p in fast_preferences(text)] == ([action] if action else [])
+
+
+@pytest.mark.parametrize("text, action", [
+    ("By the way, I'm learning Portuguese, so feel free to add the Portuguese word for each tool.",
+     "add the Portuguese word for each tool"),
+    ("I'm learning German, so feel free to throw in German words.", "throw in German words"),
+    ("Since I'm colourblind, don't rely on red and green.", "don't rely on red and green"),
+    ("I teach chemistry, so you can assume I know the periodic table.",
+     "assume I know the periodic table"),
+])
+def test_a_permission_or_a_negation_beside_a_lasting_fact_is_a_standing_preference(text, action):
+    """"feel free to ..." and "don't ..." after a fact about the user stand for every answer."""
+    assert [p.action for p in combine([("user", text)], [])] == [action]
+
+
+@pytest.mark.parametrize("text", [
+    "My manager wants this today, so feel free to make it formal.",  # the moment's, not lasting
+    "I'm stuck, so you can take your time.",
+    "Since I'm in a hurry today, don't bother with details.",
+    "Feel free to ask me questions.",
+])
+def test_a_permission_about_the_moment_is_no_standing_preference(text):
+    assert not [p for p in combine([("user", text)], []) if p.confidence > 0.5]

@@ -157,6 +157,23 @@ def test_echo_sources_cover_the_header_and_a_short_user_message():
     assert "## User Preferences" not in " ".join(echo_sources({"messages": [HumanMessage(said)]}))
 
 
+def test_notes_run_together_are_an_echo():
+    """Seen on the 0.5B in a chat: the answer to a statement was two injected notes run
+    together, each under the share a copy of one note needs."""
+    from langchain_core.messages import HumanMessage
+
+    from vars_langgraph.nodes.generate import copies, echo_sources
+
+    one, two = ("In general, suggest only vegan food, no animal products.",
+                "When answering, prefer short answers, two or three bullet points at most.")
+    state = {"selected": [{"note": one}, {"note": two}],
+             "messages": [HumanMessage("By the way, I am learning Italian.")]}
+    answer = f"{one} {two}"
+    assert not any(copies(answer, [src]) for src in (one, two))  # neither note alone
+    assert copies(answer, echo_sources(state))
+    assert not copies("Lentil soup: onion, carrot, lentils; ready in 30 minutes.", echo_sources(state))
+
+
 def test_an_answer_about_the_notes_is_asked_again():
     """Seen on the 0.5B: "Based on the notes provided, ..." instead of an answer."""
     from vars_langgraph.nodes.generate import about_the_notes

@@ -309,14 +309,16 @@ def breaks_exclusion(answer: str, notes: list[str]) -> list[str]:
 
 
 def echo_sources(state: Mapping[str, Any]) -> list[str]:
-    """What an answer must not copy: the injected notes, the notes' header, earlier answers,
+    """What an answer must not copy: the injected notes, one by one and together (the 0.5B
+    answered a statement with two notes run together), the notes' header, earlier answers,
     and the user's latest message when it is short."""
     notes = [c.get("note", "") for c in state.get("selected", [])]
     msgs = state.get("messages", [])
     earlier = [message_text(m) for m in msgs[:-1] if getattr(m, "type", "") == "ai"]
     last = message_text(msgs[-1]) if msgs and getattr(msgs[-1], "type", "") == "human" else ""
     user = [last] if 0 < len(last) <= ECHO_USER_CHARS else []
-    return notes + ([HEADER] if notes else []) + earlier + user
+    block = [" ".join(notes)] if len(notes) > 1 else []
+    return notes + block + ([HEADER] if notes else []) + earlier + user
 
 
 def pending_record(engine: VARSEngine, state: Mapping[str, Any], answer: str) -> dict[str, Any]:

@@ -153,12 +153,13 @@ _REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[
 
 def _clauses(line: str) -> list[tuple[str, bool]]:
     """The clauses of a line (`_CLAUSES`), each with whether it follows a fact about the user
-    after ", so" ("I live in Canada, so give prices in CAD")."""
+    after ", so" ("I live in Canada, so give prices in CAD"; not the moment's: "My boss wants
+    this, so ...")."""
     out, start, after = [], 0, False
     for m in _CLAUSES.finditer(line):
         clause = line[start : m.start()]
         out.append((clause, after))
-        after = bool(_SO.fullmatch(m.group()) and _REASON.search(clause))
+        after = bool(_SO.fullmatch(m.group()) and _REASON.search(clause) and not _THIS.search(clause))
         start = m.end()
     return [*out, (line[start:], after)]
 
@@ -166,13 +167,15 @@ def _clauses(line: str) -> list[tuple[str, bool]]:
 def _reason_split(sent: str) -> str | None:
     """The instruction of a sentence that gives its reason, a fact about the user, beside it:
     "My daughter is 6, keep stories age-appropriate", "Go easy on the math, I'm not great with
-    numbers" (a standing instruction, as a "when ..." condition makes one)."""
+    numbers", "Since I'm colourblind, don't rely on red and green" (a standing instruction, as a
+    "when ..." condition makes one)."""
     splits = [m.groups() for m in (_REASON_FIRST.match(sent),) if m]
     splits += [m.groups()[::-1] for m in (_REASON_LAST.match(sent),) if m]
     for reason, rest in splits:
         rest = _PLEASE.sub("", rest.strip(" ,.;:!"))
+        neg = _NEG_START.match(rest)  # "Since I'm colorblind, don't rely on red and green"
         if (_REASON.search(reason) and not _THIS.search(reason) and not _REASON.search(rest)
-                and _IMPERATIVE.match(rest)):
+                and (_IMPERATIVE.match(rest) or neg and not _NOT_PREFS.match(neg.group(1)))):
             return rest
     return None
 
@@ -406,8 +409,9 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
         action = f"{verb} {_lower_first(m.group(1))}" + (f" instead of {other}" if other else "")
     elif polite and (m := re.match(r"^without\s+(.+)$", sent, re.I)):  # "Without the small talk, please."
         action = f"skip {m.group(1)}"
-    elif m := re.match(r"^(?:you can|feel free to)\s+((?:use|skip|go|assume)\b.+)$", sent, re.I):
-        action = m.group(1)
+    elif (m := re.match(r"^(?:you can|you may|feel free to|don't hesitate to)\s+(.+)$", sent, re.I)) and (
+            re.match(r"(?:use|skip|go|assume)\b", m.group(1), re.I) or reason or scoped):
+        action = m.group(1)  # a standing permission ("I'm learning Spanish, so feel free to add ...")
     elif m := _HELPS_ME.match(sent):  # "Diagrams help me a lot"
         action = f"use {_lower_first(m.group(1))}"
     elif _MANNER.match(sent):  # "Write in British English", "Talk to me like a friend"
