@@ -253,6 +253,29 @@ def test_an_answer_that_breaks_an_excluding_note_is_asked_again(tmp_path, second
     assert note in reminder and "keep answers short" not in reminder
 
 
+def test_a_reminder_given_back_is_asked_once_more_without_notes(tmp_path):
+    """Seen on the 0.5B in a chat: the answer after the reminder was the vegetarian note itself.
+    A third call asks the question alone with what to leave out."""
+    from types import SimpleNamespace
+
+    from langchain_core.messages import HumanMessage
+
+    from vars_langgraph import VARSConfig
+    from vars_langgraph.nodes.generate import make_generate
+
+    note = "In general, suggest only vegetarian food, no meat."
+    chat = Replies(replies=["Eggs with bacon and toast.", note, "Oatmeal with berries."])
+    engine = SimpleNamespace(config=VARSConfig.from_dict({"data_dir": str(tmp_path)}),
+                             chat_model=chat, server_facts={})
+    state = {"messages": [HumanMessage("Breakfast idea?")],
+             "selected": [{"note": note}, {"note": "When answering, keep answers short."}]}
+    out = make_generate(engine)(state, {"configurable": {"user_id": "u"}}, None)
+    assert message_text(out["messages"][0]) == "Oatmeal with berries."
+    assert len(chat.calls) == 3
+    last = chat.calls[2][1]
+    assert note not in str(last) and "(Answer without bacon.)" in last[-1][1]
+
+
 
 def test_a_statement_copied_twice_is_confirmed_instead():
     """Seen on this machine's llama.cpp build: the 0.5B answered "I prefer answers in bullet

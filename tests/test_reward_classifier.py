@@ -133,6 +133,11 @@ def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
     ("Too long, just the command.", 0.1, False),  # not a statement of taste
     ("My settings don't look like that at all.", 0.1, False),  # "like" of no taste
     ("I really only needed a few lines.", 0.1, False),  # what the answer should have been
+    # a lasting fact about the user, and what follows from it (seen in a chat: read as -1)
+    ("Since I'm dyslexic, avoid long walls of text in general.", 0.2, True),
+    ("By the way, I live in Norway, so give prices in kroner.", 0.2, True),
+    ("I can't read that chart, I'm colourblind.", 0.2, False),  # the fact comes after: a complaint
+    ("I live in Norway, not Sweden!", 0.2, False),  # a contrast corrects
 ])
 def test_a_preference_stated_for_the_first_time_is_no_complaint(text, link, new):
     from vars_langgraph.learning.reward import new_statement

@@ -85,7 +85,8 @@ _BACK_REFERENCE = re.compile(
     r"\b(?:again|remember|already|still|like i|as i|earlier|before|first|start|instead|this|"
     r"it|these|those|you|your|there|though|not what|anymore)\b|"
     # "that" pointing back ("I dislike that", "that's too long"), not a relative pronoun
-    r"^that\b|\bthat(?:'s|\s+(?:is|was|one|answer|again|part|bit|idea)\b|\s*[.,!;]|\s*$)|\?", re.I)
+    r"^that\b|\bthat(?:'s|\s+(?:is|was|one|answer|again|part|bit|idea)\b|\s*[.,!;]|\s*$)|\?|"
+    r",\s*not\b", re.I)  # a contrast corrects: "I use Linux, not Windows!"
 # a first-person statement of taste ("I dislike pickup trucks", "I'm not a fan of ...")
 _FIRST_PERSON = re.compile(r"^\s*(?:i|i'm|i am|i've|i'd|my)\b", re.I)
 _TASTE = re.compile(
@@ -96,17 +97,27 @@ _SIMILE = re.compile(r"\b(?:look|sound|feel|seem)s?\s+like\b", re.I)  # "like" a
 NEW_STATEMENT_LINK = 0.5  # below: the statement restates nothing before it (PrefEval/collab tuning)
 
 
+# said before a statement: "By the way, ...", "Since I'm colourblind, ..."
+_LEAD_IN = re.compile(r"^(?:(?:by the way|btw|fyi|also|oh|and|since|as|because)\s*,?\s+)+", re.I)
+
+
 def new_statement(text: str, link: float) -> bool:
     """Whether a message read as a complaint is a preference stated for the first time: a
     first-person statement of taste ("I dislike cars with touchscreens because they distract
-    me.") that points back at nothing (`_BACK_REFERENCE`: "I said", "again", "that", a
-    question) and reads below `NEW_STATEMENT_LINK` against everything before it (`link`: the
-    previous query and answer, the notes injected into the answer, the user's stored cards).
-    The readers take "I dislike ..." after an answer for a restated constraint; a user stating
-    a new preference has not complained about the answer (it is extracted as a card instead)."""
-    t = _normalise(text).strip()
-    return (link < NEW_STATEMENT_LINK and bool(_FIRST_PERSON.match(t))
-            and bool(_TASTE.search(_SIMILE.sub(" ", t))) and not _BACK_REFERENCE.search(t))
+    me.") or one that opens with a lasting fact about the user ("Since I'm colourblind, don't
+    rely on red and green."; `rules.LASTING_FACT`) that points back at
+    nothing (`_BACK_REFERENCE`: "I said", "again", "that", a question) and reads below
+    `NEW_STATEMENT_LINK` against everything before it (`link`: the previous query and answer,
+    the notes injected into the answer, the user's stored cards). The readers take "I dislike
+    ..." after an answer for a restated constraint; a user stating a new preference has not
+    complained about the answer (it is extracted as a card instead)."""
+    from vars_langgraph.models.extraction.rules import LASTING_FACT
+
+    t = _LEAD_IN.sub("", _normalise(text).strip())
+    # a fact it opens with: "I can't look at a diagram, I'm blind." after one is a complaint
+    about_user = _TASTE.search(_SIMILE.sub(" ", t)) or LASTING_FACT.match(t)
+    return (link < NEW_STATEMENT_LINK and bool(_FIRST_PERSON.match(t)) and bool(about_user)
+            and not _BACK_REFERENCE.search(t))
 
 
 # a request for something new, pointing back at nothing ("please compare A and B", "convert to

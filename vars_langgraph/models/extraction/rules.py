@@ -138,7 +138,7 @@ _AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add
 _CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE)
 # a lasting fact about the user that an instruction follows from ("I live in Canada", "my
 # daughter is 6", "I'm not great with numbers"), not the moment's ("I'm stuck", "my code crashes")
-_REASON = re.compile(
+LASTING_FACT = re.compile(
     r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|"
     r"have\s+(?:a|an|two|three|\d+)\s+(?:kids?|children|daughters?|sons?|toddlers?|dogs?|cats?))\b|"
     r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?rblind|deaf|"
@@ -159,7 +159,7 @@ def _clauses(line: str) -> list[tuple[str, bool]]:
     for m in _CLAUSES.finditer(line):
         clause = line[start : m.start()]
         out.append((clause, after))
-        after = bool(_SO.fullmatch(m.group()) and _REASON.search(clause) and not _THIS.search(clause))
+        after = bool(_SO.fullmatch(m.group()) and LASTING_FACT.search(clause) and not _THIS.search(clause))
         start = m.end()
     return [*out, (line[start:], after)]
 
@@ -174,7 +174,7 @@ def _reason_split(sent: str) -> str | None:
     for reason, rest in splits:
         rest = _PLEASE.sub("", rest.strip(" ,.;:!"))
         neg = _NEG_START.match(rest)  # "Since I'm colorblind, don't rely on red and green"
-        if (_REASON.search(reason) and not _THIS.search(reason) and not _REASON.search(rest)
+        if (LASTING_FACT.search(reason) and not _THIS.search(reason) and not LASTING_FACT.search(rest)
                 and (_IMPERATIVE.match(rest) or neg and not _NOT_PREFS.match(neg.group(1)))):
             return rest
     return None
