@@ -175,6 +175,31 @@ def test_reward_node_reads_a_new_preference_as_no_complaint_and_a_restated_one_a
     assert again["value"] < 0 and "new_statement" not in again
 
 
+def test_a_card_the_rules_stored_from_the_message_is_not_before_it(tmp_path):
+    """Seen in a chat: "Since I'm colourblind, don't rely on red and green ..." was stored by the
+    rules on the answer's path, and the background reward then read the message against its
+    own card (link 1.0) and took it for a restated constraint (r = -1)."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from vars_langgraph import VARSEngine, build_graph
+    from vars_langgraph.storage import open_checkpointer, open_store
+    from vars_langgraph.types import CardSource, Preference
+
+    config = VARSConfig.from_dict({"data_dir": str(tmp_path)})
+    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
+                        extractor=type("E", (), {"extract": lambda self, t: []})(),
+                        chat_model=FakeListChatModel(responses=["A lentil salad with feta."]))
+    g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+    cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    g.invoke({"messages": [("user", "Suggest a quick lunch for tomorrow.")]}, cfg)
+    said = "Since I'm colourblind, don't rely on red and green when describing anything."
+    card = Preference(condition="general", action="don't rely on red and green when describing "
+                      "anything", confidence=0.9)  # what the rules store at once
+    engine.add_preferences("u", [card], CardSource(thread_id="t", turn=2, query=said))
+    out = g.invoke({"messages": [("user", said)]}, cfg)["reward"]
+    assert out["value"] == 0.0 and "new_statement" in out
+
+
 @pytest.mark.parametrize("text,new", [
     ("please compare Postgres and MySQL", True),
     ("convert to kubernetes_ingress_v1", True),

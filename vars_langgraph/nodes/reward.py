@@ -78,13 +78,21 @@ def classify(engine: VARSEngine, query: str, sim_q: float | None) -> tuple[float
     return reward_value(pred, sim_q), pred.label, "finetuned" if "finetuned" in used else "classifier"
 
 
-def answer_link(engine: VARSEngine, user_id: str, pending: dict[str, Any], qvec: np.ndarray) -> float:
+def answer_link(engine: VARSEngine, user_id: str, pending: dict[str, Any], qvec: np.ndarray,
+                query: str, thread: str) -> float:
     """How closely the message reads against the answer it follows and the user's stored cards
-    (a statement that restates one, or answers what the answer proposed, is a reaction)."""
-    stored = engine.index.search(user_id, qvec, 1)
+    (a statement that restates one, or answers what the answer proposed, is a reaction). Cards
+    learned from this very message are not before it: the rules store a statement's card on the
+    answer's path, before a background reward reads it (a source of this thread and message
+    written after the answer was recorded)."""
+    said, since = query[:500], pending.get("created_at")  # as `CardSource` keeps the query
+    since = float(since) if isinstance(since, int | float) and np.isfinite(since) else np.inf
+    stored = [sim for card, sim in engine.index.search(user_id, qvec, 4)
+              if not any(s.thread_id == thread and s.query == said and s.created_at >= since
+                         for s in card.sources)]
     answer = str(pending.get("answer") or "")
     sim_a = float(engine.embed_query(answer[:MAX_QUERY_CHARS]) @ qvec) if answer.strip() else 0.0
-    return max(sim_a, stored[0][1] if stored else 0.0)
+    return max([sim_a, *stored[:1]])
 
 
 def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
@@ -122,7 +130,8 @@ def make_reward(engine: VARSEngine, memory: UserMemory | None = None):
             if value is None:
                 value = rw.keyword_reward(query, sim_q)
             if value < 0 and (why := rw.not_a_reaction(query, lambda: max(
-                    sim_q or 0.0, sim_next, answer_link(engine, user_id, pending, qvec)))):
+                    sim_q or 0.0, sim_next,
+                    answer_link(engine, user_id, pending, qvec, query, thread_id(config))))):
                 value, label = 0.0, "neutral"  # a new preference or request: no complaint
                 out[why] = True
             out["backend"] = reader
