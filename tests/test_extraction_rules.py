@@ -349,3 +349,19 @@ def test_a_permission_or_a_negation_beside_a_lasting_fact_is_a_standing_preferen
 ])
 def test_a_permission_about_the_moment_is_no_standing_preference(text):
     assert not [p for p in combine([("user", text)], []) if p.confidence > 0.5]
+
+
+def test_more_lasting_facts_and_statements_said_in_passing():
+    """Everyday forms the rules missed (each seen in a probe of new messages): a location or a
+    diet outside the diet table as the fact beside an instruction, a taste said without "I",
+    a fact the user asks to be remembered; praise of this answer gives no card."""
+    assert [p.action for p in combine([("user", "We're located in Japan, so give prices in yen.")], [])] \
+        == ["give prices in yen"]
+    assert [p.action for p in combine([("user", "I'm paleo, so skip grains in meal ideas.")], [])] \
+        == ["skip grains in meal ideas"]
+    quoted = notes("Not a big fan of emoji-heavy replies.")
+    assert len(quoted) == 1 and "Not a big fan of emoji-heavy replies." in quoted[0]
+    kept = notes("Don't forget that my partner is allergic to sesame.")
+    assert len(kept) == 1 and "my partner is allergic to sesame" in kept[0].lower()
+    assert notes("Remember to water the plants.") == []
+    assert notes("I really love this explanation!") == []

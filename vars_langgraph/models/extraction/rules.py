@@ -142,7 +142,8 @@ LASTING_FACT = re.compile(
     r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|"
     r"have\s+(?:a|an|two|three|\d+)\s+(?:kids?|children|daughters?|sons?|toddlers?|dogs?|cats?))\b|"
     r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?rblind|deaf|"
-    r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan))\b|"
+    r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan)|based|located|from|"
+    r"keto|paleo|muslim|jewish|hindu|sober)\b|"  # the diets of `_DIETS` give their own card
     r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
     r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)
 _SO = re.compile(r",\s+so\s+", re.I)
@@ -379,6 +380,11 @@ def said_generally(sent: str, message: str) -> bool:
                for t in [sent, *re.split(r"(?<=[.!?;])\s+|\n+", message)])
 
 
+# what the user thinks of the answer just given ("I love this answer!"): praise, no preference
+_THIS_ANSWER = re.compile(r"^(?:this|that|these|those|your)\s+(?:answers?|responses?|repl(?:y|ies)|one|"
+                          r"explanations?|versions?)\b", re.I)
+
+
 def _sentence_preference(sent: str, message: str, reason: bool = False) -> Preference | None:
     """The preference one clause states (`reason`: it follows a lasting fact about the user,
     so it stands for every answer)."""
@@ -425,7 +431,7 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
         action = f"do not give {what}" if m.group(1).lower() in ("don't", "do not") else f"keep it to {what}"
     elif (m := _NEED_KIND.match(sent)) and _ANSWER_FORM.match(m.group(1)):
         action, reason = f"give {m.group(1)}", True
-    elif m := _FIRST_PERSON.match(sent):
+    elif (m := _FIRST_PERSON.match(sent)) and not _THIS_ANSWER.match(m.group(2)):
         verb, rest = m.group(1).lower(), m.group(2)
         lead = sent[: len(sent) - len(rest)].lower()
         direct = bool(re.search(r"\bit\s+(?:when|if)\s+you\s+$|\bto\s+$|\byou\s+$", lead))
@@ -457,10 +463,16 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
 
 _LIKES = re.compile(
     r"\b(?:prefer\w*|dislike\w*|aversion|averse|avoid\w*|despise|refuse|can't stand|cannot stand|"
-    r"not (?:a )?(?:big )?fan|(?:not interested|no interest) in|allerg\w*|hate|love|enjoy|"
+    r"not (?:a )?(?:big )?fan|(?:not interested|no interest) in|allerg\w*|hat(?:e|es)|"
+    r"lov(?:e|es)|enjoy\w*|appreciate|"
     r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of)\b", re.I
 )
-_SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because)\b", re.I)
+_SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because|not (?:a )?(?:big )?fan)\b", re.I)
+_ABOUT_THIS_ANSWER = re.compile(r"\b(?:this|that|your)\s+(?:answers?|responses?|repl(?:y|ies)|"
+                                r"explanations?|versions?)\b", re.I)  # "I love this answer!"
+# a fact the user asks to be kept: "Remember that I'm training for a marathon."
+_KEEP_FACT = re.compile(r"^(?:please\s+)?(?:remember|keep in mind|note|don't forget|do not forget)"
+                        r"\s*(?:that\s+|:\s*)?((?:i|i'm|i've|my|we|we're|our)\b.{3,})$", re.I)
 # what people say before a statement in passing ("By the way, I tend to avoid ...")
 _LEAD_IN = re.compile(r"^(?:(?:by the way|btw|you know|anyway|anyways|honestly|actually|also|"
                       r"well|oh|to be honest|tbh|personally|frankly|and|but|plus)\s*,?\s+)+",
@@ -489,7 +501,10 @@ def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ..
     out: list[Preference] = []
     for sent in sentences(own):
         said = _LEAD_IN.sub("", sent)
-        if sent.endswith("?") or not (_SELF.match(said) and _LIKES.search(said)):
+        if keep := _KEEP_FACT.match(said.rstrip(" .!")):
+            said = keep.group(1)[:1].upper() + keep.group(1)[1:] + "."
+        elif (sent.endswith("?") or not (_SELF.match(said) and _LIKES.search(said))
+              or _ABOUT_THIS_ANSWER.search(said)):
             continue
         words = content_words(said)
         if 2 * len(words & covered) >= len(words):
