@@ -255,10 +255,10 @@ def test_an_answer_that_breaks_an_excluding_note_is_asked_again(tmp_path, second
 
 def test_a_reminder_given_back_is_asked_once_more_without_notes(tmp_path):
     """Seen on the 0.5B in a chat: the answer after the reminder was the vegetarian note itself.
-    A third call asks the question alone with what to leave out."""
+    A third call asks again with the conversation, no notes, and what to leave out."""
     from types import SimpleNamespace
 
-    from langchain_core.messages import HumanMessage
+    from langchain_core.messages import AIMessage, HumanMessage
 
     from vars_langgraph import VARSConfig
     from vars_langgraph.nodes.generate import make_generate
@@ -267,13 +267,15 @@ def test_a_reminder_given_back_is_asked_once_more_without_notes(tmp_path):
     chat = Replies(replies=["Eggs with bacon and toast.", note, "Oatmeal with berries."])
     engine = SimpleNamespace(config=VARSConfig.from_dict({"data_dir": str(tmp_path)}),
                              chat_model=chat, server_facts={})
-    state = {"messages": [HumanMessage("Breakfast idea?")],
+    state = {"messages": [HumanMessage("Plan my meals."), AIMessage("Breakfast, lunch, dinner?"),
+                          HumanMessage("Breakfast idea?")],
              "selected": [{"note": note}, {"note": "When answering, keep answers short."}]}
     out = make_generate(engine)(state, {"configurable": {"user_id": "u"}}, None)
     assert message_text(out["messages"][0]) == "Oatmeal with berries."
     assert len(chat.calls) == 3
-    last = chat.calls[2][1]
+    last = chat.calls[2][1]  # the conversation kept (a follow-up needs it), the notes not
     assert note not in str(last) and "(Answer without bacon.)" in last[-1][1]
+    assert "Plan my meals." in str(last)  # as the prompt's history layout keeps it
 
 
 

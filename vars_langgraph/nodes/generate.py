@@ -383,11 +383,13 @@ def make_generate(engine: VARSEngine):
             reply = engine.chat_model.invoke([*msgs[:-1], HumanMessage(
                 f"{message_text(msgs[-1])}\n\n(Keep in mind: {' '.join(rules)})")], config)
             if copies(message_text(reply), [*sources, *rules], notes=notes):
-                # it gave the reminder back (seen on the 0.5B): once more, the question alone
-                # with what to leave out, and no notes to copy
+                # it gave the reminder back (seen on the 0.5B): once more, with the conversation
+                # (a follow-up needs it) but no notes to copy, and what to leave out
                 leave_out = ", ".join(dict.fromkeys(broken))
-                reply = engine.chat_model.invoke([SystemMessage(cfg.prompt.base_system), HumanMessage(
-                    f"{message_text(plain)}\n\n(Answer without {leave_out}.)")], config)
+                history = [m for m in msgs[:-1] if m.type != "system"]
+                reply = engine.chat_model.invoke([
+                    SystemMessage(cfg.prompt.base_system), *history,
+                    HumanMessage(f"{message_text(plain)}\n\n(Answer without {leave_out}.)")], config)
         if state.get("query", "").strip():
             try:
                 engine.memory.put_pending(user_id, thread_id(config),
