@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vars_langgraph.models.extraction.rules import LASTING_FACT
+
 NEGATIVE_CUES = (
     "you didn't", "you did not", "that's not", "that is not", "thats not", "incorrect",
     "redo", "again", "wrong", "not what i asked", "not what i wanted", "doesn't help",
@@ -111,8 +113,6 @@ def new_statement(text: str, link: float) -> bool:
     the notes injected into the answer, the user's stored cards). The readers take "I dislike
     ..." after an answer for a restated constraint; a user stating a new preference has not
     complained about the answer (it is extracted as a card instead)."""
-    from vars_langgraph.models.extraction.rules import LASTING_FACT
-
     t = _LEAD_IN.sub("", _normalise(text).strip())
     # a fact it opens with: "I can't look at a diagram, I'm blind." after one is a complaint
     about_user = _TASTE.search(_SIMILE.sub(" ", t)) or LASTING_FACT.match(t)
