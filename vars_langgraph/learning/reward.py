@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vars_langgraph.models.extraction.rules import LASTING_FACT
+from vars_langgraph.speech import LASTING_FACT
 
 NEGATIVE_CUES = (
     "you didn't", "you did not", "that's not", "that is not", "thats not", "incorrect",
@@ -107,7 +107,7 @@ def new_statement(text: str, link: float) -> bool:
     """Whether a message read as a complaint is a preference stated for the first time: a
     first-person statement of taste ("I dislike cars with touchscreens because they distract
     me.") or one that opens with a lasting fact about the user ("Since I'm colourblind, don't
-    rely on red and green."; `rules.LASTING_FACT`) that points back at
+    rely on red and green."; `speech.LASTING_FACT`) that points back at
     nothing (`_BACK_REFERENCE`: "I said", "again", "that", a question) and reads below
     `NEW_STATEMENT_LINK` against everything before it (`link`: the previous query and answer,
     the notes injected into the answer, the user's stored cards). The readers take "I dislike

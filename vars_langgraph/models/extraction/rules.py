@@ -18,6 +18,7 @@ from vars_langgraph.models.extraction.postprocess import (
     sentences,
 )
 from vars_langgraph.models.extraction.prompts import MAX_ITEMS_PER_TURN, MAX_TURN_CHARS
+from vars_langgraph.speech import LASTING_FACT
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 _LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re.I)
@@ -136,16 +137,6 @@ _AND_CLAUSE = (r"(?i:,?\s+and\s+(?=(?:i(?:'d|'m)?|please|keep|use|avoid|give|add
                r"mention|always|never|don't|end|start|show|write|skip|stick)\b)"
                r"|,\s+(?=you can\b|feel free\b))")
 _CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|" + _AND_CLAUSE)
-# a lasting fact about the user that an instruction follows from ("I live in Canada", "my
-# daughter is 6", "I'm not great with numbers"), not the moment's ("I'm stuck", "my code crashes")
-LASTING_FACT = re.compile(
-    r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|"
-    r"have\s+(?:a|an|two|three|\d+)\s+(?:kids?|children|daughters?|sons?|toddlers?|dogs?|cats?))\b|"
-    r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?rblind|deaf|"
-    r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan)|based|located|from|"
-    r"keto|paleo|muslim|jewish|hindu|sober)\b|"  # the diets of `_DIETS` give their own card
-    r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
-    r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)
 _SO = re.compile(r",\s+so\s+", re.I)
 _THIS = re.compile(r"\b(?:this|that|it)\b", re.I)  # "my boss wants this by Friday": the moment's
 _REASON_FIRST = re.compile(r"^([^,?]{3,80}?),\s*(?:(?:and\s+)?so\s+)?(.{6,})$", re.I)

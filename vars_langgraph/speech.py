@@ -1,0 +1,17 @@
+"""What users say about themselves, read by both extraction and the reward: kept apart so that
+neither imports the other (`models/extraction` already reads the reward's cues)."""
+
+from __future__ import annotations
+
+import re
+
+# a lasting fact about the user that an instruction follows from ("I live in Canada", "my
+# daughter is 6", "I'm not great with numbers"), not the moment's ("I'm stuck", "my code crashes")
+LASTING_FACT = re.compile(
+    r"\b(?:i|we)\s+(?:live|work|teach|study|use|usually|always|"
+    r"have\s+(?:a|an|two|three|\d+)\s+(?:kids?|children|daughters?|sons?|toddlers?|dogs?|cats?))\b|"
+    r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?rblind|deaf|"
+    r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan)|based|located|from|"
+    r"keto|paleo|muslim|jewish|hindu|sober)\b|"  # the diets of `_DIETS` give their own card
+    r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
+    r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)
