@@ -365,3 +365,14 @@ def test_more_lasting_facts_and_statements_said_in_passing():
     assert len(kept) == 1 and "my partner is allergic to sesame" in kept[0].lower()
     assert notes("Remember to water the plants.") == []
     assert notes("I really love this explanation!") == []
+
+
+def test_the_task_a_lasting_fact_names_scopes_what_follows_from_it():
+    """"My boss reads these emails, so ..." scopes the instruction to emails; an instruction
+    that names its own task keeps it; a fact that names none leaves it general."""
+    assert notes("My boss reads these emails, so keep the tone warm.") == [
+        "When writing emails, keep the tone warm."]
+    assert notes("My team writes in Java, so keep the math light.") == [
+        "When doing math, keep the math light."]
+    assert notes("We live in Spain, so give distances in kilometres.") == [
+        "In general, give distances in kilometres."]

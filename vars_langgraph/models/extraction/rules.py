@@ -14,8 +14,10 @@ from vars_langgraph.models.extraction.postprocess import (
     has_generality_marker,
     is_feedback,
     is_one_off,
+    named_task,
     says_nothing_standing,
     sentences,
+    task_of,
 )
 from vars_langgraph.models.extraction.prompts import MAX_ITEMS_PER_TURN, MAX_TURN_CHARS
 from vars_langgraph.speech import LASTING_FACT
@@ -85,8 +87,8 @@ def fast_preferences(text: str) -> list[Preference]:
     if not text or is_one_off(text):
         return []
     out: list[Preference] = []
-    for sent, pasted, after in ((s, pasted, after) for line, pasted in lines
-                                for s, after in _clauses(line)):
+    for sent, pasted, fact in ((s, pasted, fact) for line, pasted in lines
+                               for s, fact in _clauses(line)):
         if pasted and not _SPEAKS.search(sent):  # a line of a pasted problem: "No other masses."
             continue
         if m := _POLITE_STANDING.match(sent.strip()):  # "Would you mind not ...?": a request
@@ -96,8 +98,8 @@ def fast_preferences(text: str) -> list[Preference]:
             continue
         sent = sent.strip(" ,.;:!")
         bare = _RESTATED.sub("", sent)
-        found = identity_preferences(bare, text) or _split_answers_with(
-            _sentence_preference(bare, text, after))
+        found = identity_preferences(bare, text) or _fact_scope(_split_answers_with(
+            _sentence_preference(bare, text, bool(fact))), fact)
         if not found and (tail := _feeling_after_comma(bare)):  # "I read on my phone, X are a pain"
             found = _split_answers_with(_sentence_preference(tail, text))
         if not found and bare != sent and _STYLE_NP.match(bare):  # "No, I said bullet points."
@@ -143,17 +145,29 @@ _REASON_FIRST = re.compile(r"^([^,?]{3,80}?),\s*(?:(?:and\s+)?so\s+)?(.{6,})$", 
 _REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[^,?]{3,80})$", re.I)
 
 
-def _clauses(line: str) -> list[tuple[str, bool]]:
-    """The clauses of a line (`_CLAUSES`), each with whether it follows a fact about the user
-    after ", so" ("I live in Canada, so give prices in CAD"; not the moment's: "My boss wants
-    this, so ...")."""
-    out, start, after = [], 0, False
+def _clauses(line: str) -> list[tuple[str, str]]:
+    """The clauses of a line (`_CLAUSES`), each with the fact about the user it follows after
+    ", so" ("I live in Canada, so give prices in CAD"; not the moment's: "My boss wants this,
+    so ..."), or ""."""
+    out, start, fact = [], 0, ""
     for m in _CLAUSES.finditer(line):
         clause = line[start : m.start()]
-        out.append((clause, after))
-        after = bool(_SO.fullmatch(m.group()) and LASTING_FACT.search(clause) and not _THIS.search(clause))
+        out.append((clause, fact))
+        lasting = _SO.fullmatch(m.group()) and LASTING_FACT.search(clause) and not _THIS.search(clause)
+        fact = clause if lasting else ""
         start = m.end()
-    return [*out, (line[start:], after)]
+    return [*out, (line[start:], fact)]
+
+
+def _fact_scope(prefs: list[Preference], fact: str) -> list[Preference]:
+    """The task a fact names scopes what follows from it when the instruction names none:
+    "My boss reads these reports, so keep the tone professional" -> "writing reports"."""
+    task = named_task(fact) if fact else None
+    if not task:
+        return prefs
+    return [p.model_copy(update={"condition": task})
+            if p.condition in ("general", UNSCOPED_CONDITION) and not task_of(p.action) else p
+            for p in prefs]
 
 
 def _reason_split(sent: str) -> str | None:
