@@ -134,6 +134,7 @@ def test_pasted_material_is_not_read_as_the_users_preferences():
 def test_the_language_a_user_codes_in():
     assert notes("I work as a data scientist, mostly in R.") == ["When writing code, write code in R."]
     assert notes("I'm a Kotlin developer.") == ["When writing code, write code in Kotlin."]
+    assert notes("I mainly write Swift.") == ["When writing code, write code in Swift."]  # a chat
     assert actions("I live mostly in Rome.") == []
     assert actions("Is it hard to code in Rust?") == []
 

@@ -174,6 +174,22 @@ def test_notes_run_together_are_an_echo():
     assert not copies("Lentil soup: onion, carrot, lentils; ready in 30 minutes.", echo_sources(state))
 
 
+def test_a_note_quoted_in_the_answer_to_a_statement_is_an_echo():
+    """Seen on the 0.5B: '"Always" is followed by "In general, never suggest morning
+    routines."' to a message that only stated that preference; a question's answer may quote a
+    note ("What are my preferences?")."""
+    from langchain_core.messages import HumanMessage
+
+    from vars_langgraph.nodes.generate import only_states, quotes_a_note
+
+    note = "In general, never plan anything before noon."
+    answer = '"Always" is followed by "In general, never plan anything before noon."'
+    assert quotes_a_note(answer, [note])
+    assert only_states(HumanMessage("I work late, so please never plan anything before noon."))
+    assert not quotes_a_note("Sure, nothing before noon from now on.", [note])
+    assert not quotes_a_note("In general, yes.", ["In general, yes."])  # under four words
+
+
 def test_an_answer_about_the_notes_is_asked_again():
     """Seen on the 0.5B: "Based on the notes provided, ..." instead of an answer."""
     from vars_langgraph.nodes.generate import about_the_notes

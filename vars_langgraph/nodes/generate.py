@@ -211,6 +211,14 @@ def copies(answer: str, sources: list[str], share: float = 0.6, min_words: int =
 CONFIRMATION = "Noted, I'll keep that in mind."
 
 
+def quotes_a_note(answer: str, notes: Sequence[str]) -> bool:
+    """Whether the answer holds one of the notes whole (the 0.5B answered "I work night shifts,
+    so never suggest morning routines." with '"Always" is followed by "In general, never suggest
+    morning routines."'): an echo when the message only stated preferences."""
+    said = " ".join(_words(answer))
+    return any(len(w := _words(n)) >= 4 and f" {' '.join(w)} " in f" {said} " for n in notes)
+
+
 def only_states(message: BaseMessage) -> bool:
     """Whether a user message states preferences (the rules read one) and asks nothing."""
     text = message_text(message)
@@ -364,7 +372,8 @@ def make_generate(engine: VARSEngine):
         notes = [c.get("note", "") for c in selected]
         sources = echo_sources(state)
         if cfg.prompt.retry_on_echo and (copies(text, sources, notes=notes) or (
-                selected and about_the_notes(text, message_text(plain)))):
+                selected and about_the_notes(text, message_text(plain))) or (
+                quotes_a_note(text, notes) and only_states(plain))):
             # a small model copied a note, the notes' header, an earlier answer or the user's
             # own short message, or talked about the notes: ask once more with the latest
             # message alone and no notes

@@ -214,11 +214,13 @@ _LEVEL = re.compile(r"\bi(?:'m| am)\s+(?:(?:a|an|just a|still a)\s+(beginner|nov
                     r"(?:a|an)\s+(expert|senior \w+|professional \w+))\b", re.I)
 _LANGS = (r"python|javascript|typescript|java|golang|go|rust|c\+\+|c#|ruby|php|kotlin|swift|scala|julia|"
           r"matlab|(?-i:R)|sql|bash|haskell|elixir|dart")
-# the language the user codes in: "I code in Rust", "mostly in R", "I'm a Kotlin developer"
+# the language the user codes in: "I code in Rust", "mostly in R", "I'm a Kotlin developer",
+# "I mostly write TypeScript"
 _LANG = re.compile(
     rf"\bi\s+(?:mostly |mainly |only |usually )?(?:code|program|work|develop|write (?:my )?code)\s+"
     rf"(?:mostly |mainly |only |exclusively )?(?:in|with)\s+({_LANGS})(?![\w+#])"
     rf"|\b(?:mostly|mainly|exclusively)\s+in\s+({_LANGS})(?![\w+#])"
+    rf"|\bi\s+(?:mostly |mainly |only |usually )?(?:write|use)\s+({_LANGS})(?![\w+#])"
     rf"|\bi(?:'m| am)\s+an?\s+({_LANGS})\s+(?:developer|dev|programmer|engineer|coder)\b", re.I)
 _FOOD_SCOPE = re.compile(r"\b(?:recipes?|meals?|dinners?|cooking|food suggestions?)\b", re.I)
 
