@@ -320,6 +320,26 @@ def test_a_follow_up_keeps_its_threads_task(make_config, embedder):
     assert chosen(follow_up, ["What is the derivative of x^2 sin x?"]) == []
 
 
+def test_a_statement_of_preferences_is_not_the_threads_task(make_config, embedder):
+    """Seen in a chat: after "I mostly write TypeScript, and I like code without comments", the
+    code cards rode along on "Any tips to sleep better?" as if it followed up a code task."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from vars_langgraph.nodes.rerank import thread_topic
+
+    said = "I mostly write Kotlin, and I like code without comments."
+    msgs = [HumanMessage(said), AIMessage("Noted."), HumanMessage("Any tips to sleep better?")]
+    assert thread_topic(msgs) == []
+    task = "How do I sort a list in Python?"
+    assert thread_topic([HumanMessage(task), AIMessage("Use sorted()."), HumanMessage("And in reverse?")]) \
+        == [task]
+    engine = _engine(make_config, "sqlite", embedder, condition_min=0.3)
+    code = _add(engine, "writing code", "write code in Kotlin")
+    chosen = _chooser(engine)
+    assert chosen("Any tips to sleep better?", thread_topic(msgs)) == []
+    assert chosen("And in reverse?", [task]) == [code.id]
+
+
 def test_garbled_card_surfaces_through_the_users_words(make_config, embedder):
     engine = _engine(make_config, "sqlite", embedder, lexical_weight=1.0)
     for dish in ("pasta", "risotto", "curry", "soup", "salad", "tacos", "stew", "pizza"):

@@ -366,6 +366,9 @@ def test_more_lasting_facts_and_statements_said_in_passing():
     assert len(kept) == 1 and "my partner is allergic to sesame" in kept[0].lower()
     assert notes("Remember to water the plants.") == []
     assert notes("I really love this explanation!") == []
+    # a preference about answers in general is one (collab's users say it so)
+    assert notes("I prefer your replies in numbered steps.") == [
+        "When answering, prefer your replies in numbered steps."]
 
 
 def test_the_task_a_lasting_fact_names_scopes_what_follows_from_it():

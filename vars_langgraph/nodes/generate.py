@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from vars_langgraph.config import PromptConfig
 from vars_langgraph.engine import VARSEngine
-from vars_langgraph.models.extraction.rules import fast_preferences
+from vars_langgraph.models.extraction import rules
 from vars_langgraph.nodes.augment import HEADER, render_note_suffix
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id, thread_id
@@ -221,8 +221,7 @@ def quotes_a_note(answer: str, notes: Sequence[str]) -> bool:
 
 def only_states(message: BaseMessage) -> bool:
     """Whether a user message states preferences (the rules read one) and asks nothing."""
-    text = message_text(message)
-    return "?" not in text and bool(fast_preferences(text))
+    return rules.only_states(message_text(message))
 
 
 ECHO_USER_CHARS = 300  # a longer message may be quoted in a good answer (code, a text to fix)

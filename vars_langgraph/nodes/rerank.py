@@ -21,6 +21,7 @@ from vars_langgraph.learning.calibration import Calibration, calibration_key, lo
 from vars_langgraph.memory.consolidate import is_one_off
 from vars_langgraph.memory.store import canonical_vector
 from vars_langgraph.models.extraction.postprocess import named_task
+from vars_langgraph.models.extraction.rules import only_states
 from vars_langgraph.nodes.retrieve import MAX_QUERY_CHARS
 from vars_langgraph.state import VARSState, message_text, resolve_user_id
 from vars_langgraph.types import PreferenceCard
@@ -151,12 +152,17 @@ def other_tasks(engine: VARSEngine, ui: Any, candidates: list[dict[str, Any]],
             and not (task and named_task(cards[i].condition) == task)}
 
 
+STATEMENT_CHARS = 300  # a longer message holds a task too (a pasted problem with a preference)
+
+
 def thread_topic(messages: Sequence[Any]) -> list[str]:
     """The thread's first and previous user messages (before the latest one): what a
-    follow-up ("And in reverse?", "Walk me through the last step again") is about."""
-    humans = [m for m in messages if getattr(m, "type", None) == "human"][:-1]
-    said = (message_text(m) for m in humans[:1] + humans[-1:])
-    return list(dict.fromkeys(t for t in said if t.strip()))
+    follow-up ("And in reverse?", "Walk me through the last step again") is about. A short
+    message that only states preferences ("I mostly write TypeScript, no comments please") is
+    no task: "Any tips to sleep better?" after it is not about code."""
+    humans = [message_text(m) for m in messages if getattr(m, "type", None) == "human"][:-1]
+    return list(dict.fromkeys(t for t in humans[:1] + humans[-1:] if t.strip() and not (
+        len(t) <= STATEMENT_CHARS and only_states(t))))
 
 
 def eligible(engine: VARSEngine, ui: Any, query: str, candidates: list[dict[str, Any]],

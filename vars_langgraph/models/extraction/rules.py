@@ -112,6 +112,11 @@ def fast_preferences(text: str) -> list[Preference]:
     return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
 
 
+def only_states(text: str) -> bool:
+    """Whether a message states preferences (the rules read one) and asks nothing."""
+    return "?" not in text and bool(fast_preferences(text))
+
+
 _OPTION = re.compile(r"^\s*\(?[0-9a-z]{1,2}[.):]\s", re.I)
 # the user speaking in a line of pasted material: "Just so you know, I prefer ...", "please ..."
 _SPEAKS = re.compile(r"\b(?:i|i'd|i'm|me|my|please|pls)\b", re.I)
@@ -388,8 +393,10 @@ def said_generally(sent: str, message: str) -> bool:
 
 
 # what the user thinks of the answer just given ("I love this answer!"): praise, no preference
-_THIS_ANSWER = re.compile(r"^(?:this|that|these|those|your)\s+(?:answers?|responses?|repl(?:y|ies)|one|"
-                          r"explanations?|versions?)\b", re.I)
+# ("I prefer your responses short", "I prefer that answers are short" are preferences)
+_THIS_ANSWER = re.compile(r"^(?:(?:this|that)\s+(?:answer|response|reply|one|explanation|version)|"
+                          r"(?:these|those)\s+(?:answers|responses|replies|explanations|versions))\b",
+                          re.I)
 
 
 def _sentence_preference(sent: str, message: str, reason: bool = False) -> Preference | None:
@@ -475,8 +482,8 @@ _LIKES = re.compile(
     r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of)\b", re.I
 )
 _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because|not (?:a )?(?:big )?fan)\b", re.I)
-_ABOUT_THIS_ANSWER = re.compile(r"\b(?:this|that|your)\s+(?:answers?|responses?|repl(?:y|ies)|"
-                                r"explanations?|versions?)\b", re.I)  # "I love this answer!"
+_ABOUT_THIS_ANSWER = re.compile(r"\b(?:this|that)\s+(?:answer|response|reply|explanation|version)\b",
+                                re.I)  # "I love this answer!"
 # a fact the user asks to be kept: "Remember that I'm training for a marathon."
 _KEEP_FACT = re.compile(r"^(?:please\s+)?(?:remember|keep in mind|note|don't forget|do not forget)"
                         r"\s*(?:that\s+|:\s*)?((?:i|i'm|i've|my|we|we're|our)\b.{3,})$", re.I)
