@@ -120,6 +120,23 @@ def test_reward_node_uses_the_classifier_and_falls_back_to_keywords(tmp_path):
     assert out["keyword"]["backend"] == "keyword" and out["keyword"]["value"] >= 0  # no cue word
 
 
+def _real_graph(path, answer: str, extractor=None):
+    """(engine, graph, run config): the real graph (SQLite, FAISS, MiniLM, the shipped readers)
+    with a scripted chat model that gives `answer`, and an extractor that finds nothing unless
+    one is given."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from vars_langgraph import VARSEngine, build_graph
+    from vars_langgraph.storage import open_checkpointer, open_store
+
+    config = VARSConfig.from_dict({"data_dir": str(path)})
+    engine = VARSEngine(config, open_store(config), index_dir=path / "index",
+                        extractor=extractor or type("E", (), {"extract": lambda self, t: []})(),
+                        chat_model=FakeListChatModel(responses=[answer]))
+    graph = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
+    return engine, graph, {"configurable": {"thread_id": "t", "user_id": "u"}}
+
+
 @pytest.mark.parametrize("text,link,new", [
     ("I dislike musicals because the singing gets on my nerves.", 0.2, True),
     ("I prefer not to go to loud bars.", 0.1, True),
@@ -149,10 +166,6 @@ def test_reward_node_reads_a_new_preference_as_no_complaint_and_a_restated_one_a
     """Real graph (SQLite, FAISS, MiniLM, the shipped readers), scripted chat model and
     extractor: "I prefer not to go to loud bars." after an unrelated answer states a new
     preference (no reward); the same message once that preference is stored restates it."""
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
-    from vars_langgraph import VARSEngine, build_graph
-    from vars_langgraph.storage import open_checkpointer, open_store
     from vars_langgraph.types import Preference
 
     class Extractor:
@@ -161,11 +174,7 @@ def test_reward_node_reads_a_new_preference_as_no_complaint_and_a_restated_one_a
             return ([Preference(condition="general", action="avoid loud bars", confidence=0.9)]
                     if "loud bars" in text else [])
 
-    config = VARSConfig.from_dict({"data_dir": str(tmp_path)})
-    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index", extractor=Extractor(),
-                        chat_model=FakeListChatModel(responses=["Here you go."]))
-    g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
-    cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    _, g, cfg = _real_graph(tmp_path, "Here you go.", Extractor())
     statement = "I prefer not to go to loud bars."
     g.invoke({"messages": [("user", "Explain recursion briefly.")]}, cfg)
     new = g.invoke({"messages": [("user", statement)]}, cfg)["reward"]
@@ -179,18 +188,9 @@ def test_a_card_the_rules_stored_from_the_message_is_not_before_it(tmp_path):
     """Seen in a chat: "Since I'm colourblind, don't rely on red and green ..." was stored by the
     rules on the answer's path, and the background reward then read the message against its
     own card (link 1.0) and took it for a restated constraint (r = -1)."""
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
-    from vars_langgraph import VARSEngine, build_graph
-    from vars_langgraph.storage import open_checkpointer, open_store
     from vars_langgraph.types import CardSource, Preference
 
-    config = VARSConfig.from_dict({"data_dir": str(tmp_path)})
-    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
-                        extractor=type("E", (), {"extract": lambda self, t: []})(),
-                        chat_model=FakeListChatModel(responses=["A lentil salad with feta."]))
-    g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
-    cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    engine, g, cfg = _real_graph(tmp_path, "A lentil salad with feta.")
     g.invoke({"messages": [("user", "Suggest a quick lunch for tomorrow.")]}, cfg)
     said = "Since I'm colourblind, don't rely on red and green when describing anything."
     card = Preference(condition="general", action="don't rely on red and green when describing "
@@ -221,18 +221,9 @@ def test_a_new_request_is_no_complaint(text, new):
 def test_a_statement_against_what_the_answer_proposed_is_a_reaction(tmp_path):
     """"I dislike X" right after an answer that proposed X reacts to it (the answer is part of
     the statement's link); the same words after an unrelated answer state a new preference."""
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
-    from vars_langgraph import VARSEngine, build_graph
-    from vars_langgraph.storage import open_checkpointer, open_store
 
     def reward_after(answer: str, name: str) -> dict:
-        config = VARSConfig.from_dict({"data_dir": str(tmp_path / name)})
-        engine = VARSEngine(config, open_store(config), index_dir=tmp_path / name / "index",
-                            extractor=type("E", (), {"extract": lambda self, t: []})(),
-                            chat_model=FakeListChatModel(responses=[answer]))
-        g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
-        cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+        _, g, cfg = _real_graph(tmp_path / name, answer)
         g.invoke({"messages": [("user", "What's a fun weekend project?")]}, cfg)
         return g.invoke({"messages": [("user", "I dislike projects that need a web server.")]},
                         cfg)["reward"]
@@ -263,17 +254,7 @@ def test_a_reaction_put_first_is_read_before_the_preference_it_restates():
 def test_reward_node_reads_a_reaction_put_before_a_long_restated_preference(tmp_path):
     """Real graph and readers: the whole message reads as a new topic (the long restated
     preference outweighs the reaction); its first sentence reads the complaint."""
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
-    from vars_langgraph import VARSEngine, build_graph
-    from vars_langgraph.storage import open_checkpointer, open_store
-
-    config = VARSConfig.from_dict({"data_dir": str(tmp_path)})
-    engine = VARSEngine(config, open_store(config), index_dir=tmp_path / "index",
-                        extractor=type("E", (), {"extract": lambda self, t: []})(),
-                        chat_model=FakeListChatModel(responses=["The answer is 42."]))
-    g = build_graph(config, engine=engine, checkpointer=open_checkpointer(config))
-    cfg = {"configurable": {"thread_id": "t", "user_id": "u"}}
+    _, g, cfg = _real_graph(tmp_path, "The answer is 42.")
     g.invoke({"messages": [("user", "Derive the formula for the area of a circle.")]}, cfg)
     text = ("Hold on, this skips what matters to me. What works for me: when we go through a long "
             "derivation together, I prefer that you show every intermediate result and say in one "

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -112,8 +113,10 @@ def fast_preferences(text: str) -> list[Preference]:
     return drop_feedback(out, text)[:MAX_ITEMS_PER_TURN]
 
 
+@functools.lru_cache(maxsize=1024)
 def only_states(text: str) -> bool:
-    """Whether a message states preferences (the rules read one) and asks nothing."""
+    """Whether a message states preferences (the rules read one) and asks nothing. Cached: the
+    rerank node asks it of the thread's earlier messages on every turn (`thread_topic`)."""
     return "?" not in text and bool(fast_preferences(text))
 
 
