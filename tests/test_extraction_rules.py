@@ -380,3 +380,36 @@ def test_the_task_a_lasting_fact_names_scopes_what_follows_from_it():
         "When doing math, keep the math light."]
     assert notes("We live in Spain, so give distances in kilometres.") == [
         "In general, give distances in kilometres."]
+
+
+@pytest.mark.parametrize("text, note", [
+    ("I live in Australia so use AUD for prices.", "In general, use AUD for prices."),
+    ("I work night shifts, so schedule suggestions should fit around sleeping during the day.",
+     "In general, schedule suggestions should fit around sleeping during the day."),
+    ("As a wheelchair user, I need step-free routes when you suggest places to visit.",
+     "When you suggest places to visit, prefer step-free routes."),
+    ("Just give me the code, that's how I like it.", "When writing code, just give me the code."),
+    ("Show the command first and the explanation after. That's how I work best.",
+     "In general, show the command first and the explanation after."),
+    ("In emails, keep it formal.", "In emails, keep it formal."),
+    ("With recipes, metric units please.", "For recipes, use metric units."),
+    ("I've got ADHD, so break things into small chunks.", "In general, break things into small chunks."),
+    ("Can you keep the answers short from now on?", "In general, keep the answers short."),
+    ("Keep suggestions within walking distance, I don't have a car.",
+     "In general, keep suggestions within walking distance."),
+])
+def test_what_follows_from_a_fact_or_is_said_to_be_how_the_user_likes_it(text, note):
+    """Forms a probe of new messages missed: a reason joined by "so" without a comma or said
+    last, "X should Y" after a fact, "As a <role>, I need ...", "that's how I like it" and "from
+    now on?" as a standing scope, a task named first with "In" / "With"."""
+    assert notes(text) == [note]
+
+
+@pytest.mark.parametrize("text", [
+    "just use numpy for it", "Just give me the code.", "I live alone so I should cook less.",
+    "My code is slow so it should be rewritten.", "As a teacher, I need help grading these essays.",
+    "In 2020, I moved to Paris.", "With that said, use Python.", "Can you keep it short?",
+    "I've got a question, so tell me the answer.", "I'm in a hurry, so keep it short.",
+])
+def test_the_moments_requests_beside_those_forms_give_no_card(text):
+    assert notes(text) == []

@@ -126,6 +126,7 @@ _ANSWERS = r"(?:answers?|responses?|replies|reply|questions?|messages?|conversat
 _GENERALITY = re.compile(
     r"\b(?:always|in general|generally|from now on|going forward|in (?:the )?future|"
     r"by default|at all times|no matter what|(?:^|(?<=[.!?]\s))never|"
+    r"(?:that's|that is) (?:how|what) i (?:like|prefer|want|learn|work)|i (?:learn|work) best|"
     r"(?:every|any|all|each)\s+(?:of\s+)?(?:your\s+|my\s+|the\s+)?" + _ANSWERS + r")\b", re.I
 )
 _ONE_OFF = re.compile(

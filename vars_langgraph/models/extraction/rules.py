@@ -30,8 +30,9 @@ _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|an
                          r"for the record|(?:just )?to be clear|bear in mind|fyi|btw|by the way|"
                          r"honestly|also|oh and)[,: ]+", re.I)
 # a scope said last: "metric please, always", "bullet points from now on"
-_TRAIL_SCOPE = re.compile(r"[, ]+(?:always|from now on|going forward|in future|in general|every time)$",
-                          re.I)
+_TRAIL_SCOPE = re.compile(r"[, ]+(?:always|from now on|going forward|in future|in general|every time|"
+                          r"(?:that's|that is) (?:how|what) i (?:like|prefer|want|learn|work)\b.*|"
+                          r"i (?:learn|work) best (?:that way|like that))$", re.I)
 _PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+(?:please|pls)$", re.I)
 # a standing request asked as a question: "Would you mind not ...?", "Could you always ...?"
 # ("... about answers or suggestions": not "Can you stop the music?", "Will you always be here?")
@@ -39,6 +40,14 @@ _POLITE_STANDING = re.compile(
     r"^(?:please\s+)?(?:can|could|would)\s+you\s+(?:please\s+)?(mind\s+)?(not|never|always|stop|avoid)\s+"
     r"((?:\w+ing|recommend|suggest|use|include|mention|show|give|answer|write|reply|respond|explain|"
     r"add|put|format|keep|skip|cite)\b.*?|(?<=avoid ).+?)\?+$", re.I)
+# the same asked with a lasting scope: "Can you keep the answers short from now on?"
+_POLITE_FROM_NOW = re.compile(r"^(?:please\s+)?(?:can|could|would|will)\s+you\s+(?:please\s+)?(.+?)[, ]+"
+                              r"(?:from now on|going forward|in future|from here on)\?+$", re.I)
+# a task named first with "in" / "with": "In code reviews, be blunt", "With recipes, metric
+# units please" (not "In general", "In 2020", "With that said")
+_LEAD_TASK = re.compile(r"^(in|with)\s+((?:my\s+|your\s+|the\s+)?(?!(?:general|fact|short|that|this|"
+                        r"other|any|case|my opinion|the end|the meantime|future)\b)[a-z][\w-]*"
+                        r"(?:\s+[\w-]+){0,2}),\s*(.{6,})$", re.I)
 _NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
 _FIRST_PERSON = re.compile(
     r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+|strongly\s+|strictly\s+|generally\s+)?"
@@ -54,7 +63,7 @@ _PROBLEM_VERB_WORDS = "list state express round compare sort name convert transl
 _PROBLEM_VERBS = frozenset(_PROBLEM_VERB_WORDS.split())
 _ABOUT_USER = re.compile(r"\b(?:i|i'm|im|my|me|we|our)\b", re.I)
 _IMPERATIVE = re.compile(
-    r"^(?:always\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
+    r"^(?:always\s+|just\s+)?(keep|use|avoid|write|answer|give|add|include|respond|reply|format|explain|"
     r"show|start|end|put|be|skip|cite|mention|assume|tell|number|follow|quiz|ask|walk|suggest|"
     r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get|recommend|provide|offer|break|"
     r"spell|remind|warn|summari[sz]e|highlight|define|link|label|lead|clarify|double-check|flag|"
@@ -95,6 +104,8 @@ def fast_preferences(text: str) -> list[Preference]:
         if m := _POLITE_STANDING.match(sent.strip()):  # "Would you mind not ...?": a request
             verb = m.group(2).lower()
             sent = f"{('avoid' if m.group(1) else 'do not') if verb == 'not' else verb} {m.group(3)}"
+        elif m := _POLITE_FROM_NOW.match(sent.strip()):  # "Can you keep it short from now on?"
+            sent = m.group(1)
         elif sent.rstrip().endswith("?"):
             continue
         sent = sent.strip(" ,.;:!")
@@ -150,6 +161,16 @@ _CLAUSES = re.compile(r"(?<=[.!?;])\s+|,\s+(?:and|so)\s+|\s+and\s+(?=please\b)|"
 _SO = re.compile(r",\s+so\s+", re.I)
 _THIS = re.compile(r"\b(?:this|that|it)\b", re.I)  # "my boss wants this by Friday": the moment's
 _REASON_FIRST = re.compile(r"^([^,?]{3,80}?),\s*(?:(?:and\s+)?so\s+)?(.{6,})$", re.I)
+# "I live in Australia so use AUD": the reason without its comma (not "so that", "so much")
+_REASON_SO = re.compile(r"^([^,?]{3,80}?)\s+so\s+(?!(?:that|much|many|far|long|i|it)\b)(.{6,})$", re.I)
+# what follows from the fact said of the answers: "schedule suggestions should fit around my
+# sleep", "any recipe has to be nut-free" (not the user's or the moment's: "I should", "it must")
+_SHOULD = re.compile(r"^(?!(?:i|we|you|it|this|that|there)\b)(?:any|all|the|your|my)?\s*"
+                     r"[\w' -]{3,40}?\s+(?:should|must|has to|have to|needs? to)\s+\S.{2,}$", re.I)
+# a need that follows from the fact: "As a wheelchair user, I need step-free routes"
+_I_NEED = re.compile(r"^i\s+(?:really\s+|always\s+)?(?:need|require)\s+"
+                     r"(?!(?:to|help|a hand|some help|you|this|that|it)\b)(.{3,})$", re.I)
+_AS_ROLE = re.compile(r"^as\s+an?\s+[\w -]{2,30}$", re.I)  # "As a wheelchair user"
 _REASON_LAST = re.compile(r"^([^,?]{6,}?),\s*((?:i|i'm|i am|i've|my|we|we're)\b[^,?]{3,80})$", re.I)
 
 
@@ -183,13 +204,15 @@ def _reason_split(sent: str) -> str | None:
     "My daughter is 6, keep stories age-appropriate", "Go easy on the math, I'm not great with
     numbers", "Since I'm colourblind, don't rely on red and green" (a standing instruction, as a
     "when ..." condition makes one)."""
-    splits = [m.groups() for m in (_REASON_FIRST.match(sent),) if m]
+    splits = [m.groups() for m in (_REASON_FIRST.match(sent), _REASON_SO.match(sent)) if m]
     splits += [m.groups()[::-1] for m in (_REASON_LAST.match(sent),) if m]
     for reason, rest in splits:
         rest = _PLEASE.sub("", rest.strip(" ,.;:!"))
         neg = _NEG_START.match(rest)  # "Since I'm colorblind, don't rely on red and green"
-        if (LASTING_FACT.search(reason) and not _THIS.search(reason) and not LASTING_FACT.search(rest)
-                and (_IMPERATIVE.match(rest) or neg and not _NOT_PREFS.match(neg.group(1)))):
+        fact = LASTING_FACT.search(reason) or _AS_ROLE.match(reason.strip())
+        if (fact and not _THIS.search(reason) and not LASTING_FACT.search(rest)
+                and (_IMPERATIVE.match(rest) or neg and not _NOT_PREFS.match(neg.group(1))
+                     or _SHOULD.match(rest) or _I_NEED.match(rest))):
             return rest
     return None
 
@@ -385,13 +408,19 @@ _NEED = re.compile(r"^i\s+(?:really\s+)?(just|only|don't|do not)\s+(?:really\s+)
                    r"(?:any\s+|all\s+)?(.+)$", re.I)
 
 
+# a sentence that says the rest is how the user always wants it ("That's how I work best.")
+_STANDING = re.compile(r"^(?:(?:that's|that is|this is) (?:how|what) i (?:like|prefer|want|learn|work)\b"
+                       r"|i (?:learn|work) best\b)", re.I)
+
+
 def said_generally(sent: str, message: str) -> bool:
     """Whether the user scoped this clause to every answer: a marker ("always", "from now
     on", ...) in the clause or its sentence, or a sentence of the message that is nothing but one
     ("Bullet points. Always."). A marker elsewhere in a long message ("my kids are always
     asking me ...") scopes nothing else."""
     clause = sent.strip(" .!?;").lower()
-    return any(has_generality_marker(t) and (clause in t.lower() or len(t.split()) <= 4)
+    return any(has_generality_marker(t) and (clause in t.lower() or len(t.split()) <= 4
+                                             or _STANDING.match(t.strip(" .!;")))
                for t in [sent, *re.split(r"(?<=[.!?;])\s+|\n+", message)])
 
 
@@ -412,6 +441,8 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
         sent, reason = rest, True
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
+    elif (m := _LEAD_TASK.match(sent)) and (named_task(m.group(2)) or m.group(2).lower().endswith("s")):
+        cond, sent = f"{'in' if m.group(1).lower() == 'in' else 'for'} {m.group(2)}", m.group(3)
     # "it annoys me when you use emojis": what triggers a feeling, not the scope of a request
     # (a "me" before "when" is not enough: "Tell me when you are unsure" is scoped)
     elif (m := _TRAIL_COND.match(sent)) and not _ANNOYS_WHEN.match(_clean_clause(sent)):
@@ -459,11 +490,16 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
             action = f"do not {rest}" if direct else f"avoid {rest}"
         else:
             action = rest if direct else f"prefer {rest}"
+    elif reason and _SHOULD.match(sent):  # "I work nights, so schedules should fit my sleep"
+        action = sent
+    elif reason and (m := _I_NEED.match(sent)):  # "As a wheelchair user, I need step-free routes"
+        action = f"prefer {m.group(1)}"
     elif re.match(r"^always\s+", sent, re.I):
         action = sent[len("always") :].strip()
     elif m := _IMPERATIVE.match(sent):
         verb = m.group(1).lower()
-        bare = verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
+        bare = (verb in _BARE_VERBS and message.lower().startswith(sent.lower()[:20])
+                and not sent.lower().startswith("just"))  # "just use numpy for it": the moment's
         standing = verb not in _PROBLEM_VERBS or bool(cond and _ABOUT_USER.search(cond))
         if standing and m.group(2) and (cond or scoped or bare or reason
                                         or polite and verb in _STYLE_VERBS):
@@ -482,7 +518,8 @@ _LIKES = re.compile(
     r"\b(?:prefer\w*|dislike\w*|aversion|averse|avoid\w*|despise|refuse|can't stand|cannot stand|"
     r"not (?:a )?(?:big )?fan|(?:not interested|no interest) in|allerg\w*|hat(?:e|es)|"
     r"lov(?:e|es)|enjoy\w*|appreciate|"
-    r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of)\b", re.I
+    r"vegan|vegetarian|only|never|strictly|uncomfortable|phobia|fear of|"
+    r"(?:keep|bear) (?:that|this|it) in mind)\b", re.I
 )
 _SELF = re.compile(r"^(?:i|i'm|i've|i'd|my|as an?|due to|because|not (?:a )?(?:big )?fan)\b", re.I)
 _ABOUT_THIS_ANSWER = re.compile(r"\b(?:this|that)\s+(?:answer|response|reply|explanation|version)\b",
