@@ -397,6 +397,19 @@ def test_the_task_a_lasting_fact_names_scopes_what_follows_from_it():
     ("Can you keep the answers short from now on?", "In general, keep the answers short."),
     ("Keep suggestions within walking distance, I don't have a car.",
      "In general, keep suggestions within walking distance."),
+    ("I find it easier when you number the steps.", "When answering, number the steps."),
+    ("I'd love it if you added a short summary at the end.",
+     "When answering, add a short summary at the end."),
+    ("Honestly, I prefer when you ask me a clarifying question first.",
+     "When answering, ask me a clarifying question first."),
+    ("Keep the tone light, I get anxious easily.", "When answering, keep the tone light."),
+    ("I'm a data scientist, so you don't need to explain pandas basics.",
+     "In general, do not explain pandas basics."),
+    ("Answers in German would be great, I'm practising.", "In general, prefer answers in German."),
+    ("I usually cook for two, so scale recipes down.", "When suggesting recipes, scale recipes down."),
+    ("I'm on a plant-based diet.", "In general, suggest only vegan food, no animal products."),
+    ("I'm trying to cut down on sugar.", "In general, limit sugar."),
+    ("For travel stuff, I'm always on a budget.", "In general, suggest affordable, low-cost options."),
 ])
 def test_what_follows_from_a_fact_or_is_said_to_be_how_the_user_likes_it(text, note):
     """Forms a probe of new messages missed: a reason joined by "so" without a comma or said
@@ -410,6 +423,7 @@ def test_what_follows_from_a_fact_or_is_said_to_be_how_the_user_likes_it(text, n
     "My code is slow so it should be rewritten.", "As a teacher, I need help grading these essays.",
     "In 2020, I moved to Paris.", "With that said, use Python.", "Can you keep it short?",
     "I've got a question, so tell me the answer.", "I'm in a hurry, so keep it short.",
+    "Note: the file is big.", "I'm 25 minutes late, what do I say?", "I'd love it if you could help.",
 ])
 def test_the_moments_requests_beside_those_forms_give_no_card(text):
     assert notes(text) == []

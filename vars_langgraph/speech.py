@@ -17,8 +17,10 @@ LASTING_FACT = re.compile(
     r"\b(?:i|we)(?:'ve|\s+have)\s+got\s+(?:adhd|autism|dyslexia|diabetes|arthritis|anxiety|tinnitus|"
     r"a\s+(?:bad|weak|dodgy)\s+(?:knee|back|hip|shoulder))\b|"
     r"\bi(?:'m| am)\s+in\s+(?-i:[A-Z])[a-z]+\b|"  # "I'm in Ireland" (a place, not "in a hurry")
-    r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|allergic|colou?r\s?blind|deaf|"
-    r"blind|dyslexic|diabetic|pregnant|new to|not (?:great|good|a fan)|based|located|from|"
+    r"\b(?:i'm|im|i am|we're|we are)\s+(?:a|an|training|learning|studying|practi[sc]ing|allergic|"
+    r"colou?r\s?blind|deaf|blind|dyslexic|diabetic|pregnant|new to|based|located|from|"
+    r"not (?:very |really |that )?(?:great|good|a fan|techy|tech-savvy|technical|confident|handy)|"
+    r"\d{2}(?:\s+years old)?(?!\s*(?:min|%|percent|hours?|days?|minutes))|"
     r"keto|paleo|muslim|jewish|hindu|sober)\b|"  # the diets of `_DIETS` give their own card
     r"\b(?:my|our)\s+(?:kids?|children|daughter|son|boss|team|readers|students|audience|clients|"
     r"wife|husband|partner|family)\b|\bisn't my first language\b", re.I)

@@ -25,7 +25,9 @@ from vars_langgraph.speech import LASTING_FACT
 from vars_langgraph.types import MAX_ACTION, MAX_CONDITION, Preference
 
 _LEAD_COND = re.compile(r"^((?:when|whenever|if|for)\s+[^,]{3,80}),\s*(.+)$", re.I)
-_TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
+# "X when you Y" (not "I like it when you ...", "I prefer when you ...": what the user likes)
+_TRAIL_COND = re.compile(r"^(.+?)(?<!\bit)(?<!\bprefer)(?<!\blike)(?<!\blove)(?<!\bhate)(?<!\beasier)"
+                         r"\s+((?:when|whenever)\s+(?:you|i|we)\b.{3,80})$", re.I)
 _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|and|just so you know|"
                          r"for the record|(?:just )?to be clear|bear in mind|fyi|btw|by the way|"
                          r"honestly|also|oh and)[,: ]+", re.I)
@@ -48,12 +50,24 @@ _POLITE_FROM_NOW = re.compile(r"^(?:please\s+)?(?:can|could|would|will)\s+you\s+
 _LEAD_TASK = re.compile(r"^(in|with)\s+((?:my\s+|your\s+|the\s+)?(?!(?:general|fact|short|that|this|"
                         r"other|any|case|my opinion|the end|the meantime|future)\b)[a-z][\w-]*"
                         r"(?:\s+[\w-]+){0,2}),\s*(.{6,})$", re.I)
+# a reason said last, after the instruction: "Keep the tone light, I get anxious easily"
+_TAIL_REASON = re.compile(r",\s*(?:i|i'm|i've|i get|my|we|we're)\b(?![^,]*\b(?:prefer|like|want|love|hate)\b)"
+                          r"[^,?]{3,60}$", re.I)
+# "you don't need to explain the basics", "no need to apologise"
+_NO_NEED = re.compile(r"^(?:you\s+(?:don't|do not|never)\s+(?:need|have)\s+to|no need to)\s+(.{3,})$", re.I)
+# "I find it easier when you number the steps"
+_EASIER_WHEN = re.compile(r"^i\s+find\s+it\s+(?:much\s+|a lot\s+|so much\s+)?"
+                          r"(?:easier|clearer|simpler|more helpful)(?:\s+to\s+(?:read|follow|understand))?"
+                          r"\s+(?:when|if)\s+you\s+(.{3,})$", re.I)
+# "Answers in German would be great"
+_WOULD_BE = re.compile(r"^(.{3,60}?)\s+would be (?:great|nice|helpful|ideal|appreciated|perfect|better)$",
+                       re.I)
 _NEG_START = re.compile(r"^(?:don't|do not|never|no more|no|stop|avoid)\s+(.+)$", re.I)
 _FIRST_PERSON = re.compile(
     r"^i(?:'d| would)?\s+(?:really\s+|always\s+|just\s+|strongly\s+|strictly\s+|generally\s+)?"
     r"(prefer|like|rather|want|don't like|do not like|hate|love|avoid|dislike|despise|"
     r"can't stand|cannot stand)\s+"
-    r"(?:it\s+(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$",
+    r"(?:(?:it\s+)?(?:when|if)\s+you\s+|(?:you\s+)?(?:to\s+)?)?(.+)$",
     re.I,
 )
 # verbs that task statements open with ("If x = 3, express y in terms of x.", "List all ..."):
@@ -67,7 +81,8 @@ _IMPERATIVE = re.compile(
     r"show|start|end|put|be|skip|cite|mention|assume|tell|number|follow|quiz|ask|walk|suggest|"
     r"leave|focus|stick|limit|make|draw|stay|check|prefer|go|get|recommend|provide|offer|break|"
     r"spell|remind|warn|summari[sz]e|highlight|define|link|label|lead|clarify|double-check|flag|"
-    r"point|" + "|".join(sorted(_PROBLEM_VERBS)) + r")\b\s*(.*)$",
+    r"point|scale|adapt|adjust|tailor|simplify|shorten|double|halve|bold|tag|mark|talk|speak|"
+    r"" + "|".join(sorted(_PROBLEM_VERBS)) + r")\b\s*(.*)$",
     re.I,
 )
 _NOT_PREFS = re.compile(
@@ -212,7 +227,8 @@ def _reason_split(sent: str) -> str | None:
         fact = LASTING_FACT.search(reason) or _AS_ROLE.match(reason.strip())
         if (fact and not _THIS.search(reason) and not LASTING_FACT.search(rest)
                 and (_IMPERATIVE.match(rest) or neg and not _NOT_PREFS.match(neg.group(1))
-                     or _SHOULD.match(rest) or _I_NEED.match(rest))):
+                     or _SHOULD.match(rest) or _I_NEED.match(rest) or _NO_NEED.match(rest)
+                     or _WOULD_BE.match(rest))):
             return rest
     return None
 
@@ -229,12 +245,18 @@ _DIETS = {
     "lactose intolerant": "avoid dairy in food suggestions",
     "lactose-intolerant": "avoid dairy in food suggestions",
     "diabetic": "keep sugar low in food suggestions",
+    "plant-based": "suggest only vegan food, no animal products",
+    "plant based": "suggest only vegan food, no animal products",
 }  # fmt: skip
-_DIET = re.compile(r"^(?:\w+[, ]+)?(?:i'm|i am|im|i keep|i eat|i'm strictly)\s+(?:a\s+|an\s+|strictly\s+)?("
+_DIET = re.compile(r"^(?:\w+[, ]+)?(?:i'm|i am|im|i keep|i eat|i'm strictly)\s+"
+                   r"(?:on\s+a\s+|a\s+|an\s+|strictly\s+)?("
                    + "|".join(sorted(_DIETS, key=len, reverse=True)) + r")\b", re.I)
 _ALLERGY = re.compile(r"\bi(?:'m| am)\s+(?:very\s+|severely\s+)?allergic\s+to\s+([\w -]{2,40})", re.I)
-_BUDGET = re.compile(r"\b(?:i'm|i am|im|we're|we are)\s+on\s+an?\s+(?:tight|limited|small|strict|"
-                     r"student|shoestring)\s+budget\b|\bmoney(?:'s| is)\s+tight\b", re.I)
+_BUDGET = re.compile(r"\b(?:i'm|i am|im|we're|we are)\s+(?:always\s+|usually\s+)?on\s+an?\s+"
+                     r"(?:(?:tight|limited|small|strict|student|shoestring)\s+)?budget\b|"
+                     r"\bmoney(?:'s| is)\s+tight\b", re.I)
+_CUT_DOWN = re.compile(r"\bi(?:'m| am)\s+(?:trying to\s+)?(?:cut(?:ting)?\s+(?:down|back)\s+on|reducing|"
+                       r"limiting)\s+([\w -]{2,30})", re.I)  # "I'm trying to cut down on sugar"
 _NO_EAT = re.compile(r"\bi\s+(?:don't|do not|never)\s+(?:eat|drink)\s+([\w ,-]{2,40})", re.I)
 _OS = re.compile(
     r"\b(?:i'm|i am|im|i use|i'm using|i run|i work on|i'm running)\s+(?:on\s+)?(?:a\s+|an\s+)?"
@@ -276,6 +298,8 @@ def identity_preferences(sent: str, message: str) -> list[Preference]:
         name = {"mac": "Mac", "macbook": "Mac", "macos": "macOS", "ios": "iOS", "iphone": "iPhone"}.get(
             name.lower(), name[:1].upper() + name[1:])
         acts.append(f"give instructions for {name}")
+    if (m := _CUT_DOWN.search(t)) and not acts:
+        acts.append(f"limit {m.group(1).strip(' ,').split(' so ')[0].split(' and i')[0]}")
     if _BUDGET.search(t):
         acts.append("suggest affordable, low-cost options")
     if m := _LEVEL.search(t):
@@ -369,6 +393,25 @@ def _feeling_after_comma(sent: str) -> str | None:
     return tail if _HELPS_ME.match(tail) else None  # "I'm a visual learner, diagrams help me
 
 
+_IRREGULAR = {"kept": "keep", "gave": "give", "wrote": "write", "made": "make", "told": "tell",
+              "showed": "show", "spoke": "speak", "left": "leave", "took": "take", "stuck": "stick",
+              "began": "begin", "broke": "break", "went": "go", "got": "get"}
+
+
+def _present(phrase: str) -> str:
+    """"added a summary" -> "add a summary" ("I'd love it if you added ..."): the verb's base
+    form when the imperative verbs know it; else the phrase unchanged."""
+    verb, _, rest = phrase.partition(" ")
+    low = verb.lower()
+    base = _IRREGULAR.get(low)
+    if base is None and low.endswith("ed"):
+        cands = [low[:-3] + "y"] if low.endswith("ied") else []
+        cands += [low[:-1], low[:-2], low[:-3]]
+        base = next((c for c in cands if (m := _IMPERATIVE.match(f"{c} x")) and m.group(1).lower() == c),
+                    None)
+    return f"{base} {rest}".strip() if base else phrase
+
+
 def _lower_first(phrase: str) -> str:
     """"Lists" -> "lists", but "LaTeX" and "JSON" stay."""
     return phrase[0].lower() + phrase[1:] if phrase[1:2].islower() else phrase
@@ -439,6 +482,8 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
     cond = None
     if not _LEAD_COND.match(sent) and (rest := _reason_split(sent)) is not None:
         sent, reason = rest, True
+    elif (t := _TAIL_REASON.sub("", sent)) != sent and (_IMPERATIVE.match(t) or _NEG_START.match(t)):
+        sent = t  # "Keep the tone light, I get anxious easily": the reason is no part of it
     if m := _LEAD_COND.match(sent):
         cond, sent = m.group(1), m.group(2)
     elif (m := _LEAD_TASK.match(sent)) and (named_task(m.group(2)) or m.group(2).lower().endswith("s")):
@@ -482,14 +527,24 @@ def _sentence_preference(sent: str, message: str, reason: bool = False) -> Prefe
     elif (m := _FIRST_PERSON.match(sent)) and not _THIS_ANSWER.match(m.group(2)):
         verb, rest = m.group(1).lower(), m.group(2)
         lead = sent[: len(sent) - len(rest)].lower()
-        direct = bool(re.search(r"\bit\s+(?:when|if)\s+you\s+$|\bto\s+$|\byou\s+$", lead))
+        direct = bool(re.search(r"\b(?:when|if)\s+you\s+$|\bto\s+$|\byou\s+$", lead))
+        if re.search(r"\bif\s+you\s+$", lead):  # "I'd love it if you added a summary"
+            rest = _present(rest)
+        if direct and (modal := re.match(r"(?:could|would|can|will)\s+(?:always\s+)?", rest, re.I)):
+            rest = rest[modal.end():] if scoped else ""  # "... if you could help": a request
         if verb == "avoid":
             action = f"avoid {rest}"
         elif verb in ("don't like", "do not like", "hate", "dislike", "despise", "can't stand",
                       "cannot stand"):
             action = f"do not {rest}" if direct else f"avoid {rest}"
-        else:
+        elif rest:
             action = rest if direct else f"prefer {rest}"
+    elif m := _EASIER_WHEN.match(sent):
+        action = _present(m.group(1))
+    elif (m := _NO_NEED.match(sent)) and (reason or scoped):  # "so you don't need to explain X"
+        action = f"do not {m.group(1)}"
+    elif (m := _WOULD_BE.match(sent)) and (reason or scoped or _ANSWER_FORM.search(m.group(1))):
+        action = f"prefer {_lower_first(m.group(1))}"  # "Answers in German would be great"
     elif reason and _SHOULD.match(sent):  # "I work nights, so schedules should fit my sleep"
         action = sent
     elif reason and (m := _I_NEED.match(sent)):  # "As a wheelchair user, I need step-free routes"
@@ -532,6 +587,9 @@ _LEAD_IN = re.compile(r"^(?:(?:by the way|btw|you know|anyway|anyways|honestly|a
                       r"well|oh|to be honest|tbh|personally|frankly|and|but|plus)\s*,?\s+)+",
                       re.I)
 MAX_STATED = 3  # quoted statements kept per message
+# a request said politely, no taste: "I'd love it if you could help."
+_ASKS_A_FAVOUR = re.compile(r"^i(?:'d| would)\s+(?:really\s+)?(?:love|like|appreciate)\s+it\s+if\s+you\s+"
+                            r"(?:could|would|can)\b(?!.*\b(?:always|every|from now on|in general)\b)", re.I)
 
 
 def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ...] = ()
@@ -558,7 +616,7 @@ def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ..
         if keep := _KEEP_FACT.match(said.rstrip(" .!")):
             said = keep.group(1)[:1].upper() + keep.group(1)[1:] + "."
         elif (sent.endswith("?") or not (_SELF.match(said) and _LIKES.search(said))
-              or _ABOUT_THIS_ANSWER.search(said)):
+              or _ABOUT_THIS_ANSWER.search(said) or _ASKS_A_FAVOUR.match(said)):
             continue
         words = content_words(said)
         if 2 * len(words & covered) >= len(words):
