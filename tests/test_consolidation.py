@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 import vars_langgraph.memory.consolidate as cons
 from vars_langgraph import VARSConfig, VARSEngine
 from vars_langgraph.learning import card_value
-from vars_langgraph.memory.consolidate import consolidate, is_one_off
+from vars_langgraph.memory.consolidate import consolidate, contradicts, is_one_off
 from vars_langgraph.memory.store import PARTS, clean_pending
 from vars_langgraph.nodes.extract import combine
 from vars_langgraph.nodes.rerank import make_rerank
@@ -164,6 +164,21 @@ def test_card_drawing_complaints_is_retired_and_shown_with_why(make_config, stor
         row = next(c for c in data["cards"] if c["id"] == junk.id)
         assert row["status"] == "archived" and "retired: learned value" in row["status_reason"]
         assert row["value"] < 0
+
+
+def test_opposite_stances_on_different_things_of_one_topic_are_no_contradiction(
+        make_config, storage, embedder):
+    """Two preferences that share a topic word but not their subject ("learning by listening"
+    / "online learning platforms") both stay: the newer one's "avoid" is no reversal of the
+    older one's "prefer" (seen in PrefEval's tuning topics: the older card was superseded)."""
+    engine = _engine(make_config, storage, embedder)
+    older = _add(engine, "answering",
+                 "prefer learning through listening rather than reading or visual methods")
+    newer = _add(engine, "answering", "avoid online learning platforms that rely heavily on "
+                 "pre-recorded video lectures", thread="t2")
+    consolidate(engine, U, "t2", {})
+    assert _status(engine, older.id) == _status(engine, newer.id) == "active"
+    assert contradicts(newer, older) is False
 
 
 def test_forget_still_deletes_archived_cards(make_config, storage, embedder):

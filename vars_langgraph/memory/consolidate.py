@@ -106,12 +106,17 @@ def subject_words(action: str) -> set[str]:
 def contradicts(newer: PreferenceCard, older: PreferenceCard) -> bool:
     """On the same subject (a shared content word: "eat no fish" / "eat fish now"; not "prefer
     traditional board games" / "prefer that idea", whose notes MiniLM puts at 0.5 by their
-    shared frame), the newer card's own words mark a change or its polarity differs."""
-    if not subject_words(newer.action) & subject_words(older.action):
+    shared frame), the newer card's own words mark a change; or its polarity differs on what
+    is mostly the same subject (half the subject words of the shorter card shared: "prefer
+    learning by listening" is no opposite of "avoid online learning platforms")."""
+    a, b = subject_words(newer.action), subject_words(older.action)
+    shared = a & b
+    if not shared:
         return False
     if _CHANGE.search(_words(newer)):
         return True
-    return bool(_NEG.search(newer.action)) != bool(_NEG.search(older.action))
+    return (bool(_NEG.search(newer.action)) != bool(_NEG.search(older.action))
+            and 2 * len(shared) >= min(len(a), len(b)))
 
 
 def _archive(card: PreferenceCard, status: str, reason: str,
