@@ -387,10 +387,10 @@ def make_generate(engine: VARSEngine):
             # chicken dish): ask once more with the note beside the question; the second answer
             # is the one kept (a streamed chat shows it last, as with the echo retry)
             log.debug("answer names excluded %s; asking again", broken)
-            rules = [n for n in notes if excluded_terms([n])]
+            reminders = [n for n in notes if excluded_terms([n])]
             reply = engine.chat_model.invoke([*msgs[:-1], HumanMessage(
-                f"{message_text(msgs[-1])}\n\n(Keep in mind: {' '.join(rules)})")], config)
-            if copies(message_text(reply), [*sources, *rules], notes=notes):
+                f"{message_text(msgs[-1])}\n\n(Keep in mind: {' '.join(reminders)})")], config)
+            if copies(message_text(reply), [*sources, *reminders], notes=notes):
                 # it gave the reminder back (seen on the 0.5B): once more, with the conversation
                 # (a follow-up needs it) but no notes to copy, and what to leave out
                 leave_out = ", ".join(dict.fromkeys(broken))

@@ -123,10 +123,12 @@ UNSCOPED_CONDITION = "answering"  # the condition of a preference that names no 
 _ANSWERS = r"(?:answers?|responses?|replies|reply|questions?|messages?|conversations?|chats?|times?)"
 # a universal scope over the assistant's answers; a quantifier inside the object ("I avoid any
 # chemical sunscreens", "never street food") is not one: such a preference stays conditional
+# a standing scope said as taste: "that's how I like it", "That's how I work best."
+HOW_I_LIKE_IT = (r"(?:that's|that is|this is) (?:how|what) i (?:like|prefer|want|learn|work)"
+                 r"|i (?:learn|work) best")
 _GENERALITY = re.compile(
     r"\b(?:always|in general|generally|from now on|going forward|in (?:the )?future|"
-    r"by default|at all times|no matter what|(?:^|(?<=[.!?]\s))never|"
-    r"(?:that's|that is) (?:how|what) i (?:like|prefer|want|learn|work)|i (?:learn|work) best|"
+    r"by default|at all times|no matter what|(?:^|(?<=[.!?]\s))never|" + HOW_I_LIKE_IT + "|"
     r"(?:every|any|all|each)\s+(?:of\s+)?(?:your\s+|my\s+|the\s+)?" + _ANSWERS + r")\b", re.I
 )
 _ONE_OFF = re.compile(

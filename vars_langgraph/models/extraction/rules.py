@@ -9,6 +9,7 @@ import json
 import re
 
 from vars_langgraph.models.extraction.postprocess import (
+    HOW_I_LIKE_IT,
     UNSCOPED_CONDITION,
     content_words,
     drop_feedback,
@@ -33,8 +34,7 @@ _LEAD_SCOPE = re.compile(r"^(?:from now on|in general|in future|going forward|an
                          r"honestly|also|oh and)[,: ]+", re.I)
 # a scope said last: "metric please, always", "bullet points from now on"
 _TRAIL_SCOPE = re.compile(r"[, ]+(?:always|from now on|going forward|in future|in general|every time|"
-                          r"(?:that's|that is) (?:how|what) i (?:like|prefer|want|learn|work)\b.*|"
-                          r"i (?:learn|work) best (?:that way|like that))$", re.I)
+                          rf"(?:{HOW_I_LIKE_IT})\b.*)$", re.I)
 _PLEASE = re.compile(r"^(?:please|pls|kindly)[, ]+|[, ]+(?:please|pls)$", re.I)
 # a standing request asked as a question: "Would you mind not ...?", "Could you always ...?"
 # ("... about answers or suggestions": not "Can you stop the music?", "Will you always be here?")
@@ -51,7 +51,7 @@ _LEAD_TASK = re.compile(r"^(in|with)\s+((?:my\s+|your\s+|the\s+)?(?!(?:general|f
                         r"other|any|case|my opinion|the end|the meantime|future)\b)[a-z][\w-]*"
                         r"(?:\s+[\w-]+){0,2}),\s*(.{6,})$", re.I)
 # a reason said last, after the instruction: "Keep the tone light, I get anxious easily"
-_TAIL_REASON = re.compile(r",\s*(?:i|i'm|i've|i get|my|we|we're)\b(?![^,]*\b(?:prefer|like|want|love|hate)\b)"
+_TAIL_REASON = re.compile(r",\s*(?:i|i'm|i've|my|we|we're)\b(?![^,]*\b(?:prefer|like|want|love|hate)\b)"
                           r"[^,?]{3,60}$", re.I)
 # "you don't need to explain the basics", "no need to apologise"
 _NO_NEED = re.compile(r"^(?:you\s+(?:don't|do not|never)\s+(?:need|have)\s+to|no need to)\s+(.{3,})$", re.I)
@@ -290,7 +290,7 @@ def identity_preferences(sent: str, message: str) -> list[Preference]:
     acts: list[str] = []
     if m := _DIET.search(t):
         acts.append(_DIETS[m.group(1).lower()])
-    for rx, verb in ((_ALLERGY, "avoid"), (_NO_EAT, "avoid")):
+    for rx, verb in ((_ALLERGY, "avoid"), (_NO_EAT, "avoid"), (_CUT_DOWN, "limit")):
         if (m := rx.search(t)) and not acts:
             acts.append(f"{verb} {m.group(1).strip(' ,').split(' so ')[0].split(' and i')[0]}")
     if m := _OS.search(t):
@@ -298,8 +298,6 @@ def identity_preferences(sent: str, message: str) -> list[Preference]:
         name = {"mac": "Mac", "macbook": "Mac", "macos": "macOS", "ios": "iOS", "iphone": "iPhone"}.get(
             name.lower(), name[:1].upper() + name[1:])
         acts.append(f"give instructions for {name}")
-    if (m := _CUT_DOWN.search(t)) and not acts:
-        acts.append(f"limit {m.group(1).strip(' ,').split(' so ')[0].split(' and i')[0]}")
     if _BUDGET.search(t):
         acts.append("suggest affordable, low-cost options")
     if m := _LEVEL.search(t):
@@ -452,8 +450,7 @@ _NEED = re.compile(r"^i\s+(?:really\s+)?(just|only|don't|do not)\s+(?:really\s+)
 
 
 # a sentence that says the rest is how the user always wants it ("That's how I work best.")
-_STANDING = re.compile(r"^(?:(?:that's|that is|this is) (?:how|what) i (?:like|prefer|want|learn|work)\b"
-                       r"|i (?:learn|work) best\b)", re.I)
+_STANDING = re.compile(rf"^(?:{HOW_I_LIKE_IT})\b", re.I)
 
 
 def said_generally(sent: str, message: str) -> bool:
@@ -589,7 +586,7 @@ _LEAD_IN = re.compile(r"^(?:(?:by the way|btw|you know|anyway|anyways|honestly|a
 MAX_STATED = 3  # quoted statements kept per message
 # a request said politely, no taste: "I'd love it if you could help."
 _ASKS_A_FAVOUR = re.compile(r"^i(?:'d| would)\s+(?:really\s+)?(?:love|like|appreciate)\s+it\s+if\s+you\s+"
-                            r"(?:could|would|can)\b(?!.*\b(?:always|every|from now on|in general)\b)", re.I)
+                            r"(?:could|would|can)\b", re.I)
 
 
 def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ...] = ()
@@ -616,7 +613,8 @@ def stated_preferences(text: str, cards: list[Preference] | tuple[Preference, ..
         if keep := _KEEP_FACT.match(said.rstrip(" .!")):
             said = keep.group(1)[:1].upper() + keep.group(1)[1:] + "."
         elif (sent.endswith("?") or not (_SELF.match(said) and _LIKES.search(said))
-              or _ABOUT_THIS_ANSWER.search(said) or _ASKS_A_FAVOUR.match(said)):
+              or _ABOUT_THIS_ANSWER.search(said)
+              or _ASKS_A_FAVOUR.match(said) and not has_generality_marker(said)):
             continue
         words = content_words(said)
         if 2 * len(words & covered) >= len(words):
